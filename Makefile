@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint install clean samples
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/drdo-ray demo
+
+test: install
+	$(BIN)/ruff check drdo_ray jobs tests scripts
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check drdo_ray jobs tests scripts
+	$(BIN)/ruff format --check drdo_ray jobs tests scripts
+
+# Regenerate the shipped sample datasets (deterministic; the result is committed).
+samples: install
+	$(BIN)/python scripts/make_samples.py --out drdo_ray/data/samples
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo_run
