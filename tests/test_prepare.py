@@ -18,7 +18,7 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 def _tldr(i: int, *, confidence: int | None, chosen: str, rejected: str, batch: str = "batch3") -> dict:
     return {
-        "info": {"id": f"p{i}", "post": f"post {i} about my dog", "title": f"title {i}", "subreddit": "dogs",
+        "info": {"id": f"p{i}", "post": f"post {i} about my dog" + " and my cat" * i, "title": f"title {i}", "subreddit": "dogs",
                  "site": None, "article": None},
         "summaries": [{"text": chosen, "policy": "a", "note": None}, {"text": rejected, "policy": "b", "note": None}],
         "choice": 0, "worker": "w", "batch": batch, "split": "train", "extra": {"confidence": confidence},
@@ -93,15 +93,16 @@ def test_length_filter_rejects_long_rows(ray_session, messy_tldr, tmp_path, tiny
     from drdo_ray.data.tokenize import encode_prompt, encode_response
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    good = [SOURCES["tldr"].normalize(json.loads(line), None) for line in messy_tldr.read_text().splitlines()[:4]]
+    good = [SOURCES["tldr"].normalize(json.loads(line), None) for line in messy_tldr.read_bytes().splitlines()[:4]]
     prompt_lens = sorted(len(encode_prompt(tok, r["prompt"], chat=False)) for r in good)
     totals = sorted(
         len(encode_prompt(tok, r["prompt"], chat=False)) + max(len(encode_response(tok, r["chosen"])),
                                                                 len(encode_response(tok, r["rejected"])))
         for r in good
     )
-    # A prompt cap just under the longest prompt rejects exactly the rows whose prompt exceeds it.
-    cap = prompt_lens[-1] - 1
+    # A prompt cap between the prompt lengths rejects exactly the rows whose prompt exceeds it.
+    assert prompt_lens[0] < prompt_lens[-1]
+    cap = prompt_lens[1]
     out = tmp_path / "capped"
     assert _run("--source", "tldr", "--input", str(messy_tldr), "--out", str(out), "--tokenizer", str(tiny_model_dir),
                 "--set", f"max_prompt_length={cap}", "--set", f"max_length={totals[-1] + 100}") == 0
@@ -139,7 +140,9 @@ def test_real_alpaca_eval_loads_unchanged(ray_session, tmp_path):
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert (stats["rows_read"], stats["rows_written"], stats["rows_rejected"]) == (805, 805, 0)
     table = pq.read_table(tmp_path / "data").to_pylist()
-    assert sorted((r["prompt"], r["chosen"]) for r in table) == sorted((r["instruction"], r["output"]) for r in real)
+    # Two real references are empty: the prompt is kept, its reference recorded as missing (null).
+    assert sorted((r["prompt"], r["chosen"] or "") for r in table) == sorted((r["instruction"], r["output"]) for r in real)
+    assert sum(r["chosen"] is None for r in table) == sum(not r["output"] for r in real) == 2
     assert len({r["id"] for r in table}) == 805
 
 
