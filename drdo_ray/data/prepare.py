@@ -73,6 +73,7 @@ def prepare(cfg: PrepareConfig, console: Console | None = None) -> dict[str, Any
             "max_prompt_length": cfg.max_prompt_length,
             "max_length": cfg.max_length,
             "pair_distance": source.name == "tldr",
+            "limit_responses": source.kind != "prompts",
         },
         batch_format="pyarrow",
         batch_size=256,

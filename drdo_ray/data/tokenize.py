@@ -51,6 +51,7 @@ class Featurize:
         max_prompt_length: int = 512,
         max_length: int = 1024,
         pair_distance: bool = False,
+        limit_responses: bool = True,
     ) -> None:
         self.tokenizer = None
         if tokenizer_path:
@@ -60,6 +61,9 @@ class Featurize:
         self.max_prompt_length = max_prompt_length
         self.max_length = max_length
         self.pair_distance = pair_distance
+        # Evaluation prompt sets: the reference is never fed to the model, so only the prompt
+        # must fit; prompt + response is a training constraint.
+        self.limit_responses = limit_responses
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -93,7 +97,7 @@ class Featurize:
         longest = max(len(chosen_ids or ()), len(rejected_ids or ()))
         if len(prompt_ids) > self.max_prompt_length:
             _reject(row, "prompt_too_long", f"{len(prompt_ids)} > {self.max_prompt_length} tokens")
-        elif len(prompt_ids) + longest > self.max_length:
+        elif self.limit_responses and len(prompt_ids) + longest > self.max_length:
             _reject(row, "too_long", f"{len(prompt_ids) + longest} > {self.max_length} tokens")
 
 

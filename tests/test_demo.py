@@ -1,0 +1,36 @@
+"""The embedded default: `drdo-ray demo` builds the tiny model and prepares every dataset from
+the shipped samples; a second run skips what exists."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from drdo_ray.demo import DEMO_DATASETS, run_demo
+
+
+@pytest.mark.slow
+def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, capsys):
+    stats = run_demo(str(tmp_path))
+    assert (tmp_path / "models" / "tiny" / "config.json").exists()
+    assert set(stats) == {name for name, *_ in DEMO_DATASETS}
+    tldr = {name: stats[name]["tldr"]["splits"] for name in ("tldr_easy", "tldr_hard")}
+    # The easy split is the confident, clearly different pairs; hard the opposite.
+    assert tldr["tldr_easy"]["easy"]["mean_confidence"] > tldr["tldr_hard"]["hard"]["mean_confidence"]
+    assert tldr["tldr_easy"]["easy"]["mean_distance"] > tldr["tldr_hard"]["hard"]["mean_distance"]
+    assert stats["tldr_full"]["rejected_by_reason"]["excluded_cnndm_batch"] == 100
+    for name, *_ in DEMO_DATASETS:
+        table = pq.read_table(tmp_path / "data" / name / "data")
+        assert table.num_rows == stats[name]["rows_written"] > 0
+        assert "prompt_ids" in table.column_names
+    easy = pq.read_table(tmp_path / "data" / "tldr_easy" / "data", columns=["difficulty"]).column(0).to_pylist()
+    assert set(easy) == {"easy"}
+
+    before = (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns
+    capsys.readouterr()
+    run_demo(str(tmp_path))
+    assert (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns == before
+    assert "skip" in capsys.readouterr().err
+    assert json.loads((tmp_path / "data" / "ultrafeedback" / "stats.json").read_text())["rows_written"] == 600
