@@ -92,3 +92,80 @@ def load_config(
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in err.errors())
         raise UserError(f"invalid {cls.__name__}: {problems}") from None
+
+
+class ScoreConfig(StageConfig):
+    """`drdo-ray score`: Oracle rewards (and reference log-probs) for every row of a prepared dataset."""
+
+    data: str = Field(description="a prepared dataset folder (holding data/ and stats.json)")
+    out: str
+    oracles: list[str] = Field(default_factory=list, description="one Oracle, or K for an e-DPO ensemble")
+    reference: str | None = Field(None, description="reference (SFT) model for ref_*_logps")
+    reduction: Literal["mean", "sum"] = "sum"
+    batch_size: int = Field(16, gt=0)
+    num_actors: int = Field(1, gt=0)
+    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where CUDA exists, else 0")
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    force: bool = False
+
+
+LossName = Literal["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
+
+
+class DeepSpeedSettings(StageConfig):
+    enabled: bool = False
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    overlap_comm: bool = False
+    reduce_bucket_size: int = Field(500_000_000, gt=0)
+    allgather_bucket_size: int = Field(500_000_000, gt=0)
+
+
+class TrainConfig(StageConfig):
+    """`drdo-ray train {sft,oracle,align}`: one schema for every stage and loss."""
+
+    stage: Literal["sft", "oracle", "align"]
+    loss: LossName | None = Field(None, description="align only")
+    model: str = Field(description="model folder or hub id to start from")
+    data: str = Field(description="prepared (sft, oracle) or scored (align) dataset folder")
+    run_dir: str = Field(description="run directory (local or s3://): train/<name>/ and models/<name>/ land here")
+    name: str | None = Field(None, description="run name; default <stage>[-<loss>]; a rerun with the same name resumes")
+    # Batch: global batch = micro_batch_size x grad_accum x num_workers.
+    micro_batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    global_batch_size: int | None = Field(None, gt=0, description="checked against the product above when set")
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps; default: epochs over the data")
+    epochs: int = Field(1, gt=0)
+    lr: float = Field(5e-6, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Loss hyperparameters (METHOD.md defaults).
+    reduction: Literal["mean", "sum"] | None = Field(None, description="default: mean for DRDO family, sum for DPO family")
+    alpha: float = Field(0.1, ge=0)
+    gamma: float = Field(2.0, ge=0)
+    beta: float = Field(0.1, gt=0)
+    contrastive_alpha: float = Field(0.1, ge=0)
+    edpo_reduce: Literal["max", "mean"] = "max"
+    oracle_alpha: float = Field(0.01, ge=0, le=1)
+    ensemble: int = Field(1, gt=0, description="oracle stage: K members with head seeds 0..K-1 (plain Bradley-Terry)")
+    head_seed: int = 0
+    live_reference: str | None = Field(None, description="DPO family: a reference model held live instead of precomputed columns")
+    # Engine and cluster.
+    num_workers: int = Field(2, gt=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    bf16: bool | None = Field(None, description="default: on with GPUs")
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    gradient_checkpointing: bool = False
+    padding_side: Literal["right", "left"] = "right"
+    # Fault tolerance, checkpoints, logging.
+    checkpoint_every: int = Field(50, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    max_failures: int = Field(1, ge=-1)
+    max_bad_steps: int = Field(5, ge=0, description="consecutive non-finite losses tolerated before stopping")
+    log_every: int = Field(1, gt=0)
+    seed: int = 0
+    shuffle: bool = True
+    fail_at_step: int | None = Field(None, description="testing: raise inside the loop once, on the last rank, at this step")

@@ -55,3 +55,39 @@ def write_jsonl(uri: str, rows: Iterable[dict[str, Any]]) -> int:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def arrow_filesystem(uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for ``uri`` (for readers that want one, e.g. pyarrow.dataset)."""
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri)
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def upload_dir(local: str, uri: str) -> None:
+    """Copy a local folder to ``uri`` (no-op when they are the same local folder)."""
+    fs, path = _fs(uri)
+    fs.put(local.rstrip("/") + "/", path, recursive=True)
+
+
+def localize(uri: str) -> str:
+    """A local path for a model folder: itself when local or a hub id; object-store folders
+    (s3://...) are downloaded once per node into a cache keyed by the URI."""
+    if is_local(uri):
+        return uri.removeprefix("file://")
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    target = Path(tempfile.gettempdir()) / "drdo-models" / hashlib.sha1(uri.encode()).hexdigest()[:16]
+    done = target / ".complete"
+    if not done.exists():
+        fs, path = _fs(uri)
+        target.mkdir(parents=True, exist_ok=True)
+        fs.get(path.rstrip("/") + "/", str(target) + "/", recursive=True)
+        done.touch()
+    return str(target)

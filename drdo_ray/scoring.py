@@ -1,0 +1,466 @@
+"""`drdo-ray score`: precompute Oracle rewards r*(x, y) and reference log-probs for every row
+of a prepared dataset (METHOD.md, Stage 2), so policy training never holds the Oracle or the
+reference model in memory.
+
+    OUT/data/*.parquet      every input column + oracle_chosen, oracle_rejected
+                            (+ oracle_{chosen,rejected}_k per e-DPO member, K > 1)
+                            (+ ref_chosen_logps, ref_rejected_logps with a reference)
+    OUT/scoring.json        provenance: what scored what (content fingerprints), throughput
+    OUT/source_stats.json   the input's stats.json, for traceability
+
+Inference runs as a Ray Data ``map_batches`` over an actor pool: each actor loads the models
+once and scores a batch with ONE forward pass per model over chosen + rejected. A finished
+scoring is reused when the same inputs are asked for again, and refused (never silently
+reused) when they differ."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from . import storage
+from .config import ScoreConfig
+from .errors import UserError
+
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_EDGE_BYTES = 1 << 20  # fingerprint reads the first and last MiB of each weights file
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+SCORING_FILE = "scoring.json"
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _is_local_like(path: str) -> bool:
+    """A spelling that can only mean a local path (so a miss is 'does not exist', not a hub id)."""
+    return path.startswith(("/", ".", "~")) or "\\" in path or path.count("/") > 1
+
+
+def _resolve(path: str) -> str:
+    """Absolute path for an existing local path (actors may run elsewhere than the driver's
+    cwd); remote URIs and hub ids as given."""
+    if _REMOTE.match(path):
+        return path
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.exists() else path
+
+
+def _edge_digest(fs: Any, path: str, size: int) -> str:
+    with fs.open(path, "rb") as f:
+        head = f.read(_EDGE_BYTES)
+        f.seek(max(0, size - _EDGE_BYTES))
+        tail = f.read(_EDGE_BYTES)
+    return hashlib.sha256(head).hexdigest() + hashlib.sha256(tail).hexdigest()
+
+
+def fingerprint(path: str) -> str:
+    """A cheap, deterministic, content-based id of a model folder, a prepared dataset folder or
+    a hub id ("hub:<id>"). Model: config.json bytes + each weights file's name, size and the
+    sha256 of its first and last MiB (reading whole multi-GB checkpoints would cost more than
+    scoring a small dataset). Dataset: stats.json bytes + parquet file names and sizes."""
+    fs, root = fsspec.core.url_to_fs(path)
+    if not fs.exists(root):
+        if not _REMOTE.match(path) and not _is_local_like(path) and _HUB_ID.match(path):
+            return f"hub:{path}"
+        raise UserError(f"path does not exist: {path}")
+    if not fs.isdir(root):
+        raise UserError(f"{path} is a file; expected a model folder or a prepared dataset folder")
+    digest = hashlib.sha256()
+    base = root.rstrip("/")
+    if fs.exists(f"{base}/config.json"):
+        digest.update(b"model\0" + fs.cat_file(f"{base}/config.json"))
+        for info in sorted(fs.ls(root, detail=True), key=lambda i: i["name"]):
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            if info["type"] == "file" and name.endswith(WEIGHT_SUFFIXES):
+                size = int(info["size"])
+                digest.update(f"\0{name}\0{size}\0{_edge_digest(fs, info['name'], size)}".encode())
+    elif fs.exists(f"{base}/stats.json"):
+        digest.update(b"dataset\0" + fs.cat_file(f"{base}/stats.json"))
+        for name, size in _parquet_files(path):
+            digest.update(f"\0{name}\0{size}".encode())
+    else:
+        raise UserError(f"{path} is neither a model folder (config.json) nor a prepared dataset (stats.json)")
+    return "sha256:" + digest.hexdigest()
+
+
+def _parquet_files(data_dir: str) -> list[tuple[str, int]]:
+    """(path relative to DIR/data, size) of every parquet file, sorted."""
+    fs, root = fsspec.core.url_to_fs(storage.join(data_dir, "data"))
+    if not fs.isdir(root):
+        return []
+    found = fs.find(root, detail=True)
+    prefix = root.rstrip("/") + "/"
+    return sorted(
+        (name[len(prefix):] if name.startswith(prefix) else name, int(info["size"]))
+        for name, info in found.items()
+        if name.endswith(".parquet")
+    )
+
+
+def _schema(data_dir: str) -> pa.Schema:
+    files = _parquet_files(data_dir)
+    if not files:
+        raise UserError(f"{data_dir} holds no data/*.parquet files")
+    fs, root = fsspec.core.url_to_fs(storage.join(data_dir, "data", files[0][0]))
+    with fs.open(root, "rb") as f:
+        return pq.read_schema(f)
+
+
+# ------------------------------------------------------------------------ input checks
+
+
+def _check_dataset(data: str) -> dict[str, Any]:
+    """The input's stats.json, after checking it is a tokenized preference-pair dataset."""
+    from .data.sources import SOURCES
+
+    if not storage.exists(data):
+        raise UserError(f"dataset folder does not exist: {data}")
+    stats_path = storage.join(data, "stats.json")
+    if not storage.exists(stats_path):
+        raise UserError(f"{data} is not a prepared dataset (no stats.json); run drdo-ray data prepare first")
+    stats = storage.read_json(stats_path)
+    source = SOURCES.get(stats.get("source", ""))
+    if source is not None and source.kind != "pairs":
+        raise UserError(f"{data} holds {source.kind} rows (source {source.name}); scoring needs preference pairs")
+    missing = [c for c in TOKEN_COLUMNS if c not in _schema(data).names]
+    if missing:
+        raise UserError(
+            f"{data} has no token columns ({', '.join(missing)}); prepare it with --tokenizer "
+            "(the policy's tokenizer) before scoring"
+        )
+    return stats
+
+
+def _check_model(path: str, *, role: str, oracle: bool) -> None:
+    """Fail on the driver, with one line, before any actor tries to load a bad model."""
+    from .models.reward_head import HEAD_WEIGHTS, _find_head_file
+
+    if _REMOTE.match(path):
+        raise UserError(f"{role} {path}: models load from a local folder or a hub id, not an object-store URI")
+    local = Path(path)
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"{role} {path} is not a model folder (no config.json)")
+        if oracle and not (local / HEAD_WEIGHTS).is_file():
+            raise UserError(f"{role} {path} is not an Oracle (no reward head: {HEAD_WEIGHTS} missing)")
+        return
+    if _is_local_like(path) or not _HUB_ID.match(path):
+        raise UserError(f"{role} path does not exist: {path}")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except Exception as err:  # offline, unknown id, auth: one line for the user
+        raise UserError(f"{role} {path}: not a local folder and not loadable from the hub ({err})") from err
+    if oracle and _find_head_file(path, {}) is None:
+        raise UserError(f"{role} {path} is not an Oracle (no reward head: {HEAD_WEIGHTS} missing)")
+
+
+# ------------------------------------------------------------------------- Ray Data stage
+
+
+def _pad_id(path: str) -> int:
+    """Pad id from the model folder's tokenizer, else its config. Any valid id works: pads are
+    masked out of attention, log-probs and the reward read-out."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(path)
+        for value in (tok.pad_token_id, tok.eos_token_id):
+            if value is not None:
+                return int(value)
+    except Exception:  # a model folder without a tokenizer: fall back to its config
+        pass
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path).get_text_config()
+    for value in (getattr(config, "pad_token_id", None), getattr(config, "eos_token_id", None)):
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
+    """Append, or replace when the input already holds the column (rescoring a scored copy)."""
+    array = pa.array(values, pa.float64())
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, array)
+    return table.append_column(name, array)
+
+
+class Scorer:
+    """Ray Data callable class: models load once per actor, frozen, in eval mode."""
+
+    def __init__(self, oracles: Sequence[str], reference: str | None, *, reduction: str, dtype: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from .models import PolicyWithRewardHead
+
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            # bf16 halves memory and runs at tensor-core speed on GPU; CPU bf16 is slow and coarse.
+            self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        else:
+            self.dtype = getattr(torch, dtype)
+        self.reduction = reduction
+        self.oracles = [
+            PolicyWithRewardHead.from_pretrained(p, torch_dtype=self.dtype).to(self.device).freeze() for p in oracles
+        ]
+        self.reference = None
+        if reference:
+            self.reference = AutoModelForCausalLM.from_pretrained(reference, dtype=self.dtype).to(self.device)
+            self.reference.eval().requires_grad_(False)
+        models = [m.lm for m in self.oracles] + ([self.reference] if self.reference is not None else [])
+        # The dataset was tokenized once; every model must embed all its ids.
+        self.vocab = min(m.get_input_embeddings().num_embeddings for m in models)
+        self.pad_id = _pad_id(next(iter(oracles), reference))  # type: ignore[arg-type]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        from .models import collate_pairs, pair_forward
+
+        columns = {name: batch[name].to_pylist() for name in TOKEN_COLUMNS}
+        for name, values in columns.items():
+            if any(v is None or len(v) == 0 for v in values):
+                raise ValueError(f"a row has no {name}: scoring needs prompt, chosen and rejected tokens")
+        top = max(max(max(ids) for ids in values) for values in columns.values())
+        if top >= self.vocab:
+            raise ValueError(
+                f"token id {top} is outside the models' vocabulary ({self.vocab}): the dataset was "
+                "tokenized with a different tokenizer"
+            )
+        collated = collate_pairs(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"], pad_id=self.pad_id)
+        collated = {k: v.to(self.device) for k, v in collated.items()}
+        added: dict[str, Any] = {}
+        with torch.inference_mode():
+            chosen, rejected = [], []
+            for model in self.oracles:
+                out = pair_forward(model, collated, reduction=self.reduction)  # type: ignore[arg-type]
+                chosen.append(out.chosen_rewards.double().cpu())
+                rejected.append(out.rejected_rewards.double().cpu())
+            if self.oracles:
+                added["oracle_chosen"] = torch.stack(chosen).mean(0).numpy()
+                added["oracle_rejected"] = torch.stack(rejected).mean(0).numpy()
+                if len(self.oracles) > 1:
+                    for k, (c, r) in enumerate(zip(chosen, rejected)):
+                        added[f"oracle_chosen_{k}"] = c.numpy()
+                        added[f"oracle_rejected_{k}"] = r.numpy()
+            if self.reference is not None:
+                out = pair_forward(self.reference, collated, reduction=self.reduction)  # type: ignore[arg-type]
+                added["ref_chosen_logps"] = out.chosen_logps.double().cpu().numpy()
+                added["ref_rejected_logps"] = out.rejected_logps.double().cpu().numpy()
+        for name, values in added.items():
+            batch = _set_column(batch, name, values)
+        return batch
+
+
+def columns_added(num_oracles: int, reference: bool) -> list[str]:
+    names = ["oracle_chosen", "oracle_rejected"] if num_oracles else []
+    if num_oracles > 1:
+        names += [f"oracle_{side}_{k}" for k in range(num_oracles) for side in ("chosen", "rejected")]
+    if reference:
+        names += ["ref_chosen_logps", "ref_rejected_logps"]
+    return names
+
+
+# ---------------------------------------------------------------------------- provenance
+
+
+def ensemble_size(provenance: dict[str, Any]) -> int:
+    """How many Oracles scored the dataset (e-DPO needs >= 2 per-member reward columns)."""
+    return len(provenance.get("oracles") or [])
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    def fp(entry: dict[str, Any] | None) -> str | None:
+        return entry["fingerprint"] if entry else None
+
+    def name(entry: dict[str, Any] | None) -> str:
+        return entry["path"] if entry else "none"
+
+    diffs: list[str] = []
+    if fp(old.get("data")) != fp(new["data"]):
+        diffs.append(f"a different dataset (or it changed since): {name(old.get('data'))}")
+    old_oracles, new_oracles = old.get("oracles") or [], new["oracles"]
+    if len(old_oracles) != len(new_oracles):
+        diffs.append(f"{len(old_oracles)} oracle(s), not {len(new_oracles)}")
+    else:
+        for k, (a, b) in enumerate(zip(old_oracles, new_oracles)):
+            if fp(a) != fp(b):
+                diffs.append(f"a different oracle #{k}: {name(a)}, not {name(b)}")
+    if fp(old.get("reference")) != fp(new["reference"]):
+        diffs.append(f"a different reference: {name(old.get('reference'))}, not {name(new['reference'])}")
+    elif old.get("reduction") != new["reduction"]:
+        diffs.append(f"reduction {old.get('reduction')}, not {new['reduction']}")
+    return diffs
+
+
+def _request(cfg: ScoreConfig, data: str, oracles: list[str], reference: str | None) -> dict[str, Any]:
+    return {
+        "data": {"path": data, "fingerprint": fingerprint(data)},
+        "oracles": [{"path": p, "fingerprint": fingerprint(p)} for p in oracles],
+        "reference": {"path": reference, "fingerprint": fingerprint(reference)} if reference else None,
+        # Oracle rewards do not depend on it; recorded only where it shaped the ref columns.
+        "reduction": cfg.reduction if reference else None,
+    }
+
+
+# ---------------------------------------------------------------------------------- score
+
+
+def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
+    """Score ``cfg.data`` into ``cfg.out``; returns the provenance written to OUT/scoring.json
+    plus ``reused`` (True when an identical earlier scoring was kept)."""
+    console = console or Console(stderr=True)
+    if not cfg.oracles and not cfg.reference:
+        raise UserError("nothing to score: give at least one --oracle or a --reference")
+    data = _resolve(cfg.data)
+    out = cfg.out if _REMOTE.match(cfg.out) else str(Path(cfg.out).expanduser().resolve())
+    if data.rstrip("/") == out.rstrip("/"):
+        raise UserError("--out must differ from --data: scoring writes a new dataset beside the prepared one")
+    stats = _check_dataset(data)
+    oracles = [_resolve(p) for p in cfg.oracles]
+    reference = _resolve(cfg.reference) if cfg.reference else None
+    for k, path in enumerate(oracles):
+        _check_model(path, role=f"oracle #{k}", oracle=True)
+    if reference:
+        _check_model(reference, role="reference", oracle=False)
+    request = _request(cfg, data, oracles, reference)
+
+    scoring_path = storage.join(out, SCORING_FILE)
+    if not cfg.force and storage.exists(scoring_path):
+        try:
+            old = storage.read_json(scoring_path)
+        except ValueError as err:
+            raise UserError(f"{scoring_path} is unreadable ({err}); pass --force or choose another --out") from err
+        diffs = _differences(old, request)
+        if diffs:
+            raise UserError(f"{out} was scored with {'; '.join(diffs)}; pass --force or choose another --out")
+        if storage.exists(storage.join(out, "data")):
+            console.print(f"[bold]score[/] reused: {out} was already scored from the same inputs (--force rescores)")
+            return {**old, "reused": True}
+
+    import ray.data
+    import torch
+
+    from .ray_runtime import ensure_ray
+
+    ensure_ray()
+    started = time.perf_counter()  # throughput excludes cluster start-up
+    gpus = cfg.num_gpus_per_actor
+    if gpus is None:
+        # The driver may sit on a CPU head node while GPU workers do the work: ask the cluster too.
+        gpus = 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    what = f"{len(oracles)} oracle(s)" + (f" + reference ({cfg.reduction} log-probs)" if reference else "")
+    console.print(f"[bold]score[/] {data} with {what}: {cfg.num_actors} actor(s), {gpus} GPU each")
+
+    # A crash midway must not leave a scoring.json that vouches for partial data: remove it
+    # first, write it last.
+    for target in (SCORING_FILE, "data", "source_stats.json"):
+        storage.remove(storage.join(out, target))
+    storage.makedirs(out)
+
+    rows_in = ray.data.read_parquet(storage.join(data, "data"))
+    rows = rows_in.count()  # from parquet metadata; the scorer keeps every row
+    scored = rows_in.map_batches(
+        Scorer,
+        fn_constructor_args=(oracles, reference),
+        fn_constructor_kwargs={"reduction": cfg.reduction, "dtype": cfg.dtype},
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        num_gpus=gpus,
+    )
+    # Without a floor Ray writes one small file per output block.
+    scored.write_parquet(storage.join(out, "data"), min_rows_per_file=50_000)
+    elapsed = time.perf_counter() - started
+
+    storage.write_json(storage.join(out, "source_stats.json"), stats)
+    provenance: dict[str, Any] = {
+        **request,
+        "rows": rows,
+        "columns_added": columns_added(len(oracles), reference is not None),
+        "dtype": cfg.dtype,
+        "batch_size": cfg.batch_size,
+        "num_actors": cfg.num_actors,
+        "num_gpus_per_actor": gpus,
+        "elapsed_s": round(elapsed, 3),
+        "rows_per_s": round(rows / elapsed, 1) if elapsed > 0 else None,
+        "outputs": {
+            "data": storage.join(out, "data"),
+            "scoring": scoring_path,
+            "source_stats": storage.join(out, "source_stats.json"),
+        },
+    }
+    storage.write_json(scoring_path, provenance)
+    return {**provenance, "reused": False}
+
+
+# --------------------------------------------------------------------------- check_scored
+
+
+def check_scored(
+    data_dir: str,
+    *,
+    needs: Sequence[str],
+    reduction: str | None = None,
+    oracles: Sequence[str] | None = None,
+    reference: str | None = None,
+) -> dict[str, Any]:
+    """For the training stage: is ``data_dir`` scored with what the run needs? ``needs``: column
+    names (e.g. ``oracle_chosen``, ``oracle_chosen_0``, ``ref_chosen_logps``). ``reduction`` is
+    checked when ref columns are needed; ``oracles``/``reference`` (paths or hub ids) are
+    checked against the recorded fingerprints. Any mismatch is a UserError; returns the
+    provenance ({} for an unscored folder when nothing is needed)."""
+    path = storage.join(data_dir, SCORING_FILE)
+    if not storage.exists(path):
+        if needs:
+            raise UserError(f"{data_dir} is not a scored dataset; run drdo-ray score first")
+        return {}
+    provenance: dict[str, Any] = storage.read_json(path)
+    present = set(_schema(data_dir).names)
+    missing = [c for c in needs if c not in present]
+    if missing:
+        k = ensemble_size(provenance)
+        ref = "with" if provenance.get("reference") else "without"
+        raise UserError(
+            f"{data_dir} lacks column(s) {', '.join(missing)} (scored with {k} oracle(s), {ref} a reference); "
+            "rescore it with the needed --oracle/--reference"
+        )
+    if reduction is not None and any(c.startswith("ref_") for c in needs) and provenance.get("reduction") != reduction:
+        raise UserError(
+            f"{data_dir} holds {provenance.get('reduction')}-reduced reference log-probs, but this run uses "
+            f"reduction={reduction}; rescore with --reduction {reduction}"
+        )
+    if oracles is not None:
+        recorded = [o["fingerprint"] for o in provenance.get("oracles") or []]
+        wanted = [fingerprint(_resolve(p)) for p in oracles]
+        if recorded != wanted:
+            raise UserError(
+                f"{data_dir} was scored with a different oracle set "
+                f"({', '.join(o['path'] for o in provenance.get('oracles') or []) or 'none'}); "
+                "rescore it with drdo-ray score --force"
+            )
+    if reference is not None:
+        recorded_ref = (provenance.get("reference") or {}).get("fingerprint")
+        if recorded_ref != fingerprint(_resolve(reference)):
+            raise UserError(
+                f"{data_dir} was scored with a different reference "
+                f"({(provenance.get('reference') or {}).get('path', 'none')}); rescore it with drdo-ray score --force"
+            )
+    return provenance
