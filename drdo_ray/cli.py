@@ -67,6 +67,53 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
         console.print(f"  {name:8s} {where}")
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from .config import ScoreConfig
+
+    cfg = load_config(
+        ScoreConfig, config_file=args.config, section="score",
+        flags=_flags(args, ["data", "oracles", "reference", "reduction", "batch_size", "num_actors", "out", "force"]),
+        overrides=args.overrides,
+    )
+    from .scoring import score
+
+    result = score(cfg, console)
+    if not result["reused"]:
+        console.print(
+            f"scored {result['rows']} rows in {result['elapsed_s']:.1f}s, {result['rows_per_s']:.0f} rows/s; "
+            f"added {', '.join(result['columns_added'])}"
+        )
+    for name, where in result["outputs"].items():
+        console.print(f"  {name:12s} {where}")
+
+
+TRAIN_FLAGS = ["loss", "model", "data", "run_dir", "name", "num_workers", "micro_batch_size", "grad_accum",
+               "max_steps", "epochs", "lr", "use_gpu", "ensemble", "live_reference", "checkpoint_every",
+               "max_failures", "reduction"]
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig
+
+    flags = _flags(args, TRAIN_FLAGS) | {"stage": args.stage}
+    if args.deepspeed is not None or args.zero_stage is not None:
+        flags["deepspeed"] = {"enabled": args.deepspeed if args.deepspeed is not None else True}
+        if args.zero_stage is not None:
+            flags["deepspeed"]["zero_stage"] = args.zero_stage
+    cfg = load_config(TrainConfig, config_file=args.config, section=args.stage, flags=flags, overrides=args.overrides)
+    from .train.ray_trainer import fit, fit_oracles
+
+    results = fit_oracles(cfg, console) if cfg.stage == "oracle" else [fit(cfg, console)]
+    for result in results:
+        m = result["metrics"]
+        console.print(
+            f"{result['name']}: {m.get('global_step')} steps, loss {m.get('loss', float('nan')):.4f}, "
+            f"{m.get('consumed_samples')} samples"
+        )
+        console.print(f"  model    {result['model']}\n  run      {result['train_dir']}")
+        print(result["model"])
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -108,6 +155,51 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--max-prompt-length", dest="max_prompt_length", type=int)
     prep.add_argument("--max-length", dest="max_length", type=int)
     prep.set_defaults(func=cmd_data_prepare)
+
+    sc = sub.add_parser("score", help="precompute Oracle rewards / reference log-probs (Ray Data actor pool)")
+    _common(sc)
+    sc.add_argument("--data", help="prepared dataset folder (tokenized: data prepare --tokenizer)")
+    sc.add_argument("--oracle", dest="oracles", action="append", default=None, metavar="MODEL",
+                    help="Oracle folder or hub id (repeat for an e-DPO ensemble)")
+    sc.add_argument("--reference", help="reference (SFT) model for ref_chosen_logps / ref_rejected_logps")
+    sc.add_argument("--reduction", choices=["sum", "mean"], help="reference log-prob reduction (default: sum)")
+    sc.add_argument("--batch-size", dest="batch_size", type=int, help="pairs per forward pass")
+    sc.add_argument("--num-actors", dest="num_actors", type=int, help="scoring actors (one GPU each where CUDA exists)")
+    sc.add_argument("--out", help="output folder: data/, scoring.json, source_stats.json")
+    sc.add_argument("--force", action="store_true", default=None, help="rescore even if OUT holds a scoring")
+    sc.set_defaults(func=cmd_score)
+
+    train = sub.add_parser("train", help="train on Ray Train (+ DeepSpeed): sft, oracle, align")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage, text in (("sft", "token-mean NLL on chosen responses / human summaries"),
+                        ("oracle", "the Oracle reward model (Eq. 4); --ensemble K for e-DPO"),
+                        ("align", "align a policy with --loss drdo|dpo|ipo|edpo|drdo_minus_r|drdo_minus_c|dpo_plus_c")):
+        p = stages.add_parser(stage, help=text)
+        _common(p)
+        p.add_argument("--model", help="model folder or hub id to start from")
+        p.add_argument("--data", help="prepared dataset (sft, oracle) or scored dataset (align)")
+        p.add_argument("--run-dir", dest="run_dir", help="run directory (local or s3://)")
+        p.add_argument("--name", help="run name (a rerun with the same name resumes)")
+        p.add_argument("--num-workers", dest="num_workers", type=int)
+        p.add_argument("--micro-batch-size", dest="micro_batch_size", type=int)
+        p.add_argument("--grad-accum", dest="grad_accum", type=int)
+        p.add_argument("--max-steps", dest="max_steps", type=int)
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--lr", type=float)
+        p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
+        p.add_argument("--max-failures", dest="max_failures", type=int)
+        p.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None)
+        p.add_argument("--deepspeed", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument("--zero-stage", dest="zero_stage", type=int, choices=[0, 1, 2, 3])
+        p.add_argument("--loss", choices=["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
+                       if stage == "align" else None, help=argparse.SUPPRESS if stage != "align" else "alignment loss")
+        p.add_argument("--reduction", choices=["mean", "sum"], help=argparse.SUPPRESS if stage != "align" else
+                       "sequence log-prob reduction (default: mean for DRDO, sum for DPO)")
+        p.add_argument("--ensemble", type=int, help=argparse.SUPPRESS if stage != "oracle" else
+                       "train K Oracles with head seeds 0..K-1 (plain Bradley-Terry)")
+        p.add_argument("--live-reference", dest="live_reference", help=argparse.SUPPRESS if stage != "align" else
+                       "DPO family: hold this reference model live instead of precomputed columns")
+        p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,293 @@
+"""THE training loop: one per-worker function for SFT, the Oracle and every alignment loss.
+
+No Ray import here. Ray Train calls it through ray_trainer.py with a dataset shard and a
+reporter; a benchmark or a GPU check can call :func:`run` directly with any iterable of
+collated batches. A stage differs only by its config: which model (with or without a reward
+head), which batches (sequences or pairs) and which loss from ``drdo_ray.losses``."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from .. import losses
+from ..config import TrainConfig
+from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
+from ..storage import localize
+from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
+from .engine import Engine, World, build_engine
+from .metrics import MetricsLog
+
+Batch = dict[str, torch.Tensor]
+
+
+class Reporter(Protocol):
+    """Where metrics and checkpoints go: Ray Train's ``report`` or a local folder."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by ``fail_at_step`` to test recovery."""
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------ stage logic
+
+
+def uses_reward_head(cfg: TrainConfig) -> bool:
+    return cfg.stage == "oracle" or (cfg.stage == "align" and cfg.loss in ("drdo", "drdo_minus_c"))
+
+
+def reduction_of(cfg: TrainConfig) -> str:
+    if cfg.reduction:
+        return cfg.reduction
+    # METHOD.md: token-mean log-probs make DRDO's unlikelihood term active; DPO's convention is sum.
+    return "mean" if cfg.stage != "align" or (cfg.loss or "").startswith("drdo") else "sum"
+
+
+def score_columns(cfg: TrainConfig) -> tuple[str, ...]:
+    """Precomputed columns the stage's loss reads from the dataset."""
+    if cfg.stage != "align":
+        return ()
+    needed = losses.LOSS_INPUTS[cfg.loss or ""]
+    if cfg.live_reference:
+        needed = tuple(c for c in needed if not c.startswith("ref_"))
+    return needed
+
+
+def load_model(cfg: TrainConfig) -> nn.Module:
+    if uses_reward_head(cfg):
+        model = PolicyWithRewardHead.from_pretrained(localize(cfg.model), head_seed=cfg.head_seed)
+        # Every loss here reads reward *differences*: the head's bias gets no gradient, so it is
+        # frozen rather than left as a parameter the optimizer decays for nothing.
+        model.reward_head.bias.requires_grad_(False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(localize(cfg.model))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model.train()
+
+
+def _loss(cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module | None) -> tuple[torch.Tensor, dict]:
+    reduction = reduction_of(cfg)
+    if cfg.stage == "sft":
+        out = sequence_forward(model, batch, reduction="mean")
+        return losses.sft_loss(out.logps)
+    pair = pair_forward(model, batch, reduction=reduction)
+    if cfg.stage == "oracle":
+        return losses.oracle_loss(pair.chosen_rewards, pair.rejected_rewards, pair.chosen_nll,
+                                  alpha=cfg.oracle_alpha if cfg.ensemble == 1 else 0.0)
+    if reference is not None:
+        with torch.no_grad():
+            ref = pair_forward(reference, batch, reduction=reduction)
+        batch = {**batch, "ref_chosen_logps": ref.chosen_logps, "ref_rejected_logps": ref.rejected_logps}
+    zw, zl = pair.chosen_logps, pair.rejected_logps
+    loss = cfg.loss
+    if loss in ("drdo", "drdo_minus_c", "drdo_minus_r"):
+        # DRDO(-R) trains no head: its "reward" for the accuracy metric is the log-prob itself.
+        rw = pair.chosen_rewards if pair.chosen_rewards is not None else zw.detach()
+        rl = pair.rejected_rewards if pair.rejected_rewards is not None else zl.detach()
+        return losses.drdo_loss(
+            zw, zl, rw, rl, batch.get("oracle_chosen"), batch.get("oracle_rejected"),
+            alpha=cfg.alpha, gamma=cfg.gamma, distill=loss != "drdo_minus_r", contrastive=loss != "drdo_minus_c",
+        )
+    refs = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
+    if loss in ("dpo", "dpo_plus_c"):
+        return losses.dpo_loss(zw, zl, *refs, beta=cfg.beta, gamma=cfg.gamma,
+                               contrastive_alpha=cfg.contrastive_alpha if loss == "dpo_plus_c" else 0.0)
+    if loss == "ipo":
+        return losses.ipo_loss(zw, zl, *refs, beta=cfg.beta)
+    if loss == "edpo":
+        return losses.edpo_loss(zw, zl, *refs, batch["oracle_chosen"], batch["oracle_rejected"],
+                                beta=cfg.beta, reduce=cfg.edpo_reduce)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+@dataclass
+class Plan:
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan(cfg: TrainConfig, num_rows: int, world_size: int) -> Plan:
+    """Optimizer steps per epoch and in all. Each worker gets num_rows // world_size rows
+    (an equal split); micro-batches past the last full accumulation window of an epoch are dropped."""
+    per_step = cfg.micro_batch_size * cfg.grad_accum
+    steps_per_epoch = (num_rows // world_size) // per_step
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{num_rows} rows over {world_size} workers cannot fill one optimizer step of "
+            f"{per_step} rows per worker (micro_batch_size x grad_accum)"
+        )
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    return Plan(steps_per_epoch, total)
+
+
+def _all_true(flag: bool, world: World) -> bool:
+    if not world.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=world.device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _mean_across(metrics: dict[str, float], world: World) -> dict[str, float]:
+    if not world.distributed or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64,
+                     device=world.device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return dict(zip(keys, (t / world.size).tolist()))
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def run(
+    cfg: TrainConfig,
+    *,
+    batches: Callable[[int], Iterable[Batch]],
+    num_rows: int,
+    world: World,
+    reporter: Reporter,
+    restore_dir: Path | None = None,
+    metrics_dir: Path | None = None,
+    export: Callable[[nn.Module, Engine], None] | None = None,
+    failure_marker: Path | None = None,
+) -> dict[str, Any]:
+    """Train until ``total_steps`` optimizer steps. ``batches(epoch)`` yields this worker's
+    collated micro-batches for an epoch in a deterministic order, so a restart can skip the
+    ``epoch_micro`` already consumed. Returns the last logged metrics plus the run status."""
+    torch.manual_seed(cfg.seed + world.rank)
+    steps = plan(cfg, num_rows, world.size)
+    engine = build_engine(load_model(cfg), cfg, world, steps.total_steps)
+    reference = None
+    if cfg.live_reference:
+        reference = AutoModelForCausalLM.from_pretrained(localize(cfg.live_reference)).to(world.device).eval()
+        reference.requires_grad_(False)
+
+    state = TrainerState()
+    if restore_dir is not None:
+        engine.load(restore_dir)
+        state = load_trainer_state(restore_dir, world.rank)
+    log = MetricsLog(metrics_dir or Path(tempfile.mkdtemp()), total_steps=steps.total_steps,
+                     start_step=state.global_step, enabled=world.rank == 0 and metrics_dir is not None)
+    if log.enabled:
+        _truncate_metrics(log.path, state.global_step)
+
+    window: dict[str, list[float]] = defaultdict(list)
+    window_tokens = 0
+    window_steps = 0
+    window_start = time.perf_counter()
+    last: dict[str, Any] = {}
+    status = "finished"
+
+    def checkpoint(metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix="drdo-ckpt-") as tmp:
+            directory = Path(tmp)
+            engine.save(directory)
+            save_trainer_state(directory, state, world.rank)
+            reporter.report(metrics, directory)
+
+    while state.global_step < steps.total_steps and status == "finished":
+        for index, batch in enumerate(batches(state.epoch)):
+            if index < state.epoch_micro:
+                continue  # consumed before the restart
+            batch = _to_device(batch, world.device)
+            rows = int(batch.pop("num_rows"))
+            state.epoch_micro += 1
+            state.consumed_samples += rows * world.size
+            with engine.accumulate(), engine.autocast():
+                loss, metrics = _loss(cfg, engine.module, batch, reference)
+            if not _all_true(bool(torch.isfinite(loss)), world):
+                state.bad_steps += 1
+                state.consecutive_bad += 1
+                print(f"rank {world.rank}: non-finite loss at step {state.global_step}, micro-batch skipped "
+                      f"({state.consecutive_bad} in a row, {state.bad_steps} in all)", flush=True)
+                if state.consecutive_bad > cfg.max_bad_steps:
+                    status = "diverged"
+                    break
+                continue
+            state.consecutive_bad = 0
+            engine.backward(loss)
+            for key, value in metrics.items():
+                window[key].append(value)
+            window_tokens += int(batch["attention_mask"].sum())
+            if not engine.step():
+                continue
+
+            state.global_step += 1
+            window_steps += 1
+            step = state.global_step
+            if cfg.fail_at_step == step and world.rank == world.size - 1 and failure_marker is not None \
+                    and not failure_marker.exists():
+                failure_marker.parent.mkdir(parents=True, exist_ok=True)
+                failure_marker.write_text(f"failed once at step {step}\n")
+                raise InjectedFailure(f"injected failure at step {step} on rank {world.rank}")
+            is_ckpt = step % cfg.checkpoint_every == 0 or step == steps.total_steps
+            if step % cfg.log_every == 0 or is_ckpt:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                averaged = {k: sum(v) / len(v) for k, v in window.items()}
+                averaged |= {"tokens_per_s": window_tokens / elapsed, "step_s": elapsed / window_steps}
+                averaged = _mean_across(averaged, world)
+                averaged["tokens_per_s"] *= world.size  # every worker processed its own tokens
+                averaged["samples_per_s"] = cfg.micro_batch_size * world.size * len(window["loss"]) / elapsed
+                last = {
+                    **averaged, "lr": engine.lr, "grad_norm": engine.grad_norm if engine.grad_norm is not None else math.nan,
+                    "epoch": state.epoch, "consumed_samples": state.consumed_samples, "bad_steps": state.bad_steps,
+                    "global_step": step,
+                }
+                log.log(step, last)
+                window.clear()
+                window_tokens = window_steps = 0
+                window_start = time.perf_counter()
+                if is_ckpt:
+                    checkpoint(last)
+                else:
+                    reporter.report(last, None)
+            if step >= steps.total_steps:
+                break
+        else:
+            state.epoch += 1
+            state.epoch_micro = 0
+
+    if status == "finished" and export is not None:
+        with engine.export() as model:
+            export(model, engine)
+    final = {**last, "status": status, "global_step": state.global_step, "consumed_samples": state.consumed_samples,
+             "bad_steps": state.bad_steps}
+    if log.enabled:
+        # Ray Train keeps the metrics of the last checkpoint; the run's outcome is this file.
+        (log.path.parent / "status.json").write_text(json.dumps(final, indent=2) + "\n")
+    log.close()
+    reporter.report(final, None)
+    return final
+
+
+def _truncate_metrics(path: Path, keep_through: int) -> None:
+    """On resume, drop rows logged after the checkpoint we resumed from: they are redone."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= keep_through]
+    path.write_text("".join(line + "\n" for line in kept))

@@ -1,0 +1,223 @@
+"""Ray Train assembly: the per-worker entry point around :func:`loop.run`, and the
+TorchTrainer that runs it over a Ray Data dataset with checkpoints and failure recovery."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.data import ExecutionOptions
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from rich.console import Console
+
+from .. import storage
+from ..config import TrainConfig
+from ..errors import UserError
+from ..ray_runtime import ensure_ray
+from .batches import Collator
+from .data_check import DataInfo, inspect_data
+from .engine import World
+from .loop import run
+
+
+def default_name(cfg: TrainConfig) -> str:
+    return cfg.name or (f"align-{cfg.loss}" if cfg.stage == "align" else cfg.stage)
+
+
+def model_dir(cfg: TrainConfig) -> str:
+    return storage.join(cfg.run_dir, "models", default_name(cfg))
+
+
+def _train_dir(cfg: TrainConfig) -> str:
+    return storage.join(cfg.run_dir, "train", default_name(cfg))
+
+
+def _local_or_temp(uri: str, tag: str) -> Path:
+    """The folder itself when local; a node-local staging folder (uploaded later) otherwise."""
+    if storage.is_local(uri):
+        return Path(uri.removeprefix("file://"))
+    return Path(tempfile.gettempdir()) / f"drdo-{tag}-{abs(hash(uri))}"
+
+
+class _RayReporter:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        checkpoint = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        name = f"step_{int(metrics['global_step']):07d}" if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
+def _export_fn(cfg: TrainConfig, world: World):
+    def export(model: torch.nn.Module, _engine: Any) -> None:
+        if world.rank != 0:
+            return
+        from transformers import AutoTokenizer
+
+        from ..models import PolicyWithRewardHead
+
+        target = model_dir(cfg)
+        local = _local_or_temp(target, "model")
+        tokenizer = AutoTokenizer.from_pretrained(storage.localize(cfg.model))
+        if isinstance(model, PolicyWithRewardHead) and cfg.stage == "oracle":
+            model.save_pretrained(local, tokenizer=tokenizer)  # the Oracle keeps its head
+        elif isinstance(model, PolicyWithRewardHead):
+            model.export_policy(local, tokenizer=tokenizer)  # the deployable policy has none
+        else:
+            model.save_pretrained(local)
+            tokenizer.save_pretrained(local)
+        (local / "drdo_training.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+        if not storage.is_local(target):
+            storage.upload_dir(str(local), target)
+
+    return export
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs."""
+    cfg = TrainConfig.model_validate(config["train"])
+    ctx = ray.train.get_context()
+    world = World(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
+    if world.device.type == "cuda":
+        torch.cuda.set_device(world.device)
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    shard = ray.train.get_dataset_shard("train")
+    collator = Collator(pad_id=config["pad_id"], pairs=cfg.stage != "sft", extra=config["extra"],
+                        ensemble=config["ensemble"], padding_side=cfg.padding_side)
+
+    def batches(_epoch: int):
+        # Each call is a fresh pass over this worker's shard, in the same order every time
+        # (preserve_order), so a restart can skip exactly the micro-batches already consumed.
+        return shard.iter_torch_batches(batch_size=cfg.micro_batch_size, collate_fn=collator, drop_last=True)
+
+    metrics_dir = _local_or_temp(_train_dir(cfg), "metrics")
+    common = dict(
+        batches=batches, num_rows=config["num_rows"], world=world, reporter=_RayReporter(),
+        metrics_dir=metrics_dir, export=_export_fn(cfg, world), failure_marker=metrics_dir / ".injected_failure",
+    )
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        run(cfg, **common)
+    else:
+        with checkpoint.as_directory() as directory:
+            run(cfg, restore_dir=Path(directory), **common)
+    if world.rank == 0 and not storage.is_local(_train_dir(cfg)):
+        storage.upload_dir(str(metrics_dir), _train_dir(cfg))
+
+
+def _pad_id(model: str) -> int:
+    from transformers import AutoConfig, AutoTokenizer
+
+    model = storage.localize(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    config = AutoConfig.from_pretrained(model)
+    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    if pad is None:
+        raise UserError(f"{model} defines neither a pad nor an EOS token")
+    return int(pad)
+
+
+def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
+    """Every check that can fail before a worker starts, with one clear message each."""
+    if cfg.stage == "align" and cfg.loss is None:
+        raise UserError("train align needs --loss (drdo, dpo, ipo, edpo, drdo_minus_r, drdo_minus_c, dpo_plus_c)")
+    if cfg.stage != "align" and cfg.loss is not None:
+        raise UserError(f"--loss applies to the align stage, not {cfg.stage}")
+    if cfg.live_reference and not (cfg.loss or "").startswith(("dpo", "ipo", "edpo")):
+        raise UserError("--live-reference applies to the DPO family (dpo, dpo_plus_c, ipo, edpo)")
+    product = cfg.micro_batch_size * cfg.grad_accum * cfg.num_workers
+    if cfg.global_batch_size is not None and cfg.global_batch_size != product:
+        raise UserError(
+            f"global_batch_size {cfg.global_batch_size} is not micro_batch_size x grad_accum x num_workers "
+            f"= {cfg.micro_batch_size} x {cfg.grad_accum} x {cfg.num_workers} = {product}"
+        )
+    if cfg.deepspeed.enabled:
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise UserError("deepspeed is enabled but not installed: pip install 'drdo-ray[gpu]'") from None
+    if storage.is_local(cfg.model) and not Path(cfg.model).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.model):
+        raise UserError(f"model not found: {cfg.model} (neither a folder nor a hub id)")
+    info = inspect_data(cfg)
+    # Workers do not share the driver's working directory: hand them absolute local paths.
+    absolute = {k: _absolute(getattr(cfg, k)) for k in ("model", "data", "run_dir", "live_reference")}
+    return cfg.model_copy(update={"name": default_name(cfg), **absolute}), info
+
+
+def _absolute(path: str | None) -> str | None:
+    if path is None or not storage.is_local(path):
+        return path
+    local = Path(path.removeprefix("file://"))
+    return str(local.resolve()) if local.exists() or path == "" or not re.fullmatch(r"[\w.-]+/[\w.-]+", path) else path
+
+
+def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run one training stage; returns the final metrics and where the model went."""
+    console = console or Console(stderr=True)
+    cfg, info = validate(cfg)
+    pad_id = _pad_id(cfg.model)
+    ensure_ray()
+    train_root = storage.join(cfg.run_dir, "train")
+    if storage.is_local(train_root):
+        train_root = str(Path(train_root.removeprefix("file://")).resolve())
+    console.print(
+        f"[bold]train {cfg.stage}[/]{' ' + cfg.loss if cfg.loss else ''}: {info.num_rows} rows, "
+        f"{cfg.num_workers} workers x {cfg.micro_batch_size} x {cfg.grad_accum} accumulation, "
+        f"{'DeepSpeed ZeRO-' + str(cfg.deepspeed.zero_stage) if cfg.deepspeed.enabled else 'torch DDP'}, "
+        f"run {train_root}/{cfg.name}"
+    )
+    dataset = ray.data.read_parquet(info.path, columns=list(info.columns))
+    if cfg.shuffle:
+        dataset = dataset.random_shuffle(seed=cfg.seed)
+    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": cfg.model_dump(mode="json"), "num_rows": info.num_rows, "pad_id": pad_id,
+                           "extra": list(info.extra), "ensemble": info.ensemble},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.name, storage_path=train_root,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(datasets_to_split="all", execution_options=ExecutionOptions(preserve_order=True)),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise UserError(f"training {cfg.name} failed after {cfg.max_failures} retries: {str(err).splitlines()[0]}") from err
+    train_dir = storage.join(train_root, cfg.name)
+    status_file = storage.join(train_dir, "status.json")
+    metrics = storage.read_json(status_file) if storage.exists(status_file) else dict(result.metrics or {})
+    if metrics.get("status") == "diverged":
+        raise UserError(
+            f"training {cfg.name} stopped: more than {cfg.max_bad_steps} non-finite losses in a row at step "
+            f"{metrics.get('global_step')}; the last good checkpoint is {result.checkpoint.path if result.checkpoint else 'none'}"
+        )
+    summary = {
+        "name": cfg.name, "model": model_dir(cfg), "metrics": metrics,
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "train_dir": train_dir,
+    }
+    console.print(f"model written to [bold]{summary['model']}[/]")
+    return summary
+
+
+def fit_oracles(cfg: TrainConfig, console: Console | None = None) -> list[dict[str, Any]]:
+    """The Oracle stage: one Oracle (Eq. 4), or an e-DPO ensemble of K plain Bradley-Terry
+    Oracles that differ only in their reward head's seed."""
+    if cfg.ensemble == 1:
+        return [fit(cfg, console)]
+    base = cfg.name or "oracle"
+    return [
+        fit(cfg.model_copy(update={"head_seed": k, "name": f"{base}-{k}"}), console) for k in range(cfg.ensemble)
+    ]
+
