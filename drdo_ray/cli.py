@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--live-reference", dest="live_reference", help=argparse.SUPPRESS if stage != "align" else
                        "DPO family: hold this reference model live instead of precomputed columns")
         p.set_defaults(func=cmd_train)
+    # Packages that own their commands register them here (serve, generate, eval, report, bench).
+    from .bench.commands import register as register_bench
+    from .eval.commands import register as register_eval
+    from .serve.commands import register as register_serve
+
+    for register in (register_serve, register_eval, register_bench):
+        register(sub, _common)
     return parser
 
 

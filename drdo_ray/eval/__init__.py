@@ -1,0 +1,1 @@
+"""Evaluation: sampling at temperatures, Oracle and judge win rates, KL, OOD bins, reports."""
