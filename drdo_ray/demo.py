@@ -1,11 +1,12 @@
 """`drdo-ray demo` / `make demo`: the pipeline on the shipped samples, offline, on the CPU.
 
-Stages run in order; a stage whose outputs exist is skipped (``--force`` reruns it). The
-training, generation and evaluation stages join this list as they land; today the demo
-builds the tiny model and prepares every dataset the paper's pipeline needs."""
+Stages run in order; a stage whose outputs exist is skipped (``--force`` reruns it). Today:
+tiny model -> every dataset -> SFT -> Oracle -> score -> align with DRDO and DPO. Generation,
+evaluation and the report join as they land."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import storage
-from .config import PrepareConfig
+from .config import PrepareConfig, ScoreConfig, TrainConfig
 
 DEMO_DATASETS = [
     # (name, source, TL;DR split, max prompt tokens)
@@ -28,7 +29,11 @@ DEMO_DATASETS = [
     ("alpaca_eval", "alpaca_eval", "full", 512),
 ]
 
-PENDING_STAGES = ("SFT", "Oracle", "score", "align", "generate", "evaluate", "report")
+PENDING_STAGES = ("e-DPO ensemble", "generate", "evaluate", "report")
+
+# Tiny-model training on 2 CPU workers: a few dozen steps per stage keep the demo in minutes.
+DEMO_TRAIN = dict(num_workers=2, micro_batch_size=4, grad_accum=1, max_steps=24, checkpoint_every=12,
+                  warmup_steps=2, weight_decay=0.0)
 
 
 def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable[[], None]) -> None:
@@ -41,8 +46,9 @@ def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable
     console.print(f"[green]done[/]  {name} in {time.perf_counter() - started:.1f}s")
 
 
-def run_demo(out: str, *, force: bool = False, console: Console | None = None) -> dict[str, dict]:
-    """Run the demo into ``out``; returns the prepare stats per dataset."""
+def run_demo(out: str, *, force: bool = False, console: Console | None = None, train_steps: int = 24) -> dict[str, dict]:
+    """Run the demo into ``out``; returns the prepare stats per dataset. ``train_steps`` sets
+    the optimizer steps of every training stage (tests use fewer)."""
     from .data.prepare import prepare
     from .models import build_tiny_model
 
@@ -62,6 +68,27 @@ def run_demo(out: str, *, force: bool = False, console: Console | None = None) -
         _stage(console, f"prepare {name}", target / "stats.json", force, lambda cfg=cfg: prepare(cfg, console))
         stats[name] = storage.read_json(str(target / "stats.json"))
 
+    from .scoring import score
+    from .train.ray_trainer import fit
+
+    def train(name: str, **kw) -> Path:
+        settings = DEMO_TRAIN | {"max_steps": train_steps, "checkpoint_every": max(1, train_steps // 2)} | kw
+        cfg = TrainConfig(run_dir=str(root), name=name, **settings)
+        model = root / "models" / name
+        _stage(console, f"train {name}", model / "config.json", force, lambda: fit(cfg, console))
+        return model
+
+    data = root / "data"
+    sft = train("sft", stage="sft", model=str(model_dir), data=str(data / "tldr_sft"), lr=2e-3)
+    oracle = train("oracle", stage="oracle", model=str(sft), data=str(data / "tldr_full"), lr=1e-3,
+                   deepspeed={"enabled": True, "zero_stage": 2})
+    scored = root / "scored" / "tldr_easy"
+    score_cfg = ScoreConfig(data=str(data / "tldr_easy"), out=str(scored), oracles=[str(oracle)], reference=str(sft),
+                            reduction="sum", force=force)
+    _stage(console, "score tldr_easy", scored / "scoring.json", force, lambda: score(score_cfg, console))
+    for loss, extra in (("drdo", {"deepspeed": {"enabled": True, "zero_stage": 2}}), ("dpo", {})):
+        train(f"align-{loss}", stage="align", loss=loss, model=str(sft), data=str(scored), lr=5e-4, **extra)
+
     table = Table(title=f"drdo-ray demo: datasets in {root / 'data'}")
     for column in ("dataset", "read", "written", "rejected", "mean conf", "mean dist"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
@@ -77,5 +104,20 @@ def run_demo(out: str, *, force: bool = False, console: Console | None = None) -
         f"[yellow]Not yet in the demo:[/] {', '.join(PENDING_STAGES)} — these stages land with the "
         "training, generation and evaluation work; the demo runs what exists today."
     )
-    console.print(f"model: {model_dir}")
+    _print_training(console, root)
+    console.print(f"models: {root / 'models'}")
     return stats
+
+
+def _print_training(console: Console, root: Path) -> None:
+    table = Table(title=f"training runs in {root / 'train'}")
+    for column in ("run", "steps", "first loss", "last loss", "reward acc", "samples"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for metrics in sorted((root / "train").glob("*/metrics.jsonl")):
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        if not rows:
+            continue
+        acc = rows[-1].get("reward_accuracy")
+        table.add_row(metrics.parent.name, str(rows[-1]["step"]), f"{rows[0]['loss']:.4f}", f"{rows[-1]['loss']:.4f}",
+                      f"{acc:.2f}" if acc is not None else "-", str(rows[-1].get("consumed_samples", "-")))
+    console.print(table)

@@ -1,5 +1,6 @@
-"""The embedded default: `drdo-ray demo` builds the tiny model and prepares every dataset from
-the shipped samples; a second run skips what exists."""
+"""The embedded default: `drdo-ray demo` builds the tiny model, prepares every dataset from
+the shipped samples, trains SFT -> Oracle -> score -> DRDO and DPO; a second run skips what
+exists."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from drdo_ray.demo import DEMO_DATASETS, run_demo
 
 @pytest.mark.slow
 def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, capsys):
-    stats = run_demo(str(tmp_path))
+    stats = run_demo(str(tmp_path), train_steps=4)
     assert (tmp_path / "models" / "tiny" / "config.json").exists()
     assert set(stats) == {name for name, *_ in DEMO_DATASETS}
     tldr = {name: stats[name]["tldr"]["splits"] for name in ("tldr_easy", "tldr_hard")}
@@ -28,9 +29,22 @@ def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, ca
     easy = pq.read_table(tmp_path / "data" / "tldr_easy" / "data", columns=["difficulty"]).column(0).to_pylist()
     assert set(easy) == {"easy"}
 
+    models = tmp_path / "models"
+    assert (models / "oracle" / "reward_head.safetensors").exists()
+    for name in ("sft", "align-drdo", "align-dpo"):
+        assert (models / name / "model.safetensors").exists()
+        assert not (models / name / "reward_head.safetensors").exists()
+    scoring = json.loads((tmp_path / "scored" / "tldr_easy" / "scoring.json").read_text())
+    assert scoring["rows"] == stats["tldr_easy"]["rows_written"]
+    for run in ("sft", "oracle", "align-drdo", "align-dpo"):
+        status = json.loads((tmp_path / "train" / run / "status.json").read_text())
+        assert (status["status"], status["global_step"]) == ("finished", 4)
+
     before = (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns
+    model_before = (models / "align-drdo" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
-    run_demo(str(tmp_path))
+    run_demo(str(tmp_path), train_steps=4)
+    assert (models / "align-drdo" / "model.safetensors").stat().st_mtime_ns == model_before
     assert (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns == before
     assert "skip" in capsys.readouterr().err
     assert json.loads((tmp_path / "data" / "ultrafeedback" / "stats.json").read_text())["rows_written"] == 600

@@ -176,6 +176,8 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     dataset = ray.data.read_parquet(info.path, columns=list(info.columns))
     if cfg.shuffle:
         dataset = dataset.random_shuffle(seed=cfg.seed)
+    # The loop prints step, ETA and metrics; Ray Data's own bars for the shard feed would bury them.
+    dataset.context.enable_progress_bars = False
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
