@@ -176,4 +176,12 @@ def _read_hub(source: Source, hub_id: str, split: str, streaming: bool | None) -
         hf = datasets.load_dataset(hub_id, config, split=split, revision=revision, streaming=stream)
     except Exception as err:  # network, auth, unknown id: one clear line for the user
         raise UserError(f"could not load {hub_id} ({config or 'default'}, split {split}) from the hub: {err}") from err
-    return ray.data.from_huggingface(hf)
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        return ray.data.from_huggingface(hf)
+    # Offline (a local hub cache, an air-gapped cluster): Ray's from_huggingface first asks the
+    # hub for parquet URLs and fails on the network error instead of falling back. Convert here.
+    if isinstance(hf, datasets.IterableDataset):
+        return ray.data.from_items(list(hf))
+    return ray.data.from_arrow(hf.with_format("arrow")[:])
