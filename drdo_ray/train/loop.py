@@ -77,6 +77,12 @@ def load_model(cfg: TrainConfig) -> nn.Module:
         # Every loss here reads reward *differences*: the head's bias gets no gradient, so it is
         # frozen rather than left as a parameter the optimizer decays for nothing.
         model.reward_head.bias.requires_grad_(False)
+        if cfg.loss == "drdo_minus_c":
+            # Distillation alone reads rewards from hidden states, never the logits: an untied
+            # output embedding gets no gradient (and would stall DDP waiting for one).
+            output, inputs = model.lm.get_output_embeddings(), model.lm.get_input_embeddings()
+            if output is not None and output.weight is not inputs.weight:
+                output.requires_grad_(False)
     else:
         model = AutoModelForCausalLM.from_pretrained(localize(cfg.model))
     if cfg.gradient_checkpointing:

@@ -1,0 +1,117 @@
+"""The training loop called directly, without Ray: every alignment loss (and the ablations)
+runs through the same loop, updates the parameters it should, and a checkpoint written
+mid-run restores to the same state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from drdo_ray.config import TrainConfig
+from drdo_ray.data.tokenize import encode_prompt, encode_response
+from drdo_ray.train.batches import Collator
+from drdo_ray.train.engine import World
+from drdo_ray.train.loop import load_model, run, uses_reward_head
+
+PAIRS = [
+    ("Name a fruit.", "An apple.", "A chair, a chair, a chair."),
+    ("Say hello.", "Hello there!", "Goodbye forever and ever."),
+    ("Count to three.", "One, two, three.", "Seven."),
+    ("Pick a color.", "Blue.", "I refuse to answer colors colors."),
+]
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.reports: list[tuple[dict, Path | None]] = []
+        self.saved: list[set[str]] = []
+
+    def report(self, metrics, checkpoint_dir):
+        self.reports.append((metrics, checkpoint_dir))
+        if checkpoint_dir is not None:
+            self.saved.append({p.name for p in Path(checkpoint_dir).iterdir()})
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rng = np.random.default_rng(0)
+    columns = {
+        "prompt_ids": [encode_prompt(tok, p, chat=True) for p, _, _ in PAIRS],
+        "chosen_ids": [encode_response(tok, c) for _, c, _ in PAIRS],
+        "rejected_ids": [encode_response(tok, r) for _, _, r in PAIRS],
+        "oracle_chosen": rng.normal(1.0, 0.1, 4), "oracle_rejected": rng.normal(-1.0, 0.1, 4),
+        "ref_chosen_logps": rng.normal(-30, 1, 4), "ref_rejected_logps": rng.normal(-40, 1, 4),
+        **{f"oracle_chosen_{k}": rng.normal(1.0, 0.1, 4) for k in range(3)},
+        **{f"oracle_rejected_{k}": rng.normal(-1.0, 0.1, 4) for k in range(3)},
+    }
+    return {k: np.array(list(v), dtype=object) for k, v in columns.items()}, tok.pad_token_id
+
+
+EXTRA = {
+    "drdo": ("oracle_chosen", "oracle_rejected"), "drdo_minus_c": ("oracle_chosen", "oracle_rejected"),
+    "drdo_minus_r": (), "dpo": ("ref_chosen_logps", "ref_rejected_logps"),
+    "dpo_plus_c": ("ref_chosen_logps", "ref_rejected_logps"), "ipo": ("ref_chosen_logps", "ref_rejected_logps"),
+    "edpo": ("ref_chosen_logps", "ref_rejected_logps", "oracle_chosen", "oracle_rejected"),
+}
+
+
+def _cfg(tiny_model_dir, **kw) -> TrainConfig:
+    base = dict(stage="align", model=str(tiny_model_dir), data="unused", run_dir="unused", micro_batch_size=2,
+                num_workers=1, max_steps=4, lr=5e-3, weight_decay=0.0, checkpoint_every=2)
+    return TrainConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("loss", sorted(EXTRA))
+def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_path, loss):
+    columns, pad = batches
+    collate = Collator(pad_id=pad, pairs=True, extra=EXTRA[loss], ensemble=3 if loss == "edpo" else 0)
+    feed = [collate({k: v[i:i + 2] for k, v in columns.items()}) for i in (0, 2)]
+    cfg = _cfg(tiny_model_dir, loss=loss)
+    before = {k: v.clone() for k, v in load_model(cfg).state_dict().items()}
+    exported = {}
+    sink = Collect()
+    final = run(cfg, batches=lambda epoch: feed, num_rows=4, world=World(), reporter=sink, metrics_dir=tmp_path,
+                export=lambda model, engine: exported.update(model.state_dict()))
+    assert (final["status"], final["global_step"], final["consumed_samples"]) == ("finished", 4, 8)
+    assert np.isfinite(final["loss"])
+    changed = [k for k in before if not torch.equal(before[k], exported[k])]
+    frozen = {"reward_head.bias"}  # reward differences give the bias no gradient; it is frozen
+    if loss == "drdo_minus_c":
+        frozen.add("lm.lm_head.weight")  # distillation alone never reads the logits
+    assert set(before) - set(changed) == (frozen & set(before))
+    assert ("reward_head.weight" in before) == uses_reward_head(cfg) == (loss in ("drdo", "drdo_minus_c"))
+    assert [m.get("global_step") for m, c in sink.reports if c is not None] == [2, 4]
+    assert all({"trainer_state.json", "rng_rank0.pt", "torch_state.pt"} <= saved for saved in sink.saved)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 4
+
+
+def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir, tmp_path):
+    columns, pad = batches
+    collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
+    feed = [collate({k: v[i:i + 2] for k, v in columns.items()}) for i in (0, 2)]
+    cfg = _cfg(tiny_model_dir, loss="drdo", shuffle=False)
+    full: dict = {}
+    run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=Collect(),
+        export=lambda m, e: full.update({k: v.clone() for k, v in m.state_dict().items()}))
+
+    class StopAtCheckpoint(Collect):
+        def report(self, metrics, checkpoint_dir):
+            if checkpoint_dir is not None and metrics["global_step"] == 2:
+                import shutil
+
+                shutil.copytree(checkpoint_dir, tmp_path / "ckpt")
+                raise KeyboardInterrupt  # the process dies right after its checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=StopAtCheckpoint())
+    resumed: dict = {}
+    final = run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=Collect(),
+                restore_dir=tmp_path / "ckpt", export=lambda m, e: resumed.update(m.state_dict()))
+    assert (final["global_step"], final["consumed_samples"]) == (4, 8)
+    for name, value in full.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
