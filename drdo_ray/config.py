@@ -169,3 +169,188 @@ class TrainConfig(StageConfig):
     seed: int = 0
     shuffle: bool = True
     fail_at_step: int | None = Field(None, description="testing: raise inside the loop once, on the last rank, at this step")
+
+
+# ------------------------------------------------------------------ evaluation (drdo_ray/eval)
+
+
+class _EvalStats(StageConfig):
+    """Statistics settings shared by the win-rate commands (see drdo_ray/eval/stats.py)."""
+
+    bootstrap: int = Field(2000, ge=0, description="bootstrap resamples (of prompts) for ci95; 0 disables")
+    seed: int = Field(0, description="seeds the bootstrap (and the judge's random order / pair subset)")
+    bin_width: int = Field(50, gt=0, description="OOD bins: prompt tokens per bin (App. F.2)")
+    ood_temperature: float | None = Field(None, description="OOD bins from this temperature only (paper: 0.7)")
+
+
+class WinrateConfig(_EvalStats):
+    """`drdo-ray eval winrate`: Oracle win rate of sample set A over B (or the references)."""
+
+    a: str = Field(description="generation folder (samples.jsonl|parquet + generation.json)")
+    b: str = Field(description="generation folder, or 'reference' for the dataset's reference responses")
+    oracle: str = Field(description="Oracle folder (LM + reward head) or hub id")
+    out: str
+    a_name: str | None = None
+    b_name: str | None = None
+    tie_margin: float = Field(0.0, ge=0, description="|r_A - r_B| <= this is a tie (counts half)")
+    batch_size: int = Field(16, gt=0)
+    num_actors: int = Field(1, gt=0)
+    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where CUDA exists, else 0")
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    max_length: int | None = Field(None, gt=1, description="default: the Oracle's max_position_embeddings")
+
+
+class JudgeConfig(_EvalStats):
+    """`drdo-ray eval judge`: LLM-judge win rate through an OpenAI-compatible endpoint."""
+
+    a: str
+    b: str = Field(description="generation folder, or 'reference'")
+    out: str
+    model: str = "gpt-4o"
+    base_url: str | None = Field(None, description="OpenAI-compatible server (vLLM, drdo-ray serve); default: OpenAI")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    task: Literal["auto", "summarize", "instruct"] = Field("auto", description="auto: instruct for chat prompts")
+    orders: Literal["both", "random"] = "both"
+    scores: bool = Field(True, description="ask for scores in [0, 1] too (paper Fig. 9)")
+    max_concurrency: int = Field(8, gt=0)
+    max_cost: float | None = Field(None, ge=0, description="USD; stop before a request could exceed it")
+    max_pairs: int | None = Field(None, gt=0, description="judge a seeded random subset of this many pairs")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(256, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(6, ge=0, description="retries of one request on 429/5xx/timeouts")
+    backoff_base_s: float = Field(1.0, ge=0)
+    backoff_max_s: float = Field(60.0, ge=0)
+    cache: str | None = Field(None, description="SQLite cache file; default OUT/judge_cache.sqlite")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="model prefix -> (USD per 1k input tokens, per 1k output tokens)"
+    )
+    price_per_1k: tuple[float, float] | None = Field(None, description="(input, output) USD per 1k tokens, this model")
+    tokenizer: str | None = Field(None, description="for OOD bins: prompt tokens; default: A's model if local")
+    a_name: str | None = None
+    b_name: str | None = None
+
+
+class KLConfig(StageConfig):
+    """`drdo-ray eval kl`: token-averaged KL(policy || reference) on the policy's samples (App. J)."""
+
+    policy: str
+    reference: str = Field(description="the SFT model the policy started from")
+    samples: str = Field(description="generation folder of the policy's own samples")
+    out: str
+    label: str | None = Field(None, description="column in the report's KL table (default: policy folder name)")
+    step: int | None = Field(None, ge=0, description="training step of the policy checkpoint (report's row)")
+    temperature: float | None = Field(None, description="only samples at this temperature (paper: 0.7)")
+    batch_size: int = Field(8, gt=0)
+    num_actors: int = Field(1, gt=0)
+    num_gpus_per_actor: float | None = Field(None, ge=0)
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+
+class OODConfig(StageConfig):
+    """`drdo-ray eval ood`: rebin a win-rate result by prompt length."""
+
+    result: str = Field(description="an eval output folder (pairs.jsonl or verdicts.jsonl)")
+    bin_width: int = Field(50, gt=0)
+    temperature: float | None = None
+    bootstrap: int = Field(2000, ge=0)
+    seed: int = 0
+
+
+class ReportConfig(StageConfig):
+    """`drdo-ray report`: Markdown + PNG report of a run directory."""
+
+    run: str
+    out: str | None = Field(None, description="default RUN/report")
+    title: str | None = None
+
+
+API_KEY_ENV = "DRDO_RAY_API_KEY"
+
+
+class ServeConfig(StageConfig):
+    """`drdo-ray serve`, `serve.yaml` and jobs/serve.py: an OpenAI-compatible Ray Serve app."""
+
+    model: str = Field(description="model folder (local or s3://) or hub id")
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    served_model_name: str | None = Field(None, description="the `model` clients ask for; default: the folder name")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description=f"Bearer key for every route but /health (or ${API_KEY_ENV})")
+    app_name: str = "drdo-llm"
+    route_prefix: str = "/"
+    # Replicas and batching.
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
+    max_ongoing_requests: int = Field(64, gt=0, description="requests a replica holds at once (batching pool)")
+    max_queued_requests: int = Field(512, ge=-1, description="requests queued past that before 503s (-1: no limit)")
+    max_batch_size: int = Field(16, gt=0, description="@serve.batch: requests generated together")
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    num_cpus_per_replica: float = Field(1.0, ge=0)
+    num_gpus_per_replica: float | None = Field(None, ge=0, description="default: 1 for vLLM / a GPU cluster, else 0")
+    # Request limits: anything past them is a 400, never a crashed replica.
+    max_tokens_cap: int = Field(1024, gt=0, description="largest max_tokens a request may ask for")
+    default_max_tokens: int = Field(256, gt=0, description="max_tokens when a request leaves it out")
+    max_prompt_tokens: int | None = Field(None, gt=0, description="default: the model's context minus 1")
+    max_n: int = Field(8, gt=0)
+    max_request_bytes: int = Field(1 << 20, gt=0)
+    # Engine.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM arguments")
+    detach: bool = Field(False, description="deploy and return (needs a running cluster: RAY_ADDRESS)")
+
+    def model_post_init(self, _: Any) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+        if self.default_max_tokens > self.max_tokens_cap:
+            self.default_max_tokens = self.max_tokens_cap
+
+
+class GenerateConfig(StageConfig):
+    """`drdo-ray generate`: sample every prompt of a prepared prompt set at every temperature."""
+
+    model: str = Field(description="model folder or hub id (the tokenizer comes from here for every backend)")
+    prompts: str = Field(description="a prepared dataset folder (drdo-ray data prepare output)")
+    out: str
+    temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9], min_length=1)
+    top_p: float = Field(0.8, gt=0, le=1)
+    max_new_tokens: int = Field(256, gt=0)
+    samples_per_prompt: int = Field(1, gt=0)
+    seed: int = 0
+    limit: int | None = Field(None, gt=0, description="the first N prompts")
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    backend: Literal["auto", "transformers", "vllm", "http"] = "auto"
+    endpoint: str | None = Field(None, description="http backend: base URL of an OpenAI-compatible server")
+    api_key: str | None = Field(None, description=f"http backend: Bearer key (or ${API_KEY_ENV})")
+    served_model_name: str | None = Field(None, description="http backend: default: the endpoint's first model")
+    batch_size: int = Field(16, gt=0, description="rows per engine call")
+    num_actors: int = Field(1, gt=0, description="engine actors (transformers/vllm) or concurrent clients (http)")
+    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where a GPU exists, else 0")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    force: bool = False
+
+    def model_post_init(self, _: Any) -> None:
+        bad = [t for t in self.temperatures if not 0.0 <= t <= 2.0]
+        if bad:
+            raise ValueError(f"temperatures must lie in [0, 2]; got {', '.join(map(str, bad))}")
+        if len(set(self.temperatures)) != len(self.temperatures):
+            raise ValueError("temperatures repeat a value")
+        if self.backend == "http" and not self.endpoint:
+            raise ValueError("the http backend needs --endpoint URL")
+
+
+class BenchServeConfig(StageConfig):
+    """`drdo-ray bench serve`: N concurrent requests against the app, batched vs one at a time."""
+
+    model: str | None = Field(None, description="model folder; default: a tiny random model built on the fly")
+    out: str = "bench_serve"
+    requests: int = Field(64, gt=0)
+    concurrency: int = Field(64, gt=0)
+    max_tokens: int = Field(32, gt=0)
+    max_batch_size: int = Field(16, gt=0)
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    port: int = Field(0, ge=0, le=65535, description="0: a free port")
+    backend: Literal["auto", "vllm", "transformers"] = "transformers"
+    modes: list[Literal["batched", "sequential"]] = Field(default_factory=lambda: ["batched", "sequential"])

@@ -6,6 +6,44 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> None:
+    from ..config import BenchServeConfig, load_config
+
+    flags = {name: getattr(args, name) for name in
+             ("model", "out", "requests", "concurrency", "max_tokens", "max_batch_size", "port", "backend")}
+    cfg = load_config(BenchServeConfig, config_file=args.config, section="bench_serve", flags=flags,
+                      overrides=args.overrides)
+    from .serve import bench_serve
+
+    report = bench_serve(cfg, console)
+    for mode in ("batched", "sequential"):
+        if mode in report:
+            r = report[mode]
+            console.print(f"  {mode:10s} max_batch_size {r['max_batch_size']:3d}: {r['succeeded']}/{r['requests']} ok, "
+                          f"{r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.0f} tokens/s, "
+                          f"p50 {r['latency_p50_s']}s, p99 {r['latency_p99_s']}s, mean batch {r['mean_batch_size']}")
+    if "batching_speedup" in report:
+        console.print(f"  @serve.batch speed-up: {report['batching_speedup']}x")
+    console.print(f"  report     {report['outputs']['report']}")
+
 
 def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add this package's subcommands. `common` adds --config and --set to a parser."""
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True,
+                                                                      metavar="BENCH")
+    s = bench.add_parser("serve", help="load test of the OpenAI-compatible app: @serve.batch vs one at a time")
+    common(s)
+    s.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
+    s.add_argument("--out", help="output folder for bench_serve.json (default bench_serve)")
+    s.add_argument("--requests", type=int, help="requests per mode (default 64)")
+    s.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
+    s.add_argument("--max-tokens", dest="max_tokens", type=int, help="tokens generated per request (default 32)")
+    s.add_argument("--max-batch-size", dest="max_batch_size", type=int, help="@serve.batch size (default 16)")
+    s.add_argument("--port", type=int, help="HTTP port (default: a free one; the running Serve's port if any)")
+    s.add_argument("--backend", choices=["auto", "vllm", "transformers"], help="default transformers")
+    s.set_defaults(func=cmd_bench_serve)

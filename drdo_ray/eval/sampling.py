@@ -1,0 +1,411 @@
+"""`drdo-ray generate`: sample every prompt of a prepared prompt set at every temperature
+(METHOD.md, evaluation protocol: top-p 0.8, temperatures 0.2/0.5/0.7/0.9, 256 new tokens),
+as Ray Data batch inference:
+
+- ``transformers``: a ``map_batches`` actor pool, each actor holding a TransformersEngine;
+- ``vllm`` (GPU): ``ray.data.llm.build_processor`` with ``vLLMEngineProcessorConfig``;
+- ``http``: ``build_processor`` with ``HttpRequestProcessorConfig`` against a running
+  OpenAI-compatible endpoint (``drdo-ray serve``).
+
+Every sample is one row with its own seed, derived from (seed, prompt id, temperature, sample
+index), so the transformers backend gives the same text for a seed whatever the batching or
+the number of actors. Prompts become ids in one place, ``encode_prompt`` (chat prompts through
+the chat template), on every backend.
+
+    OUT/samples.jsonl | samples.parquet   prompt_id, prompt, chat, reference, model, temperature,
+                                          sample_idx, text, num_tokens, finish_reason
+    OUT/generation.json                   settings, inputs' fingerprints, rows, elapsed, tokens/s"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from .. import storage
+from ..config import API_KEY_ENV, GenerateConfig
+from ..errors import UserError
+
+GENERATION_FILE = "generation.json"
+SAMPLES_SCHEMA = pa.schema([
+    ("prompt_id", pa.string()),
+    ("prompt", pa.string()),
+    ("chat", pa.bool_()),
+    ("reference", pa.string()),
+    ("model", pa.string()),
+    ("temperature", pa.float64()),
+    ("sample_idx", pa.int32()),
+    ("text", pa.string()),
+    ("num_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
+])
+# Work rows: one per (prompt, temperature, sample); `order` restores the dataset order.
+WORK_SCHEMA = pa.schema([
+    ("order", pa.int64()),
+    ("prompt_id", pa.string()),
+    ("prompt_text", pa.string()),
+    ("chat", pa.bool_()),
+    ("reference", pa.string()),
+    ("temperature", pa.float64()),
+    ("sample_idx", pa.int32()),
+    ("seed", pa.int64()),
+])
+RESULT_FIELDS = [("text", pa.string()), ("num_tokens", pa.int32()), ("finish_reason", pa.string())]
+# Settings that define a generation: a rerun with the same ones reuses OUT.
+REQUEST_KEYS = ("model", "model_fingerprint", "prompts", "prompts_fingerprint", "backend", "endpoint",
+                "temperatures", "top_p", "max_new_tokens", "samples_per_prompt", "seed", "limit", "format")
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+def _parquet_files(folder: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(storage.join(folder, "data"))
+    if not fs.isdir(root):
+        return []
+    return sorted(f for f in fs.find(root) if f.endswith(".parquet"))
+
+
+def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` rows (id, prompt, chat, reference) of a prepared dataset, in file
+    order. A prompt set is small; the generation is what runs on the cluster."""
+    if not storage.exists(folder):
+        raise UserError(f"prompts folder does not exist: {folder}")
+    if not storage.exists(storage.join(folder, "stats.json")):
+        raise UserError(f"{folder} is not a prepared dataset (no stats.json); run drdo-ray data prepare first")
+    files = _parquet_files(folder)
+    if not files:
+        raise UserError(f"{folder} holds no data/*.parquet files")
+    fs, _ = fsspec.core.url_to_fs(storage.join(folder, "data"))
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        missing = [c for c in ("id", "prompt") if c not in table.column_names]
+        if missing:
+            raise UserError(f"{path} has no {', '.join(missing)} column(s): not a prepared dataset")
+        n = table.num_rows if limit is None else min(table.num_rows, limit - len(rows))
+        ids, prompts = table["id"].to_pylist()[:n], table["prompt"].to_pylist()[:n]
+        chats = table["chat"].to_pylist()[:n] if "chat" in table.column_names else [False] * n
+        refs = table["chosen"].to_pylist()[:n] if "chosen" in table.column_names else [None] * n
+        rows += [{"prompt_id": str(i), "prompt_text": p, "chat": bool(c), "reference": r}
+                 for i, p, c, r in zip(ids, prompts, chats, refs)]
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise UserError(f"{folder} holds no prompts")
+    return rows
+
+
+def work_rows(prompts: list[dict[str, Any]], temperatures: list[float], samples: int, seed: int) -> list[dict[str, Any]]:
+    from ..serve.engines import mix_seed
+
+    return [
+        {"order": k, **p, "temperature": float(t), "sample_idx": s,
+         "seed": mix_seed(seed, p["prompt_id"], repr(float(t)), s)}
+        for k, p in enumerate(prompts) for t in temperatures for s in range(samples)
+    ]
+
+
+def _resolve_model(model: str, backend: str) -> str:
+    if "://" in model:
+        raise UserError(f"--model {model}: load models from a local folder or a hub id")
+    local = Path(model).expanduser()
+    if local.exists():
+        if backend != "http" and not (local / "config.json").is_file():
+            raise UserError(f"{model} is not a model folder (no config.json)")
+        return str(local.resolve())
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise UserError(f"model folder does not exist: {model}")
+    return model  # a hub id
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend != "auto":
+        return backend
+    import ray
+    import torch
+
+    gpu = torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1
+    return "vllm" if gpu and importlib.util.find_spec("vllm") is not None else "transformers"
+
+
+# ------------------------------------------------------------------------ Ray Data stages
+
+
+class EncodePrompts:
+    """Prompt text -> ids with the model's tokenizer, through ``encode_prompt`` (loaded once
+    per actor)."""
+
+    def __init__(self, model: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from ..data.tokenize import encode_prompt
+
+        ids = [encode_prompt(self.tokenizer, p, chat=c)
+               for p, c in zip(batch["prompt_text"].to_pylist(), batch["chat"].to_pylist())]
+        return batch.append_column("prompt_ids", pa.array(ids, pa.list_(pa.int32())))
+
+
+class TransformersSampler:
+    """Ray Data callable class: one TransformersEngine per actor; a batch of work rows is one
+    ``generate_requests`` call (each row its own temperature and seed)."""
+
+    def __init__(self, model: str, *, top_p: float, max_new_tokens: int, dtype: str, batch_rows: int) -> None:
+        from ..serve.engines import TransformersEngine
+
+        self.engine = TransformersEngine(model, dtype=dtype, max_batch_rows=batch_rows)
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from ..data.tokenize import encode_prompt
+        from ..serve.engines import GenerationRequest, SamplingParams
+
+        rows = batch.to_pylist()
+        requests = [
+            GenerationRequest(
+                encode_prompt(self.engine.tokenizer, r["prompt_text"], chat=r["chat"]),
+                SamplingParams(temperature=r["temperature"], top_p=self.top_p, max_tokens=self.max_new_tokens,
+                               n=1, seed=r["seed"]),
+            )
+            for r in rows
+        ]
+        for row, (completion,) in zip(rows, self.engine.generate_requests(requests)):
+            row.update(text=completion.text, num_tokens=completion.num_tokens, finish_reason=completion.finish_reason)
+        return pa.Table.from_pylist(rows, schema=_result_schema())
+
+
+def _result_schema() -> pa.Schema:
+    return pa.schema(list(WORK_SCHEMA) + [pa.field(n, t) for n, t in RESULT_FIELDS])
+
+
+def _keep(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in WORK_SCHEMA.names}
+
+
+def vllm_processor(cfg: GenerateConfig, model: str) -> Any:
+    """Ray Data LLM processor for vLLM on GPUs. Prompts arrive tokenized (``prompt_ids``), so
+    its chat-template and tokenize stages are off; vLLM detokenizes itself."""
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    config = vLLMEngineProcessorConfig(
+        model_source=model,
+        engine_kwargs={"dtype": cfg.dtype, **cfg.engine_kwargs},
+        batch_size=cfg.batch_size,
+        concurrency=cfg.num_actors,
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage=False,
+    )
+    top_p, max_new = cfg.top_p, cfg.max_new_tokens
+
+    def preprocess(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "tokenized_prompt": [int(i) for i in row["prompt_ids"]], "prompt": row["prompt_text"],
+                "sampling_params": {"temperature": float(row["temperature"]), "top_p": top_p,
+                                    "max_tokens": max_new, "n": 1, "seed": int(row["seed"])}}
+
+    def postprocess(row: dict[str, Any]) -> dict[str, Any]:
+        n = int(row["num_generated_tokens"])
+        # Ray Data LLM does not pass vLLM's finish_reason on; a completion that used the whole
+        # budget ran out of length (one ending exactly there on EOS is counted as length too).
+        return {**_keep(row), "text": row["generated_text"], "num_tokens": n,
+                "finish_reason": "length" if n >= max_new else "stop"}
+
+    return build_processor(config, preprocess=preprocess, postprocess=postprocess)
+
+
+def _served_model(endpoint: str, headers: dict[str, str]) -> str:
+    """The endpoint's first model; also checks that it answers and accepts the key."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint}/v1/models", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            models = json.load(response)["data"]
+    except urllib.error.HTTPError as err:
+        raise UserError(f"{endpoint}/v1/models answered {err.code}"
+                        + (": wrong or missing --api-key" if err.code == 401 else "")) from None
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot reach an OpenAI-compatible endpoint at {endpoint}: {err}") from None
+    if not models:
+        raise UserError(f"{endpoint} serves no model")
+    return str(models[0]["id"])
+
+
+def http_processor(cfg: GenerateConfig, served: str, headers: dict[str, str]) -> Any:
+    """Ray Data LLM processor that posts each row to ``/v1/completions`` as token ids."""
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    config = HttpRequestProcessorConfig(
+        url=f"{cfg.endpoint}/v1/completions", headers=headers, batch_size=cfg.batch_size,
+        concurrency=cfg.num_actors, max_retries=2,
+    )
+    top_p, max_new = cfg.top_p, cfg.max_new_tokens
+
+    def preprocess(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "payload": {"model": served, "prompt": [int(i) for i in row["prompt_ids"]],
+                                   "temperature": float(row["temperature"]), "top_p": top_p,
+                                   "max_tokens": max_new, "n": 1, "seed": int(row["seed"])}}
+
+    def postprocess(row: dict[str, Any]) -> dict[str, Any]:
+        response = row["http_response"]
+        if "error" in response or not response.get("choices"):
+            raise RuntimeError(f"the endpoint refused a request: {response.get('error')}")
+        choice = response["choices"][0]
+        return {**_keep(row), "text": choice["text"], "num_tokens": int(response["usage"]["completion_tokens"]),
+                "finish_reason": choice["finish_reason"]}
+
+    return build_processor(config, preprocess=preprocess, postprocess=postprocess)
+
+
+# ------------------------------------------------------------------------------- driver
+
+
+def _request(cfg: GenerateConfig, model: str, backend: str) -> dict[str, Any]:
+    from ..scoring import fingerprint
+
+    return {
+        "model": model,
+        "model_fingerprint": fingerprint(model) if backend != "http" else None,
+        "prompts": cfg.prompts,
+        "prompts_fingerprint": fingerprint(cfg.prompts),
+        "backend": backend,
+        "endpoint": cfg.endpoint if backend == "http" else None,
+        "temperatures": [float(t) for t in cfg.temperatures],
+        "top_p": cfg.top_p,
+        "max_new_tokens": cfg.max_new_tokens,
+        "samples_per_prompt": cfg.samples_per_prompt,
+        "seed": cfg.seed,
+        "limit": cfg.limit,
+        "format": cfg.format,
+    }
+
+
+def _write_samples(path: str, rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "jsonl":
+        storage.write_jsonl(path, rows)
+        return
+    fs, local = fsspec.core.url_to_fs(path)
+    with fs.open(local, "wb") as f:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), f)
+
+
+def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run the sampling; returns what OUT/generation.json holds (+ ``reused``)."""
+    import ray
+    import ray.data
+
+    from ..ray_runtime import ensure_ray
+
+    console = console or Console(stderr=True)
+    prompts = read_prompts(cfg.prompts, cfg.limit)
+    model = _resolve_model(cfg.model, cfg.backend)
+    out = cfg.out
+    samples_path = storage.join(out, f"samples.{cfg.format}")
+    meta_path = storage.join(out, GENERATION_FILE)
+
+    ensure_ray()
+    backend = _resolve_backend(cfg.backend)
+    request = _request(cfg, model, backend)
+    if not cfg.force and storage.exists(meta_path):
+        try:
+            old = storage.read_json(meta_path)
+        except ValueError as err:
+            raise UserError(f"{meta_path} is unreadable ({err}); pass --force or choose another --out") from err
+        diffs = [k for k in REQUEST_KEYS if old.get(k) != request[k]]
+        if diffs:
+            raise UserError(f"{out} holds samples generated with other {', '.join(diffs)}; "
+                            "pass --force or choose another --out")
+        if storage.exists(samples_path):
+            return {**old, "reused": True}
+
+    headers: dict[str, str] = {}
+    served = None
+    if backend == "http":
+        assert cfg.endpoint is not None
+        cfg = cfg.model_copy(update={"endpoint": cfg.endpoint.rstrip("/").removesuffix("/v1")})
+        key = cfg.api_key or os.environ.get(API_KEY_ENV)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        served = cfg.served_model_name or _served_model(cfg.endpoint, headers)
+
+    started = time.perf_counter()  # throughput excludes cluster start-up
+    work = work_rows(prompts, cfg.temperatures, cfg.samples_per_prompt, cfg.seed)
+    console.print(f"[bold]generate[/] {len(prompts)} prompts x {len(cfg.temperatures)} temperatures x "
+                  f"{cfg.samples_per_prompt} with {backend} ({served or model})")
+    for target in (GENERATION_FILE, "samples.jsonl", "samples.parquet"):
+        storage.remove(storage.join(out, target))
+    storage.makedirs(out)
+
+    # One block per batch, each block one engine call (batch_size=None below): the same rows
+    # meet in the same batch on every run, so float results (and samples) repeat exactly.
+    table = pa.Table.from_pylist(work, schema=WORK_SCHEMA)
+    ds = ray.data.from_arrow([table.slice(i, cfg.batch_size) for i in range(0, len(work), cfg.batch_size)])
+    gpus = cfg.num_gpus_per_actor
+    if gpus is None:
+        import torch
+
+        gpus = 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    if backend == "transformers":
+        ds = ds.map_batches(
+            TransformersSampler, fn_constructor_args=(model,),
+            fn_constructor_kwargs={"top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype,
+                                   "batch_rows": cfg.batch_size},
+            batch_format="pyarrow", batch_size=None,
+            compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), num_gpus=gpus,
+        )
+    else:
+        ds = ds.map_batches(EncodePrompts, fn_constructor_args=(model,), batch_format="pyarrow", batch_size=256,
+                            compute=ray.data.ActorPoolStrategy(size=1))
+        processor = vllm_processor(cfg, model) if backend == "vllm" else http_processor(cfg, served, headers)  # type: ignore[arg-type]
+        ds = processor(ds)
+    try:
+        results = ds.take_all()
+    except UserError:
+        raise
+    except Exception as err:  # a failed actor or request: one line, the cause last
+        cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise UserError(f"generation failed: {cause}") from err
+    elapsed = time.perf_counter() - started
+
+    name = served or model
+    results.sort(key=lambda r: (r["order"], cfg.temperatures.index(r["temperature"]), r["sample_idx"]))
+    rows = [
+        {"prompt_id": r["prompt_id"], "prompt": r["prompt_text"], "chat": bool(r["chat"]),
+         "reference": r["reference"], "model": name, "temperature": float(r["temperature"]),
+         "sample_idx": int(r["sample_idx"]), "text": r["text"], "num_tokens": int(r["num_tokens"]),
+         "finish_reason": r["finish_reason"]}
+        for r in results
+    ]
+    if len(rows) != len(work):
+        raise UserError(f"generation returned {len(rows)} rows for {len(work)} requested")
+    _write_samples(samples_path, rows, cfg.format)
+    tokens = sum(r["num_tokens"] for r in rows)
+    meta = {
+        **request,
+        "served_model_name": served,
+        "prompts_count": len(prompts),
+        "rows": len(rows),
+        "tokens": tokens,
+        "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
+        "batch_size": cfg.batch_size,
+        "num_actors": cfg.num_actors,
+        "elapsed_s": round(elapsed, 3),
+        "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
+        "outputs": {"samples": samples_path, "generation": meta_path},
+    }
+    storage.write_json(meta_path, meta)
+    return {**meta, "reused": False}

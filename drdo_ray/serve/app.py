@@ -1,0 +1,467 @@
+"""The OpenAI-compatible Ray Serve application: one deployment (FastAPI ingress) holding an
+engine; concurrent non-streaming requests are generated together with ``@serve.batch``;
+replicas autoscale with ``autoscaling_config``.
+
+    GET  /health                 liveness, no key needed
+    GET  /v1/models[/{id}]       the served model
+    POST /v1/completions         text or token-id prompts; n, seed, stop, stream
+    POST /v1/chat/completions    messages through the tokenizer's chat template; stream
+    GET  /stats                  this replica's counters (batches, cancelled generations)
+
+Start it with ``drdo-ray serve``, ``serve run serve.yaml`` (``build_app`` is the import
+path) or ``ray job submit -- python jobs/serve.py``."""
+
+# No `from __future__ import annotations` here: FastAPI reads the route methods' annotations
+# (`request: Request`) at runtime, through Serve's ingress wrapper.
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve import Application
+from rich.console import Console
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import storage
+from ..config import API_KEY_ENV, ServeConfig
+from ..errors import UserError
+from .engines import Completion, GenerationRequest, SamplingParams, encode_chat, make_engine, resolve_backend
+from .openai_schema import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_response,
+    completion_response,
+    error_body,
+    model_card,
+    new_id,
+    parse_request,
+    sse,
+    stream_chunk,
+    usage,
+    usage_chunk,
+)
+
+logger = logging.getLogger("ray.serve")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_PROMPTS = 64  # prompts in one /v1/completions request (each becomes n rows of a batch)
+
+# No /docs or /openapi.json: every route but /health sits behind the key.
+api = FastAPI(title="drdo-ray OpenAI-compatible server", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@api.exception_handler(APIError)
+async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return JSONResponse(error_body(exc.status_code, str(exc.detail), code=code), status_code=exc.status_code)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(error_body(400, str(exc.errors()[:1]), code="invalid_value"), status_code=400)
+
+
+@api.exception_handler(Exception)
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("request failed")
+    return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}", type="internal_error"),
+                        status_code=500)
+
+
+@serve.deployment(max_constructor_retry_count=3, graceful_shutdown_timeout_s=10)
+@serve.ingress(api)
+class OpenAIServer:
+    """One replica: the engine, a one-thread executor that runs it (the event loop stays free
+    for new requests, health checks and disconnects), and the request checks."""
+
+    def __init__(self, settings: dict[str, Any], api_key: str | None = None) -> None:
+        self.cfg = ServeConfig.model_validate(settings)
+        kwargs: dict[str, Any] = {"dtype": self.cfg.dtype, "name": self.cfg.served_model_name}
+        if resolve_backend(self.cfg.backend) == "vllm":
+            kwargs.update(self.cfg.engine_kwargs)
+        self.engine = make_engine(storage.localize(self.cfg.model), self.cfg.backend, **kwargs)
+        self.name = self.engine.name
+        self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self.created = int(time.time())
+        self.max_prompt_tokens = min(self.cfg.max_prompt_tokens or self.engine.max_model_len, self.engine.max_model_len - 1)
+        self.vocab_size = int(getattr(self.engine, "vocab_size", len(self.engine.tokenizer)))
+        # cancelled_tokens: what generations whose client left had produced when they stopped.
+        self.stats = {"requests": 0, "rejected": 0, "batches": 0, "batched_requests": 0, "streams": 0,
+                      "cancelled": 0, "cancelled_tokens": 0, "active": 0, "completion_tokens": 0}
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batch settings come as user_config, so `serve deploy` can retune them live."""
+        self._batched.set_max_batch_size(int(user_config.get("max_batch_size", self.cfg.max_batch_size)))
+        self._batched.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s",
+                                                                     self.cfg.batch_wait_timeout_s)))
+
+    # ------------------------------------------------------------------------ routes
+
+    @api.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"object": "list", "data": [model_card(self.name, self.created)]}
+
+    @api.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        self._check_model(model_id)
+        return model_card(self.name, self.created)
+
+    @api.get("/stats")
+    async def replica_stats(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {**self.stats, "max_batch_size": self._batched._get_max_batch_size()}
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Any:
+        return await self._handle(request, "completion")
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Any:
+        return await self._handle(request, "chat")
+
+    # ------------------------------------------------------------------------ checks
+
+    def _authorize(self, request: Request) -> None:
+        if not self.api_key:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise APIError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
+        if not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            raise APIError(401, "incorrect API key", code="invalid_api_key")
+
+    def _check_model(self, model: str) -> None:
+        if model != self.name:
+            raise APIError(404, f"model {model!r} does not exist; this server serves {self.name!r}",
+                           param="model", code="model_not_found")
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.cfg.max_request_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+        raw = await request.body()
+        if len(raw) > limit:
+            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+        return raw
+
+    def _prompt_ids(self, req: CompletionRequest | ChatCompletionRequest) -> list[list[int]]:
+        tok = self.engine.tokenizer
+        if isinstance(req, ChatCompletionRequest):
+            messages = req.chat()
+            if not any(m["content"].strip() for m in messages):
+                raise APIError(400, "messages: every message is empty", param="messages", code="empty_prompt")
+            try:
+                return [encode_chat(tok, messages)]
+            except Exception as err:  # template errors (unsupported role order, ...) are the client's
+                raise APIError(400, f"messages: the chat template refused them: {err}", param="messages") from None
+        prompts = req.prompts()
+        if not prompts:
+            raise APIError(400, "prompt: empty", param="prompt", code="empty_prompt")
+        if len(prompts) > MAX_PROMPTS:
+            raise APIError(400, f"prompt: at most {MAX_PROMPTS} prompts per request", param="prompt")
+        out = []
+        for p in prompts:
+            if isinstance(p, str):
+                if not p.strip():
+                    raise APIError(400, "prompt: empty", param="prompt", code="empty_prompt")
+                # Cheap bound before tokenizing: a token is at least one character.
+                if len(p) > 64 * self.max_prompt_tokens:
+                    raise APIError(400, f"prompt: longer than {self.max_prompt_tokens} tokens",
+                                   param="prompt", code="context_length_exceeded")
+                ids = self.engine.encode(p)
+            else:
+                ids = list(p)
+                if not ids:
+                    raise APIError(400, "prompt: empty", param="prompt", code="empty_prompt")
+                if min(ids) < 0 or max(ids) >= self.vocab_size:
+                    raise APIError(400, f"prompt: token ids must lie in [0, {self.vocab_size})", param="prompt")
+            out.append(ids)
+        return out
+
+    def _sampling(self, req: CompletionRequest | ChatCompletionRequest, prompt_lens: list[int]) -> SamplingParams:
+        cfg = self.cfg
+        longest = max(prompt_lens)
+        if longest > self.max_prompt_tokens:
+            raise APIError(400, f"prompt: {longest} tokens, over the limit of {self.max_prompt_tokens}",
+                           param="prompt", code="context_length_exceeded")
+        if req.max_tokens is not None and req.max_tokens > cfg.max_tokens_cap:
+            raise APIError(400, f"max_tokens: {req.max_tokens} is over this server's cap of {cfg.max_tokens_cap}",
+                           param="max_tokens", code="invalid_value")
+        room = self.engine.max_model_len - longest
+        max_tokens = req.max_tokens if req.max_tokens is not None else min(cfg.default_max_tokens, room)
+        if max_tokens > room:
+            raise APIError(400, f"max_tokens: prompt ({longest}) + max_tokens ({max_tokens}) exceed the model's "
+                           f"context of {self.engine.max_model_len} tokens", param="max_tokens",
+                           code="context_length_exceeded")
+        if req.n > cfg.max_n:
+            raise APIError(400, f"n: at most {cfg.max_n}", param="n", code="invalid_value")
+        return SamplingParams(temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens, n=req.n,
+                              seed=req.seed, stop=tuple(req.stop) if req.stop else None, ignore_eos=req.ignore_eos)
+
+    # ------------------------------------------------------------------------ generation
+
+    async def _handle(self, request: Request, kind: str) -> Any:
+        self.stats["requests"] += 1
+        try:
+            self._authorize(request)
+            cls = ChatCompletionRequest if kind == "chat" else CompletionRequest
+            req = parse_request(cls, await self._body(request))
+            self._check_model(req.model)
+            prompts = self._prompt_ids(req)
+            sampling = self._sampling(req, [len(p) for p in prompts])
+            if req.stream and len(prompts) > 1:
+                raise APIError(400, "prompt: streaming takes one prompt", param="prompt")
+        except APIError:
+            self.stats["rejected"] += 1
+            raise
+        prompt_tokens = sum(len(p) for p in prompts)
+        rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
+        if req.stream:
+            item = GenerationRequest(prompts[0], sampling)
+            return StreamingResponse(self._stream(kind, rid, item, prompt_tokens, req.include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        items = [GenerationRequest(p, sampling) for p in prompts]
+        results = await asyncio.gather(*(self._generate(item) for item in items))
+        choices = [(c.text, c.finish_reason) for completions in results for c in completions]
+        completion_tokens = sum(c.num_tokens for completions in results for c in completions)
+        use = usage(prompt_tokens, completion_tokens)
+        build = chat_response if kind == "chat" else completion_response
+        return build(rid, self.name, choices, use)
+
+    async def _generate(self, item: GenerationRequest) -> list[Completion]:
+        self.stats["active"] += 1
+        try:
+            completions = await self._batched(item)
+        except asyncio.CancelledError:
+            # The client went away: its rows stop at the next decoding step.
+            item.cancel.set()
+            self.stats["cancelled"] += 1
+            raise
+        finally:
+            self.stats["active"] -= 1
+        self.stats["completion_tokens"] += sum(c.num_tokens for c in completions)
+        return completions
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def _batched(self, items: list[GenerationRequest]) -> list[list[Completion]]:
+        self.stats["batches"] += 1
+        self.stats["batched_requests"] += len(items)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self.executor, self.engine.generate_requests, items)
+        for item, completions in zip(items, results):
+            self._count_cancelled(item, completions)
+        return results
+
+    def _count_cancelled(self, item: GenerationRequest, completions: list[Completion]) -> None:
+        if item.cancel.is_set():
+            self.stats["cancelled_tokens"] += sum(c.num_tokens for c in completions)
+
+    def _run_stream(self, item: GenerationRequest, on_delta: Any) -> list[Completion]:
+        stream = getattr(self.engine, "generate_stream", None)
+        if stream is not None:
+            return stream(item, on_delta)
+        # Engines without token streaming (vLLM's offline LLM) answer in one chunk per choice.
+        completions = self.engine.generate_requests([item])[0]
+        for i, completion in enumerate(completions):
+            on_delta(i, completion.text, completion)
+        return completions
+
+    def _stream_done(self, item: GenerationRequest, future: asyncio.Future[list[Completion]],
+                     queue: asyncio.Queue[Any]) -> None:
+        queue.put_nowait(None)
+        if not future.cancelled() and future.exception() is None:
+            self._count_cancelled(item, future.result())
+
+    async def _stream(self, kind: str, rid: str, item: GenerationRequest, prompt_tokens: int,
+                      include_usage: bool) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, str, Completion | None] | None] = asyncio.Queue()
+
+        def on_delta(index: int, text: str, done: Completion | None) -> None:  # generating thread
+            loop.call_soon_threadsafe(queue.put_nowait, (index, text, done))
+
+        self.stats["streams"] += 1
+        self.stats["active"] += 1
+        future = loop.run_in_executor(self.executor, self._run_stream, item, on_delta)
+        future.add_done_callback(lambda f: self._stream_done(item, f, queue))
+        completion_tokens = 0
+        try:
+            if kind == "chat":
+                for index in range(item.sampling.n):
+                    yield sse(stream_chunk(kind, rid, self.name, index, "", None, first=True))
+            while (event := await queue.get()) is not None:
+                index, text, done = event
+                if text:
+                    yield sse(stream_chunk(kind, rid, self.name, index, text, None))
+                if done is not None:
+                    completion_tokens += done.num_tokens
+                    yield sse(stream_chunk(kind, rid, self.name, index, None, done.finish_reason))
+            if (exc := future.exception()) is not None:
+                logger.error("stream failed: %r", exc)
+                yield sse(error_body(500, f"internal error: {type(exc).__name__}", type="internal_error"))
+                return
+            self.stats["completion_tokens"] += completion_tokens
+            if include_usage:
+                yield sse(usage_chunk(kind, rid, self.name, usage(prompt_tokens, completion_tokens)))
+            yield sse("[DONE]")
+        finally:
+            # Reached on normal end, and on cancellation when the client disconnects: a
+            # generation still running is told to stop at its next step.
+            if not future.done():
+                item.cancel.set()
+                self.stats["cancelled"] += 1
+            self.stats["active"] -= 1
+
+
+# ---------------------------------------------------------------------------- assembly
+
+
+def _resolve_model(model: str) -> str:
+    """An absolute path for a local folder (replicas run elsewhere than the driver's cwd);
+    object-store URIs and hub ids as given. A local-looking path that does not exist fails here,
+    not in a replica that Serve would restart again and again."""
+    if "://" in model:
+        return model
+    local = Path(model).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"{model} is not a model folder (no config.json)")
+        return str(local.resolve())
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise UserError(f"model folder does not exist: {model}")
+    return model  # a hub id
+
+
+def _default_gpus(backend: str) -> float:
+    if backend == "vllm":
+        return 1.0
+    if backend == "auto":
+        import ray
+
+        return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return 0.0
+
+
+def build_app(args: dict[str, Any] | ServeConfig) -> Application:
+    """The Serve application for ``args`` (a ServeConfig or its fields). Also the import path
+    for Serve config files: ``import_path: drdo_ray.serve.app:build_app`` with ``args:``."""
+    cfg = args if isinstance(args, ServeConfig) else ServeConfig.model_validate(args)
+    model = _resolve_model(cfg.model)
+    if cfg.served_model_name is None:
+        cfg = cfg.model_copy(update={"served_model_name": Path(model.rstrip("/")).name})
+    gpus = cfg.num_gpus_per_replica if cfg.num_gpus_per_replica is not None else _default_gpus(cfg.backend)
+    settings = cfg.model_dump(exclude={"api_key"}) | {"model": model}
+    deployment = OpenAIServer.options(
+        autoscaling_config={
+            "min_replicas": cfg.min_replicas,
+            "initial_replicas": max(1, cfg.min_replicas),
+            "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        },
+        # Room for a full batch (and the next one queueing) on each replica: Serve's default
+        # of 5 ongoing requests would cap every batch at 5.
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        max_queued_requests=cfg.max_queued_requests,
+        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": gpus},
+        user_config={"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s},
+    )
+    return deployment.bind(settings, cfg.api_key)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the proxy will bind: a port in TIME_WAIT from a previous run counts as free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start(cfg: ServeConfig, console: Console | None = None) -> str:
+    """Start Serve's HTTP proxy on cfg.host:cfg.port (port 0: a free one) and deploy the app;
+    returns its base URL. Joins the cluster at RAY_ADDRESS, else a local one."""
+    from ..ray_runtime import ensure_ray
+
+    console = console or Console(stderr=True)
+    if cfg.host not in LOOPBACK and not (cfg.api_key or os.environ.get(API_KEY_ENV)):
+        console.print(f"[bold yellow]warning:[/] serving on {cfg.host} without an API key: anyone who can reach "
+                      f"this port can use the model (pass --api-key or set {API_KEY_ENV})")
+    remote = bool(os.environ.get("RAY_ADDRESS"))
+    port = cfg.port or free_port(cfg.host if cfg.host in LOOPBACK else "0.0.0.0")
+    if not remote and not _port_free(cfg.host, port):
+        raise UserError(f"port {port} on {cfg.host} is in use; pick another with --port")
+    app = build_app(cfg)  # validates the model path before anything starts
+    ensure_ray()
+    serve.start(http_options={"host": cfg.host, "port": port})
+    try:
+        serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix)
+    except RuntimeError as err:
+        raise UserError(f"the app did not start: {str(err).splitlines()[0]}") from err
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    return f"http://{host}:{port}{cfg.route_prefix.rstrip('/')}"
+
+
+def run_server(cfg: ServeConfig, console: Console | None = None) -> None:
+    """`drdo-ray serve`: start, print the URL, serve until Ctrl-C, then take the app down."""
+    console = console or Console(stderr=True)
+    if cfg.detach and not os.environ.get("RAY_ADDRESS"):
+        raise UserError("--detach needs a running cluster (RAY_ADDRESS); a local one ends with this command")
+    url = start(cfg, console)
+    console.print(f"[bold]serve[/] {cfg.model} ({cfg.backend}) at {url}/v1 as app {cfg.app_name!r}; "
+                  f"replicas {cfg.min_replicas}..{cfg.max_replicas}, batches up to {cfg.max_batch_size}")
+    print(url, flush=True)
+    if cfg.detach:
+        return
+    console.print("Ctrl-C stops it")
+
+    def on_term(signum: int, frame: Any) -> None:  # `kill` / `ray job stop`: clean up as for Ctrl-C
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        serve.delete(cfg.app_name)
+        if not os.environ.get("RAY_ADDRESS"):
+            serve.shutdown()
+            import ray
+
+            ray.shutdown()

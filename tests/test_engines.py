@@ -1,0 +1,284 @@
+"""Engines behind `generate(prompts, sampling)`: the transformers engine on the tiny model
+(seeded per row, batch-independent, greedy equal to HF greedy, top-p, stop strings, EOS,
+cancel, streaming), the vLLM adapter's contract against a stand-in with vLLM's documented
+interface, backend choice, and the OpenAI request checks. No Ray."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from drdo_ray.data.tokenize import encode_prompt
+from drdo_ray.errors import UserError
+from drdo_ray.serve.engines import (
+    Completion,
+    Engine,
+    GenerationRequest,
+    SamplingParams,
+    TransformersEngine,
+    VLLMEngine,
+    encode_chat,
+    encode_text,
+    find_stop,
+    format_prompt,
+    make_engine,
+    mix_seed,
+    resolve_backend,
+)
+from drdo_ray.serve.openai_schema import APIError, ChatCompletionRequest, CompletionRequest, parse_request
+
+PROMPTS = ["The quick brown fox", "Summarize: the cat sat on the mat and", "hello"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> TransformersEngine:
+    return TransformersEngine(tiny_model_dir)
+
+
+def test_sampling_params_are_checked() -> None:
+    for bad in ({"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0.0}, {"top_p": 1.5},
+                {"max_tokens": 0}, {"n": 0}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)
+    assert SamplingParams(stop="x").stop == ("x",)
+    assert SamplingParams(stop=["a", ""]).stop == ("a",)
+    assert SamplingParams(stop=[]).stop is None
+
+
+def test_interface_and_shapes(engine) -> None:
+    assert isinstance(engine, Engine)
+    out = engine.generate(PROMPTS, SamplingParams(temperature=0.7, top_p=0.8, max_tokens=6, n=2, seed=1))
+    assert len(out) == len(PROMPTS) and all(len(choices) == 2 for choices in out)
+    for choices in out:
+        for c in choices:
+            assert isinstance(c, Completion) and isinstance(c.text, str)
+            assert 1 <= c.num_tokens <= 6
+            assert c.finish_reason == "length" or c.num_tokens <= 6
+    assert out[0][0].text != out[0][1].text  # the n samples of one prompt differ
+
+
+def test_seeded_rows_do_not_depend_on_the_batch(engine) -> None:
+    sampling = SamplingParams(temperature=0.9, top_p=0.8, max_tokens=12, seed=7)
+    alone = engine.generate([PROMPTS[1]], sampling)[0]
+    batched = engine.generate(PROMPTS, sampling)[1]  # other prompts, other padding
+    again = engine.generate([PROMPTS[1]], sampling)[0]
+    assert alone == batched == again
+    other = [engine.generate([PROMPTS[1]], SamplingParams(temperature=0.9, max_tokens=12, seed=s))[0][0].text
+             for s in (8, 9, 10)]
+    assert any(text != alone[0].text for text in other)
+
+
+def test_greedy_matches_hf_generate_and_tiny_top_p_is_greedy(engine) -> None:
+    ids = engine.encode(PROMPTS[0])
+    with torch.inference_mode():
+        ref = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    do_sample=False, max_new_tokens=10, min_new_tokens=10,
+                                    pad_token_id=engine.pad_id)[0, len(ids):]
+    expected = engine.tokenizer.decode(ref, skip_special_tokens=True)
+    # Batched with longer prompts: left padding must not change the greedy path.
+    greedy = engine.generate([PROMPTS[1], PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=10,
+                                                                      ignore_eos=True))[1][0]
+    assert greedy.text == expected and greedy.num_tokens == 10 and greedy.finish_reason == "length"
+    nucleus = engine.generate([PROMPTS[0]], SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=10,
+                                                           ignore_eos=True, seed=3))[0][0]
+    assert nucleus.text == expected
+
+
+def test_stop_strings_eos_ignore_eos_and_cancel(engine, monkeypatch) -> None:
+    sampling = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    full = engine.generate([PROMPTS[0]], sampling)[0][0].text
+    stop = full[4:6]
+    cut = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=12, stop=[stop]))[0][0]
+    assert cut.finish_reason == "stop" and cut.text == full[: full.find(stop)] and stop not in cut.text
+
+    first = engine.encode(PROMPTS[0])
+    first_token = engine.model(torch.tensor([first])).logits[0, -1].argmax().item()
+    monkeypatch.setattr(engine, "eos_ids", {first_token})  # greedy's first token becomes EOS
+    eos = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=12))[0][0]
+    assert (eos.text, eos.num_tokens, eos.finish_reason) == ("", 1, "stop")
+    ignored = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))[0][0]
+    assert ignored.num_tokens == 12 and ignored.finish_reason == "length"
+    monkeypatch.undo()
+
+    request = GenerationRequest(PROMPTS[0], SamplingParams(max_tokens=50, seed=1, ignore_eos=True))
+    request.cancel.set()
+    (cancelled,) = engine.generate_requests([request])[0]
+    assert cancelled.num_tokens == 1
+
+
+def test_stream_deltas_add_up_and_cancel_stops(engine) -> None:
+    sampling = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, n=2, seed=11, stop=("zz",))
+    events: list[tuple[int, str, Completion | None]] = []
+    finals = engine.generate_stream(GenerationRequest(PROMPTS[2], sampling), lambda i, t, d: events.append((i, t, d)))
+    plain = engine.generate([PROMPTS[2]], sampling)[0]
+    assert sorted(finals, key=lambda c: c.text) == sorted(plain, key=lambda c: c.text)
+    for index in (0, 1):
+        mine = [(t, d) for i, t, d in events if i == index]
+        assert "".join(t for t, _ in mine) == plain[index].text
+        assert [d for _, d in mine if d is not None] == [plain[index]]  # exactly one final event, last
+        assert mine[-1][1] is not None
+
+    request = GenerationRequest(PROMPTS[2], SamplingParams(max_tokens=200, seed=1, ignore_eos=True))
+    seen: list[str] = []
+
+    def on_delta(i: int, text: str, done: Completion | None) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            request.cancel.set()  # what the server does when the client disconnects
+
+    (stopped,) = engine.generate_stream(request, on_delta)
+    assert stopped.num_tokens < 20
+
+
+def test_prompt_encoding_matches_encode_prompt(engine) -> None:
+    tok = engine.tokenizer
+    text = "Write a haiku about rivers."
+    assert engine.encode(format_prompt(tok, text, chat=True)) == encode_prompt(tok, text, chat=True)
+    assert engine.encode(format_prompt(tok, text, chat=False)) == encode_prompt(tok, text, chat=False)
+    assert encode_chat(tok, [{"role": "user", "content": text}]) == encode_prompt(tok, text, chat=True)
+    assert engine.encode([5, 6, 7]) == [5, 6, 7]
+
+    class BosTokenizer:  # a template that writes BOS itself must not get a second one
+        bos_token = "<s>"
+
+        def __call__(self, text: str, add_special_tokens: bool) -> dict[str, list[int]]:
+            return {"input_ids": ([1] if add_special_tokens else []) + [len(w) for w in text.split()]}
+
+    assert encode_text(BosTokenizer(), "<s> hi there") == [3, 2, 5]
+    assert encode_text(BosTokenizer(), "hi there") == [1, 2, 5]
+    assert find_stop("abcabc", ["c", "b"]) == 1 and find_stop("abc", ["x"]) is None
+    assert mix_seed(1, "a") == mix_seed(1, "a") != mix_seed(1, "b")
+
+
+# ------------------------------------------------------------------------ vLLM adapter
+
+
+@dataclass
+class FakeSamplingParams:
+    """vllm.SamplingParams' constructor, as far as the adapter uses it."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 16
+    seed: int | None = None
+    stop: list[str] | None = None
+    ignore_eos: bool = False
+
+
+@dataclass
+class FakeCompletionOutput:
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+
+
+@dataclass
+class FakeRequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[FakeCompletionOutput] = field(default_factory=list)
+
+
+class FakeLLM:
+    """A stand-in for vllm.LLM: generate(prompts, sampling_params, use_tqdm) -> RequestOutputs."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.calls: list[tuple[list[Any], list[FakeSamplingParams]]] = []
+
+    def get_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    def generate(self, prompts: list[Any], sampling_params: list[FakeSamplingParams], use_tqdm: bool = True) -> list[Any]:
+        self.calls.append((prompts, sampling_params))
+        outs = []
+        for prompt, params in zip(prompts, sampling_params):
+            ids = prompt["prompt_token_ids"]
+            outs.append(FakeRequestOutput(ids, [
+                FakeCompletionOutput(f"{len(ids)}-{j}-{params.temperature}", list(range(params.max_tokens - j)),
+                                     "length" if j == 0 else ("stop" if j == 1 else None))
+                for j in range(params.n)
+            ]))
+        return outs
+
+
+def test_vllm_adapter_contract(engine) -> None:
+    fake = FakeLLM(engine.tokenizer)
+    vllm_engine = VLLMEngine("some/model", llm=fake, sampling_params_cls=FakeSamplingParams)
+    assert isinstance(vllm_engine, Engine) and vllm_engine.name == "model"
+    chat = format_prompt(engine.tokenizer, "hi", chat=True)
+    out = vllm_engine.generate([chat, [4, 5, 6]], SamplingParams(temperature=0.5, top_p=0.8, max_tokens=5, n=3,
+                                                                  seed=9, stop=("\n",)))
+    prompts, params = fake.calls[0]
+    assert prompts == [{"prompt_token_ids": encode_prompt(engine.tokenizer, "hi", chat=True)},
+                       {"prompt_token_ids": [4, 5, 6]}]
+    assert params[0] == FakeSamplingParams(n=3, temperature=0.5, top_p=0.8, max_tokens=5, seed=9, stop=["\n"])
+    assert [[c.finish_reason for c in choices] for choices in out] == [["length", "stop", "stop"]] * 2
+    assert out[1][0] == Completion("3-0-0.5", 5, "length") and out[1][1].num_tokens == 4
+    # Requests with different sampling share one llm.generate call (the server's batches).
+    vllm_engine.generate_requests([GenerationRequest("a", SamplingParams(temperature=0.1)),
+                                   GenerationRequest("b", SamplingParams(temperature=0.9, ignore_eos=True))])
+    assert [p.temperature for p in fake.calls[1][1]] == [0.1, 0.9] and fake.calls[1][1][1].ignore_eos
+
+
+def test_backend_choice(tiny_model_dir) -> None:
+    assert resolve_backend("transformers") == "transformers"
+    assert resolve_backend("auto") == "transformers"  # no vLLM, no GPU here
+    with pytest.raises(UserError):
+        resolve_backend("tgi")
+    with pytest.raises(UserError, match="vLLM"):
+        make_engine(tiny_model_dir, "vllm")
+    assert isinstance(make_engine(tiny_model_dir, "auto"), TransformersEngine)
+
+
+# ---------------------------------------------------------------------- request checks
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": "m", "prompt": "x", "temperature": 2.1}, "temperature"),
+    ({"model": "m", "prompt": "x", "temperature": -1}, "temperature"),
+    ({"model": "m", "prompt": "x", "top_p": 0}, "top_p"),
+    ({"model": "m", "prompt": "x", "top_p": 1.01}, "top_p"),
+    ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
+    ({"model": "m", "prompt": "x", "n": 0}, "n"),
+    ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"model": "m", "prompt": 5}, "prompt"),
+    ({"prompt": "x"}, "model"),
+    ({"model": "m", "prompt": "x", "logprobs": 3}, None),
+])
+def test_bad_completion_requests(body: dict[str, Any], param: str | None) -> None:
+    with pytest.raises(APIError) as info:
+        parse_request(CompletionRequest, json.dumps(body).encode())
+    assert info.value.status == 400
+    if param:
+        assert info.value.param is not None and info.value.param.startswith(param)
+    assert set(info.value.body()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_request_parsing() -> None:
+    for raw in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+        with pytest.raises(APIError) as info:
+            parse_request(CompletionRequest, raw)
+        assert info.value.status == 400 and info.value.code == "invalid_json"
+    req = parse_request(CompletionRequest, b'{"model": "m", "prompt": [1, 2, 3], "stop": "x", "user": "u"}')
+    assert req.prompts() == [[1, 2, 3]] and req.stop == ["x"]
+    chat = parse_request(ChatCompletionRequest, json.dumps({
+        "model": "m", "max_completion_tokens": 7,
+        "messages": [{"role": "developer", "content": "be brief"},
+                     {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]}],
+    }).encode())
+    assert chat.max_tokens == 7
+    assert chat.chat() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
+    with pytest.raises(APIError):
+        parse_request(ChatCompletionRequest, b'{"model": "m", "messages": []}')
+
+
+def test_cancel_event_is_per_request() -> None:
+    a, b = GenerationRequest("x", SamplingParams()), GenerationRequest("y", SamplingParams())
+    a.cancel.set()
+    assert isinstance(a.cancel, threading.Event) and not b.cancel.is_set()
