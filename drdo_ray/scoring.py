@@ -464,3 +464,43 @@ def check_scored(
                 f"({(provenance.get('reference') or {}).get('path', 'none')}); rescore it with drdo-ray score --force"
             )
     return provenance
+
+
+# ------------------------------------------------------------ single sequences (evaluation)
+
+
+def inference_device_dtype(dtype: str = "auto") -> tuple[Any, Any]:
+    """(torch device, torch dtype) for a frozen scoring model, by the rule :class:`Scorer`
+    uses: bf16 on CUDA for ``auto`` (half the memory, tensor-core speed), float32 on CPU."""
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, getattr(torch, dtype)
+
+
+def sequence_rewards(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    max_length: int | None = None,
+) -> list[float]:
+    """Oracle rewards r*(x, y) of single (prompt, response) sequences in one forward pass: the
+    evaluation counterpart of :class:`Scorer`'s pair pass (Oracle win rates score each sampled
+    response on its own). ``model`` is a frozen PolicyWithRewardHead; the batch goes to the
+    device of its parameters. Responses longer than ``max_length`` are cut from the right."""
+    import torch
+
+    from .models import collate_sequences, sequence_forward
+
+    device = next(model.parameters()).device
+    batch = collate_sequences(prompt_ids, response_ids, pad_id=pad_id, max_length=max_length)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with torch.inference_mode():
+        out = sequence_forward(model, batch, reduction="mean")
+    if out.rewards is None:
+        raise ValueError("the model has no reward head: Oracle rewards need a PolicyWithRewardHead")
+    return out.rewards.double().cpu().tolist()

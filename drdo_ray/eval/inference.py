@@ -1,0 +1,76 @@
+"""Ray Data plumbing shared by the model-based evaluations (Oracle win rate, KL): a pandas
+frame of texts goes through a ``map_batches`` actor pool whose actors load their models once,
+the same way `drdo-ray score` runs (ARCHITECTURE.md: Ray at the edges, here and in jobs/)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pandas as pd
+
+
+def text_uid(prompt: str, chat: bool, text: str) -> str:
+    """Content id of a (prompt, response) to score: identical texts are scored once and so get
+    bit-identical rewards (a tie, not a coin flip of batch-dependent float noise)."""
+    digest = hashlib.sha1()
+    for part in (str(bool(chat)), prompt, text):
+        digest.update(part.encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def check_tokenizer(path: str, *, role: str) -> None:
+    """Fail on the driver, in one line, before actors try to tokenize with a model folder that
+    ships no tokenizer."""
+    from ..errors import UserError
+
+    try:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # missing files, offline hub id: one line for the user
+        raise UserError(f"{role} {path} has no loadable tokenizer ({str(err).splitlines()[0][:200]})") from err
+
+
+def gpus_per_actor(requested: float | None) -> float:
+    """As `drdo-ray score`: one GPU per actor where CUDA exists here or in the cluster."""
+    if requested is not None:
+        return requested
+    import ray
+    import torch
+
+    return 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
+
+
+def map_with_actors(
+    frame: pd.DataFrame,
+    actor: type,
+    *,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    batch_size: int,
+    num_actors: int,
+    num_gpus: float | None,
+) -> pd.DataFrame:
+    """Run ``actor(*args, **kwargs)(batch)`` over ``frame`` on an actor pool; returns the
+    concatenated outputs (row order is not guaranteed: join on an id column). Rows are sorted by
+    text length first so each batch pads to similar lengths."""
+    import ray.data
+
+    from ..ray_runtime import ensure_ray
+
+    ensure_ray()
+    if frame.empty:
+        return pd.DataFrame()
+    order = (frame["prompt"].str.len() + frame["text"].str.len()).sort_values(kind="stable").index
+    dataset = ray.data.from_pandas(frame.loc[order].reset_index(drop=True))
+    mapped = dataset.map_batches(
+        actor,
+        fn_constructor_args=args,
+        fn_constructor_kwargs=kwargs,
+        batch_format="pandas",
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_gpus=gpus_per_actor(num_gpus),
+    )
+    return mapped.to_pandas()

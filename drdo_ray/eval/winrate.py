@@ -1,0 +1,200 @@
+"""`drdo-ray eval winrate`: the Oracle win rate of sample set A over sample set B (METHOD.md,
+Evaluation protocol 2; paper Fig. 2).
+
+Both sets (and the prompts' reference responses) are scored with the frozen Oracle on a Ray
+Data actor pool, the same model-loading and one-pass reward read-out as `drdo-ray score`.
+A sample of A wins when ``r*(x, y_A) > r*(x, y_B)``; pairs match on
+``(prompt_id, temperature, sample_idx)``.
+
+    OUT/winrate.json   wins, ties, losses, win_rate (ties half), ci95, mean rewards, reward
+                       advantage over the references, by_temperature, provenance
+    OUT/pairs.jsonl    one row per pair: key, prompt_tokens, reward_a, reward_b, reward_ref, outcome
+    OUT/ood.json|.md|.png   win rate by prompt length (App. F.2)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from .. import storage
+from ..config import WinrateConfig
+from ..errors import UserError
+from . import stats
+from .inference import check_tokenizer, map_with_actors, text_uid
+from .results import write_result
+from .samples import KEY, REFERENCE, load_samples, pair, reference_set
+
+
+class SampleScorer:
+    """Ray Data callable class: the Oracle and its tokenizer load once per actor. Texts become
+    ids through ``data/tokenize.py`` exactly as in training; the reward is read at the last
+    token (EOS appended, as every training response ends with one)."""
+
+    def __init__(self, oracle: str, *, dtype: str, max_length: int | None) -> None:
+        from transformers import AutoTokenizer
+
+        from ..models import PolicyWithRewardHead
+        from ..scoring import _pad_id, inference_device_dtype
+
+        device, torch_dtype = inference_device_dtype(dtype)
+        self.model = PolicyWithRewardHead.from_pretrained(oracle, torch_dtype=torch_dtype).to(device).freeze()
+        self.tokenizer = AutoTokenizer.from_pretrained(oracle)
+        self.pad_id = _pad_id(oracle)
+        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from ..data.tokenize import encode_prompt, encode_response
+        from ..scoring import sequence_rewards
+
+        prompts = [encode_prompt(self.tokenizer, p, chat=bool(c)) for p, c in zip(batch["prompt"], batch["chat"])]
+        responses = [encode_response(self.tokenizer, t) for t in batch["text"]]
+        lengths = [len(p) for p in prompts]
+        truncated = []
+        for i, ids in enumerate(prompts):
+            # Generation prompts were length-filtered at prepare time; an over-long one keeps its
+            # end (the part next to the response) and is counted rather than failing the job.
+            cut = self.max_length is not None and len(ids) >= self.max_length
+            if cut:
+                prompts[i] = ids[-(self.max_length // 2):]
+            truncated.append(cut or (self.max_length is not None and len(prompts[i]) + len(responses[i]) > self.max_length))
+        rewards = sequence_rewards(self.model, prompts, responses, pad_id=self.pad_id, max_length=self.max_length)
+        return pd.DataFrame({
+            "uid": batch["uid"].to_numpy(), "reward": rewards, "prompt_tokens": lengths,
+            "response_tokens": [len(r) for r in responses], "truncated": truncated,
+        })
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _side_stats(frame: pd.DataFrame, *, has_reference_side: bool) -> dict[str, Any]:
+    """Mean rewards and the reward advantage over the references for one group of pairs."""
+    result: dict[str, Any] = {
+        "mean_reward_a": stats.mean_std(frame["reward_a"])["mean"],
+        "mean_reward_b": stats.mean_std(frame["reward_b"])["mean"],
+        "mean_margin": stats.mean_std(frame["reward_a"] - frame["reward_b"])["mean"],
+    }
+    with_ref = frame[frame["reward_ref"].notna()]
+    advantage: dict[str, Any] = {"n": len(with_ref)}
+    if len(with_ref):
+        advantage["a"] = stats.mean_std(with_ref["reward_a"] - with_ref["reward_ref"])
+        if not has_reference_side:
+            advantage["b"] = stats.mean_std(with_ref["reward_b"] - with_ref["reward_ref"])
+    result["reward_advantage"] = advantage
+    return result
+
+
+def compute_winrate(
+    pairs: pd.DataFrame, *, tie_margin: float = 0.0, n_boot: int = 2000, seed: int = 0, b_is_reference: bool = False
+) -> dict[str, Any]:
+    """Statistics of scored pairs (columns: the key, ``reward_a``, ``reward_b``, ``reward_ref``
+    (NaN where a prompt has none)): adds ``outcome`` to ``pairs`` in place and returns the
+    winrate.json body (overall + ``by_temperature``). Pure: no Ray."""
+    outcomes = stats.outcomes_from_rewards(pairs["reward_a"], pairs["reward_b"], tie_margin=tie_margin)
+    pairs["outcome"] = [stats.OUTCOME_NAMES[int(o)] for o in outcomes]
+    clusters = pairs["prompt_id"].to_numpy()
+    result: dict[str, Any] = {
+        **stats.summarize(outcomes, clusters, n_boot=n_boot, seed=seed, label="all"),
+        **_side_stats(pairs, has_reference_side=b_is_reference),
+    }
+    temps = pairs["temperature"].map(stats.temperature_key)
+    grouped = stats.by_group(outcomes, temps.tolist(), clusters, n_boot=n_boot, seed=seed)
+    for key, summary in grouped.items():
+        summary.update(_side_stats(pairs[temps == key], has_reference_side=b_is_reference))
+    result["by_temperature"] = grouped
+    return result
+
+
+def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str, Any]:
+    """Score, pair, count, write OUT/; returns the winrate.json content."""
+    from ..scoring import _check_model, _resolve, fingerprint
+    from .ood import ood_result, write_ood
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    a = load_samples(cfg.a, name=cfg.a_name)
+    b_is_reference = cfg.b == REFERENCE
+    b = reference_set(a) if b_is_reference else load_samples(cfg.b, name=cfg.b_name)
+    if cfg.b_name and b_is_reference:
+        b.name = cfg.b_name
+    pairing = pair(a, b)
+    pairs = pairing.pairs
+    if pairs.empty:
+        what = "no A sample has a reference response" if b_is_reference else "no (prompt_id, temperature, sample_idx) in common"
+        raise UserError(f"nothing to compare: {what} ({a.path} vs {b.path})")
+    oracle = _resolve(cfg.oracle)
+    _check_model(oracle, role="oracle", oracle=True)
+    check_tokenizer(oracle, role="oracle")
+
+    # Every distinct (prompt, response) once: A, B and the references (for the advantage).
+    pairs["uid_a"] = [text_uid(p, c, t) for p, c, t in zip(pairs["prompt"], pairs["chat"], pairs["text_a"])]
+    pairs["uid_b"] = [text_uid(p, c, t) for p, c, t in zip(pairs["prompt"], pairs["chat"], pairs["text_b"])]
+    pairs["uid_ref"] = [
+        text_uid(p, c, r) if isinstance(r, str) else None
+        for p, c, r in zip(pairs["prompt"], pairs["chat"], pairs["reference"])
+    ]
+    texts = pd.concat([
+        pairs[["uid_a", "prompt", "chat", "text_a"]].set_axis(["uid", "prompt", "chat", "text"], axis=1),
+        pairs[["uid_b", "prompt", "chat", "text_b"]].set_axis(["uid", "prompt", "chat", "text"], axis=1),
+        pairs.loc[pairs["uid_ref"].notna(), ["uid_ref", "prompt", "chat", "reference"]].set_axis(
+            ["uid", "prompt", "chat", "text"], axis=1),
+    ]).drop_duplicates("uid").reset_index(drop=True)
+    console.print(
+        f"[bold]eval winrate[/] {a.name} vs {b.name}: {len(pairs)} pairs, {len(texts)} distinct responses "
+        f"scored by {oracle} ({cfg.num_actors} actor(s))"
+    )
+    scoring_started = time.perf_counter()
+    scored = map_with_actors(
+        texts, SampleScorer, args=(oracle,), kwargs={"dtype": cfg.dtype, "max_length": cfg.max_length},
+        batch_size=cfg.batch_size, num_actors=cfg.num_actors, num_gpus=cfg.num_gpus_per_actor,
+    ).set_index("uid")
+    scoring_s = time.perf_counter() - scoring_started
+
+    pairs["reward_a"] = pairs["uid_a"].map(scored["reward"])
+    pairs["reward_b"] = pairs["uid_b"].map(scored["reward"])
+    pairs["reward_ref"] = pairs["uid_ref"].map(scored["reward"]).astype(float)
+    pairs["prompt_tokens"] = pairs["uid_a"].map(scored["prompt_tokens"]).astype(int)
+    result = compute_winrate(pairs, tie_margin=cfg.tie_margin, n_boot=cfg.bootstrap, seed=cfg.seed,
+                             b_is_reference=b_is_reference)
+
+    storage.makedirs(cfg.out)
+    pair_rows = [
+        {
+            "prompt_id": r.prompt_id, "temperature": _finite(r.temperature), "sample_idx": int(r.sample_idx),
+            "prompt_tokens": int(r.prompt_tokens), "reward_a": float(r.reward_a), "reward_b": float(r.reward_b),
+            "reward_ref": _finite(r.reward_ref), "outcome": r.outcome,
+        }
+        for r in pairs.itertuples()
+    ]
+    storage.write_jsonl(storage.join(cfg.out, "pairs.jsonl"), pair_rows)
+    ood = ood_result(pair_rows, width=cfg.bin_width, n_boot=cfg.bootstrap, seed=cfg.seed,
+                     temperature=cfg.ood_temperature, source="winrate", a=a.name, b=b.name,
+                     tokenizer=oracle)
+    ood_paths = write_ood(cfg.out, ood)
+
+    result = {
+        "kind": "winrate",
+        "a": a.describe(),
+        "b": b.describe() if not b_is_reference else {"name": b.name, "samples": REFERENCE},
+        "oracle": {"path": oracle, "fingerprint": fingerprint(oracle)},
+        **result,
+        "unpaired": {"a": pairing.unpaired_a, "b": 0 if b_is_reference else pairing.unpaired_b},
+        "scored_responses": len(texts),
+        "truncated_responses": int(scored["truncated"].sum()) if "truncated" in scored else 0,
+        "tie_margin": cfg.tie_margin,
+        "bootstrap": {"n": cfg.bootstrap, "seed": cfg.seed, "level": stats.DEFAULT_LEVEL, "unit": "prompt"},
+        "pair_key": KEY,
+        "scoring_s": round(scoring_s, 3),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "outputs": {"winrate": storage.join(cfg.out, "winrate.json"), "pairs": storage.join(cfg.out, "pairs.jsonl"),
+                    **ood_paths},
+    }
+    write_result(storage.join(cfg.out, "winrate.json"), result)
+    return result
+
