@@ -1,8 +1,8 @@
 """`drdo-ray demo` / `make demo`: the pipeline on the shipped samples, offline, on the CPU.
 
-Stages run in order; a stage whose outputs exist is skipped (``--force`` reruns it). Today:
-tiny model -> every dataset -> SFT -> Oracle -> score -> align with DRDO and DPO. Generation,
-evaluation and the report join as they land."""
+Stages run in order; a stage whose outputs exist is skipped (``--force`` reruns it): tiny
+model -> every dataset -> SFT -> Oracle -> score -> align with DRDO and DPO -> sample each
+policy at four temperatures -> Oracle win rates -> report. The judge runs only when asked."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import storage
-from .config import PrepareConfig, ScoreConfig, TrainConfig
+from .config import GenerateConfig, PrepareConfig, ReportConfig, ScoreConfig, TrainConfig, WinrateConfig
 
 DEMO_DATASETS = [
     # (name, source, TL;DR split, max prompt tokens)
@@ -29,7 +29,8 @@ DEMO_DATASETS = [
     ("alpaca_eval", "alpaca_eval", "full", 512),
 ]
 
-PENDING_STAGES = ("e-DPO ensemble", "generate", "evaluate", "report")
+PENDING_STAGES = ("e-DPO ensemble", "judge win rates (set OPENAI_API_KEY; see README)")
+TEMPERATURES = [0.2, 0.5, 0.7, 0.9]
 
 # Tiny-model training on 2 CPU workers: a few dozen steps per stage keep the demo in minutes.
 DEMO_TRAIN = dict(num_workers=2, micro_batch_size=4, grad_accum=1, max_steps=24, checkpoint_every=12,
@@ -46,7 +47,10 @@ def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable
     console.print(f"[green]done[/]  {name} in {time.perf_counter() - started:.1f}s")
 
 
-def run_demo(out: str, *, force: bool = False, console: Console | None = None, train_steps: int = 24) -> dict[str, dict]:
+def run_demo(
+    out: str, *, force: bool = False, console: Console | None = None, train_steps: int = 24, eval_prompts: int = 16,
+    max_new_tokens: int = 48,
+) -> dict[str, dict]:
     """Run the demo into ``out``; returns the prepare stats per dataset. ``train_steps`` sets
     the optimizer steps of every training stage (tests use fewer)."""
     from .data.prepare import prepare
@@ -89,6 +93,26 @@ def run_demo(out: str, *, force: bool = False, console: Console | None = None, t
     for loss, extra in (("drdo", {"deepspeed": {"enabled": True, "zero_stage": 2}}), ("dpo", {})):
         train(f"align-{loss}", stage="align", loss=loss, model=str(sft), data=str(scored), lr=5e-4, **extra)
 
+    from .eval.report import build_report
+    from .eval.sampling import generate_samples
+    from .eval.winrate import run_winrate
+
+    policies = ("sft", "align-drdo", "align-dpo")
+    for name in policies:
+        gen = GenerateConfig(model=str(root / "models" / name), prompts=str(data / "tldr_sft"),
+                             out=str(root / "samples" / name), temperatures=TEMPERATURES, limit=eval_prompts,
+                             max_new_tokens=max_new_tokens, backend="transformers", force=force)
+        _stage(console, f"generate {name}", root / "samples" / name / "generation.json", force,
+               lambda gen=gen: generate_samples(gen, console))
+    for opponent in ("align-dpo", "sft", "reference"):
+        target = root / "eval" / f"winrate-drdo-vs-{opponent}"
+        wr = WinrateConfig(a=str(root / "samples" / "align-drdo"),
+                           b="reference" if opponent == "reference" else str(root / "samples" / opponent),
+                           oracle=str(oracle), out=str(target))
+        _stage(console, f"win rate DRDO vs {opponent}", target / "winrate.json", force,
+               lambda wr=wr: run_winrate(wr, console))
+    report = build_report(ReportConfig(run=str(root), title="drdo-ray demo (tiny CPU run)"))
+
     table = Table(title=f"drdo-ray demo: datasets in {root / 'data'}")
     for column in ("dataset", "read", "written", "rejected", "mean conf", "mean dist"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
@@ -101,12 +125,27 @@ def run_demo(out: str, *, force: bool = False, console: Console | None = None, t
         )
     console.print(table)
     console.print(
-        f"[yellow]Not yet in the demo:[/] {', '.join(PENDING_STAGES)} — these stages land with the "
-        "training, generation and evaluation work; the demo runs what exists today."
+        f"[yellow]Not in the demo yet:[/] {'; '.join(PENDING_STAGES)}."
     )
     _print_training(console, root)
+    console.print(_headline(Path(report["report"])), markup=False, soft_wrap=True)
     console.print(f"models: {root / 'models'}")
+    console.print(f"[bold]report: {report['report']}[/]")
     return stats
+
+
+def _headline(report: Path) -> str:
+    """The report's headline table, as Markdown, for the terminal."""
+    lines = report.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Headline"), None)
+    if start is None:
+        return ""
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        table.append(line)
+    return "\n".join(table).strip()
 
 
 def _print_training(console: Console, root: Path) -> None:

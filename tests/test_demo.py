@@ -14,7 +14,7 @@ from drdo_ray.demo import DEMO_DATASETS, run_demo
 
 @pytest.mark.slow
 def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, capsys):
-    stats = run_demo(str(tmp_path), train_steps=4)
+    stats = run_demo(str(tmp_path), train_steps=4, eval_prompts=3, max_new_tokens=8)
     assert (tmp_path / "models" / "tiny" / "config.json").exists()
     assert set(stats) == {name for name, *_ in DEMO_DATASETS}
     tldr = {name: stats[name]["tldr"]["splits"] for name in ("tldr_easy", "tldr_hard")}
@@ -40,10 +40,20 @@ def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, ca
         status = json.loads((tmp_path / "train" / run / "status.json").read_text())
         assert (status["status"], status["global_step"]) == ("finished", 4)
 
+    for name in ("sft", "align-drdo", "align-dpo"):  # 3 prompts x 4 temperatures each
+        assert len((tmp_path / "samples" / name / "samples.jsonl").read_text().splitlines()) == 12
+    for opponent in ("align-dpo", "sft", "reference"):
+        result = json.loads((tmp_path / "eval" / f"winrate-drdo-vs-{opponent}" / "winrate.json").read_text())
+        assert result["wins"] + result["ties"] + result["losses"] == 12
+        assert sorted(result["by_temperature"]) == ["0.2", "0.5", "0.7", "0.9"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Headline" in report and "align-drdo vs align-dpo" in report
+    assert list((tmp_path / "report" / "figures").glob("*.png"))
+
     before = (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns
     model_before = (models / "align-drdo" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
-    run_demo(str(tmp_path), train_steps=4)
+    run_demo(str(tmp_path), train_steps=4, eval_prompts=3, max_new_tokens=8)
     assert (models / "align-drdo" / "model.safetensors").stat().st_mtime_ns == model_before
     assert (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns == before
     assert "skip" in capsys.readouterr().err
