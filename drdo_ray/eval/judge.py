@@ -50,7 +50,7 @@ from . import stats
 from .judge_cache import CachedAnswer, JudgeCache, cache_key
 from .judge_prompts import build_prompt, parse_verdict
 from .results import write_result
-from .samples import KEY, REFERENCE, load_samples, pair, reference_set, select_pairs
+from .samples import KEY, REFERENCE, load_sides, pair, select_pairs
 
 # USD per 1k tokens (input, output): OpenAI list prices for the judges the paper names and
 # their usual substitutes. Matched by the longest prefix of the model name
@@ -411,11 +411,7 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    a = load_samples(cfg.a, name=cfg.a_name)
-    reference_is_candidate = cfg.b == REFERENCE
-    b = reference_set(a) if reference_is_candidate else load_samples(cfg.b, name=cfg.b_name)
-    if cfg.b_name and reference_is_candidate:
-        b.name = cfg.b_name
+    a, b, reference_is_candidate = load_sides(cfg.a, cfg.b, a_name=cfg.a_name, b_name=cfg.b_name)
     pairing = pair(a, b)
     pairs = select_pairs(pairing.pairs, max_pairs=cfg.max_pairs, seed=cfg.seed)
     if pairs.empty:

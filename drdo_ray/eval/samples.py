@@ -157,6 +157,17 @@ def pair(a: SampleSet, b: SampleSet) -> Pairing:
     return Pairing(pairs=merged, unpaired_a=len(a.rows) - len(merged), unpaired_b=len(b.rows) - len(merged))
 
 
+def load_sides(a: str, b: str, *, a_name: str | None = None, b_name: str | None = None) -> tuple[SampleSet, SampleSet, bool]:
+    """The two sides of a comparison: A's samples, and B's samples or (``b == "reference"``) the
+    reference responses of A's prompts. The bool says B is the reference."""
+    side_a = load_samples(a, name=a_name)
+    b_is_reference = b == REFERENCE
+    side_b = reference_set(side_a) if b_is_reference else load_samples(b, name=b_name)
+    if b_name and b_is_reference:
+        side_b.name = b_name
+    return side_a, side_b, b_is_reference
+
+
 def select_pairs(pairs: pd.DataFrame, *, max_pairs: int | None, seed: int) -> pd.DataFrame:
     """A seeded random subset of ``max_pairs`` pairs (the paper judges 1,000 random CNN/DM
     prompts), kept in key order; all pairs when ``max_pairs`` is None or not smaller."""

@@ -27,7 +27,7 @@ from ..errors import UserError
 from . import stats
 from .inference import check_tokenizer, map_with_actors, text_uid
 from .results import write_result
-from .samples import KEY, REFERENCE, load_samples, pair, reference_set
+from .samples import KEY, REFERENCE, load_sides, pair
 
 
 class SampleScorer:
@@ -118,11 +118,7 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
 
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    a = load_samples(cfg.a, name=cfg.a_name)
-    b_is_reference = cfg.b == REFERENCE
-    b = reference_set(a) if b_is_reference else load_samples(cfg.b, name=cfg.b_name)
-    if cfg.b_name and b_is_reference:
-        b.name = cfg.b_name
+    a, b, b_is_reference = load_sides(cfg.a, cfg.b, a_name=cfg.a_name, b_name=cfg.b_name)
     pairing = pair(a, b)
     pairs = pairing.pairs
     if pairs.empty:
