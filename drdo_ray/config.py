@@ -354,3 +354,17 @@ class BenchServeConfig(StageConfig):
     port: int = Field(0, ge=0, le=65535, description="0: a free port")
     backend: Literal["auto", "vllm", "transformers"] = "transformers"
     modes: list[Literal["batched", "sequential"]] = Field(default_factory=lambda: ["batched", "sequential"])
+
+
+class BenchTrainConfig(StageConfig):
+    """`drdo-ray bench train`: seconds per optimizer step of the one training loop, per method."""
+
+    model: str | None = Field(None, description="model folder; default: the tiny random model built on the fly")
+    out: str = "bench_train"
+    pairs: int = Field(8, gt=0, description="pairs per optimizer step")
+    steps: int = Field(12, gt=0, description="timed steps per repetition (after warmup)")
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(3, gt=0, description="interleaved repetitions of every method")
+    methods: list[Literal["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]] = Field(
+        default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"])
+    threads: int = Field(1, gt=0, description="torch CPU threads")

@@ -32,6 +32,18 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
     console.print(f"  report     {report['outputs']['report']}")
 
 
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from ..config import BenchTrainConfig, load_config
+
+    flags = {name: getattr(args, name) for name in ("model", "out", "pairs", "steps", "repeats")}
+    cfg = load_config(BenchTrainConfig, config_file=args.config, section="bench_train", flags=flags,
+                      overrides=args.overrides)
+    from .train import bench_train
+
+    report = bench_train(cfg, console)
+    console.print(f"  report     {report['outputs']['report']}")
+
+
 def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add this package's subcommands. `common` adds --config and --set to a parser."""
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True,
@@ -47,3 +59,13 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     s.add_argument("--port", type=int, help="HTTP port (default: a free one; the running Serve's port if any)")
     s.add_argument("--backend", choices=["auto", "vllm", "transformers"], help="default transformers")
     s.set_defaults(func=cmd_bench_serve)
+
+    t = bench.add_parser("train", help="s/step of the training loop per method (drdo, dpo, dpo with a live reference, "
+                                       "edpo, sft), same model and batches, ratios to drdo")
+    common(t)
+    t.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
+    t.add_argument("--out", help="output folder for bench_train.json (default bench_train)")
+    t.add_argument("--pairs", type=int, help="pairs per step (default 8)")
+    t.add_argument("--steps", type=int, help="timed steps per repetition (default 12)")
+    t.add_argument("--repeats", type=int, help="interleaved repetitions (default 3)")
+    t.set_defaults(func=cmd_bench_train)
