@@ -78,3 +78,15 @@ def test_models_tiny_cli_writes_a_loadable_folder(tmp_path, capsys):
     tok = AutoTokenizer.from_pretrained(tmp_path / "m")
     assert model.config.model_type == "opt" and model.config.hidden_size == 32
     assert model.get_input_embeddings().num_embeddings >= len(tok)
+
+
+@pytest.mark.parametrize("name", ["train-tiny-cpu.yaml", "train-opt-1.3b-ultrafeedback.yaml"])
+@pytest.mark.parametrize("stage", ["sft", "oracle", "align"])
+def test_shipped_training_configs_validate(name, stage):
+    from drdo_ray.config import TrainConfig
+
+    cfg = load_config(TrainConfig, config_file=str(ROOT / "configs" / name), section=stage, flags={"stage": stage},
+                      overrides=["loss=drdo"] if stage == "align" else [])
+    assert cfg.stage == stage and cfg.max_steps != 0
+    if cfg.global_batch_size is not None:  # the paper's effective batch of 64
+        assert cfg.micro_batch_size * cfg.grad_accum * cfg.num_workers == cfg.global_batch_size
