@@ -117,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.out, force=args.force, console=console)
+    run_demo(args.out, force=args.force, console=console, judge_base_url=args.judge_base_url,
+             judge_model=args.judge_model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.add_argument("--out", default="demo_run", help="run directory (default: demo_run)")
     demo.add_argument("--force", action="store_true", help="rerun stages whose outputs exist")
+    demo.add_argument("--judge-base-url", dest="judge_base_url",
+                      help="OpenAI-compatible judge endpoint (default: OpenAI, when OPENAI_API_KEY is set)")
+    demo.add_argument("--judge-model", dest="judge_model", default="gpt-4o", help="judge model (default gpt-4o)")
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="build models").add_subparsers(dest="models_command", required=True)

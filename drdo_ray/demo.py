@@ -1,12 +1,14 @@
 """`drdo-ray demo` / `make demo`: the pipeline on the shipped samples, offline, on the CPU.
 
 Stages run in order; a stage whose outputs exist is skipped (``--force`` reruns it): tiny
-model -> every dataset -> SFT -> Oracle -> score -> align with DRDO and DPO -> sample each
-policy at four temperatures -> Oracle win rates -> report. The judge runs only when asked."""
+model -> every dataset -> SFT -> Oracle and a 3-member e-DPO ensemble -> score -> align with
+DRDO, DPO and e-DPO -> sample each policy at four temperatures -> Oracle win rates -> report.
+The judge runs only when a key or a judge endpoint is given."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import storage
-from .config import GenerateConfig, PrepareConfig, ReportConfig, ScoreConfig, TrainConfig, WinrateConfig
+from .config import (
+    GenerateConfig,
+    JudgeConfig,
+    PrepareConfig,
+    ReportConfig,
+    ScoreConfig,
+    TrainConfig,
+    WinrateConfig,
+)
 
 DEMO_DATASETS = [
     # (name, source, TL;DR split, max prompt tokens)
@@ -29,7 +39,7 @@ DEMO_DATASETS = [
     ("alpaca_eval", "alpaca_eval", "full", 512),
 ]
 
-PENDING_STAGES = ("e-DPO ensemble", "judge win rates (set OPENAI_API_KEY; see README)")
+ENSEMBLE = 3  # e-DPO's Oracles (METHOD.md)
 TEMPERATURES = [0.2, 0.5, 0.7, 0.9]
 
 # Tiny-model training on 2 CPU workers: a few dozen steps per stage keep the demo in minutes.
@@ -49,7 +59,7 @@ def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable
 
 def run_demo(
     out: str, *, force: bool = False, console: Console | None = None, train_steps: int = 24, eval_prompts: int = 16,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = 48, judge_base_url: str | None = None, judge_model: str = "gpt-4o",
 ) -> dict[str, dict]:
     """Run the demo into ``out``; returns the prepare stats per dataset. ``train_steps`` sets
     the optimizer steps of every training stage (tests use fewer)."""
@@ -86,31 +96,41 @@ def run_demo(
     sft = train("sft", stage="sft", model=str(model_dir), data=str(data / "tldr_sft"), lr=2e-3)
     oracle = train("oracle", stage="oracle", model=str(sft), data=str(data / "tldr_full"), lr=1e-3,
                    deepspeed={"enabled": True, "zero_stage": 2})
+    # e-DPO: plain Bradley-Terry Oracles that differ only in the reward head's seed.
+    members = [train(f"oracle-ens-{k}", stage="oracle", model=str(sft), data=str(data / "tldr_full"), lr=1e-3,
+                     ensemble=ENSEMBLE, head_seed=k) for k in range(ENSEMBLE)]
     scored = root / "scored" / "tldr_easy"
     score_cfg = ScoreConfig(data=str(data / "tldr_easy"), out=str(scored), oracles=[str(oracle)], reference=str(sft),
                             reduction="sum", force=force)
     _stage(console, "score tldr_easy", scored / "scoring.json", force, lambda: score(score_cfg, console))
-    for loss, extra in (("drdo", {"deepspeed": {"enabled": True, "zero_stage": 2}}), ("dpo", {})):
-        train(f"align-{loss}", stage="align", loss=loss, model=str(sft), data=str(scored), lr=5e-4, **extra)
+    scored_ens = root / "scored" / "tldr_easy_ensemble"
+    ens_cfg = ScoreConfig(data=str(data / "tldr_easy"), out=str(scored_ens), oracles=[str(m) for m in members],
+                          reference=str(sft), reduction="sum", force=force)
+    _stage(console, "score tldr_easy (e-DPO ensemble)", scored_ens / "scoring.json", force,
+           lambda: score(ens_cfg, console))
+    for loss, source, extra in (("drdo", scored, {"deepspeed": {"enabled": True, "zero_stage": 2}}),
+                                ("dpo", scored, {}), ("edpo", scored_ens, {})):
+        train(f"align-{loss}", stage="align", loss=loss, model=str(sft), data=str(source), lr=5e-4, **extra)
 
     from .eval.report import build_report
     from .eval.sampling import generate_samples
     from .eval.winrate import run_winrate
 
-    policies = ("sft", "align-drdo", "align-dpo")
+    policies = ("sft", "align-drdo", "align-dpo", "align-edpo")
     for name in policies:
         gen = GenerateConfig(model=str(root / "models" / name), prompts=str(data / "tldr_sft"),
                              out=str(root / "samples" / name), temperatures=TEMPERATURES, limit=eval_prompts,
                              max_new_tokens=max_new_tokens, backend="transformers", force=force)
         _stage(console, f"generate {name}", root / "samples" / name / "generation.json", force,
                lambda gen=gen: generate_samples(gen, console))
-    for opponent in ("align-dpo", "sft", "reference"):
+    for opponent in ("align-dpo", "align-edpo", "sft", "reference"):
         target = root / "eval" / f"winrate-drdo-vs-{opponent}"
         wr = WinrateConfig(a=str(root / "samples" / "align-drdo"),
                            b="reference" if opponent == "reference" else str(root / "samples" / opponent),
                            oracle=str(oracle), out=str(target))
         _stage(console, f"win rate DRDO vs {opponent}", target / "winrate.json", force,
                lambda wr=wr: run_winrate(wr, console))
+    _judge(console, root, force, judge_base_url, judge_model)
     report = build_report(ReportConfig(run=str(root), title="drdo-ray demo (tiny CPU run)"))
 
     table = Table(title=f"drdo-ray demo: datasets in {root / 'data'}")
@@ -124,14 +144,25 @@ def run_demo(
             f"{split['mean_distance']:.3f}" if split.get("mean_distance") is not None else "-",
         )
     console.print(table)
-    console.print(
-        f"[yellow]Not in the demo yet:[/] {'; '.join(PENDING_STAGES)}."
-    )
     _print_training(console, root)
     console.print(_headline(Path(report["report"])), markup=False, soft_wrap=True)
     console.print(f"models: {root / 'models'}")
     console.print(f"[bold]report: {report['report']}[/]")
     return stats
+
+
+def _judge(console: Console, root: Path, force: bool, base_url: str | None, model: str) -> None:
+    """DRDO vs DPO by an LLM judge, only when one is reachable: OPENAI_API_KEY or a judge endpoint."""
+    if not (base_url or os.environ.get("OPENAI_API_KEY")):
+        console.print("[yellow]judge skipped[/]: set OPENAI_API_KEY (GPT-4o) or pass --judge-base-url URL "
+                      "(any OpenAI-compatible server, e.g. `drdo-ray serve`) to add judge win rates")
+        return
+    from .eval.judge import run_judge
+
+    target = root / "eval" / "judge-drdo-vs-dpo"
+    cfg = JudgeConfig(a=str(root / "samples" / "align-drdo"), b=str(root / "samples" / "align-dpo"), out=str(target),
+                      model=model, base_url=base_url, task="summarize", max_cost=5.0)
+    _stage(console, f"judge DRDO vs DPO ({model})", target / "judge.json", force, lambda: run_judge(cfg, console))
 
 
 def _headline(report: Path) -> str:

@@ -13,7 +13,8 @@ from drdo_ray.demo import DEMO_DATASETS, run_demo
 
 
 @pytest.mark.slow
-def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, capsys):
+def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     stats = run_demo(str(tmp_path), train_steps=4, eval_prompts=3, max_new_tokens=8)
     assert (tmp_path / "models" / "tiny" / "config.json").exists()
     assert set(stats) == {name for name, *_ in DEMO_DATASETS}
@@ -31,24 +32,29 @@ def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, ca
 
     models = tmp_path / "models"
     assert (models / "oracle" / "reward_head.safetensors").exists()
-    for name in ("sft", "align-drdo", "align-dpo"):
+    for name in ("sft", "align-drdo", "align-dpo", "align-edpo"):
         assert (models / name / "model.safetensors").exists()
         assert not (models / name / "reward_head.safetensors").exists()
     scoring = json.loads((tmp_path / "scored" / "tldr_easy" / "scoring.json").read_text())
     assert scoring["rows"] == stats["tldr_easy"]["rows_written"]
-    for run in ("sft", "oracle", "align-drdo", "align-dpo"):
+    ensemble = json.loads((tmp_path / "scored" / "tldr_easy_ensemble" / "scoring.json").read_text())
+    assert len(ensemble["oracles"]) == 3  # e-DPO's three Oracles, one per head seed
+    heads = [(models / f"oracle-ens-{k}" / "reward_head.safetensors").read_bytes() for k in range(3)]
+    assert len(set(heads)) == 3
+    for run in ("sft", "oracle", "oracle-ens-0", "align-drdo", "align-dpo", "align-edpo"):
         status = json.loads((tmp_path / "train" / run / "status.json").read_text())
         assert (status["status"], status["global_step"]) == ("finished", 4)
 
-    for name in ("sft", "align-drdo", "align-dpo"):  # 3 prompts x 4 temperatures each
+    for name in ("sft", "align-drdo", "align-dpo", "align-edpo"):  # 3 prompts x 4 temperatures each
         assert len((tmp_path / "samples" / name / "samples.jsonl").read_text().splitlines()) == 12
-    for opponent in ("align-dpo", "sft", "reference"):
+    for opponent in ("align-dpo", "align-edpo", "sft", "reference"):
         result = json.loads((tmp_path / "eval" / f"winrate-drdo-vs-{opponent}" / "winrate.json").read_text())
         assert result["wins"] + result["ties"] + result["losses"] == 12
         assert sorted(result["by_temperature"]) == ["0.2", "0.5", "0.7", "0.9"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Headline" in report and "align-drdo vs align-dpo" in report
     assert list((tmp_path / "report" / "figures").glob("*.png"))
+    assert "judge skipped" in capsys.readouterr().err  # no key, no judge endpoint: said, not silent
 
     before = (tmp_path / "data" / "tldr_full" / "stats.json").stat().st_mtime_ns
     model_before = (models / "align-drdo" / "model.safetensors").stat().st_mtime_ns
