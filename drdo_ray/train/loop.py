@@ -148,10 +148,15 @@ def plan(cfg: TrainConfig, num_rows: int, world_size: int) -> Plan:
     return Plan(steps_per_epoch, total)
 
 
+def _comm_device(world: World) -> torch.device | str:
+    """Where a collective's tensor must live: the GPU under NCCL, the CPU under gloo."""
+    return world.device if dist.get_backend() == "nccl" else "cpu"
+
+
 def _all_true(flag: bool, world: World) -> bool:
     if not world.distributed:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=world.device if dist.get_backend() == "nccl" else "cpu")
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device(world))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
@@ -160,8 +165,7 @@ def _mean_across(metrics: dict[str, float], world: World) -> dict[str, float]:
     if not world.distributed or not metrics:
         return metrics
     keys = sorted(metrics)
-    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64,
-                     device=world.device if dist.get_backend() == "nccl" else "cpu")
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=_comm_device(world))
     dist.all_reduce(t)
     return dict(zip(keys, (t / world.size).tolist()))
 

@@ -26,6 +26,8 @@ from .data_check import DataInfo, inspect_data
 from .engine import World
 from .loop import run
 
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
 
 def default_name(cfg: TrainConfig) -> str:
     return cfg.name or (f"align-{cfg.loss}" if cfg.stage == "align" else cfg.stage)
@@ -143,7 +145,7 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
             import deepspeed  # noqa: F401
         except ImportError:
             raise UserError("deepspeed is enabled but not installed: pip install 'drdo-ray[gpu]'") from None
-    if storage.is_local(cfg.model) and not Path(cfg.model).exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.model):
+    if storage.is_local(cfg.model) and not Path(cfg.model).exists() and not _HUB_ID.fullmatch(cfg.model):
         raise UserError(f"model not found: {cfg.model} (neither a folder nor a hub id)")
     info = inspect_data(cfg)
     # Workers do not share the driver's working directory: hand them absolute local paths.
@@ -155,7 +157,9 @@ def _absolute(path: str | None) -> str | None:
     if path is None or not storage.is_local(path):
         return path
     local = Path(path.removeprefix("file://"))
-    return str(local.resolve()) if local.exists() or path == "" or not re.fullmatch(r"[\w.-]+/[\w.-]+", path) else path
+    if not local.exists() and _HUB_ID.fullmatch(path):
+        return path  # a hub id, not a folder
+    return str(local.resolve())
 
 
 def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
