@@ -37,12 +37,17 @@ def cmd_models_tiny(args: argparse.Namespace) -> None:
         flags=_flags(args, ["out", "seed", "arch", "hidden_size", "num_layers", "vocab_size"]),
         overrides=args.overrides,
     )
-    from .models import build_tiny_model
+    import contextlib
 
-    path = build_tiny_model(
-        cfg.out, seed=cfg.seed, arch=cfg.arch, hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers, vocab_size=cfg.vocab_size,
-    )
+    # stdout carries only the path (for scripts): with accelerate installed, transformers
+    # imports DeepSpeed, whose logger prints to stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        from .models import build_tiny_model
+
+        path = build_tiny_model(
+            cfg.out, seed=cfg.seed, arch=cfg.arch, hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers, vocab_size=cfg.vocab_size,
+        )
     console.print(f"tiny {cfg.arch} model + tokenizer written to [bold]{path}[/]")
     print(path)
 

@@ -161,7 +161,11 @@ class TrainConfig(StageConfig):
     gradient_checkpointing: bool = False
     padding_side: Literal["right", "left"] = "right"
     # Fault tolerance, checkpoints, logging.
-    checkpoint_every: int = Field(50, gt=0)
+    checkpoint_every: int = Field(50, ge=0, description="optimizer steps between checkpoints (and one at the end); "
+                                                       "0: none at all (benchmarks)")
+    logps_chunk_size: int | None = Field(
+        None, gt=0, description="project the vocabulary this many response tokens at a time (recomputed in "
+                                "backward) instead of holding all (B, T, V) logits; not with ZeRO-3")
     keep_checkpoints: int = Field(2, gt=0)
     max_failures: int = Field(1, ge=-1)
     max_bad_steps: int = Field(5, ge=0, description="consecutive non-finite losses tolerated before stopping")
@@ -368,3 +372,11 @@ class BenchTrainConfig(StageConfig):
     methods: list[Literal["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]] = Field(
         default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"])
     threads: int = Field(1, gt=0, description="torch CPU threads")
+    engines: list[Literal["torch", "deepspeed"]] = Field(
+        default_factory=lambda: ["torch"], description="the first is the baseline; others add method[engine] rows")
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    bf16: bool | None = Field(None, description="default: on with a GPU")
+    logps_chunk_sizes: list[int] = Field(default_factory=list, description="add drdo+chunkN rows (chunked vocabulary log-probs)")
+    ray_overhead: bool = Field(True, description="also DRDO under Ray Train, 1 worker (needs Ray)")
+    trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
+    peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")

@@ -197,3 +197,52 @@ def test_plain_lm_has_no_rewards(tiny_dir: Path, model, tok) -> None:
     policy = sequence_forward(model, batch, reduction="sum")
     assert plain.rewards is None
     torch.testing.assert_close(plain.logps, policy.logps, rtol=0, atol=1e-6)
+
+
+def _tiny_lm(arch: str):
+    from transformers import LlamaConfig, OPTConfig
+
+    torch.manual_seed(0)
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)
+    else:  # OPT-350m-style: hidden 32 projected to 16 before the (tied) LM head
+        config = OPTConfig(vocab_size=97, hidden_size=32, ffn_dim=64, word_embed_proj_dim=16, num_hidden_layers=2,
+                           num_attention_heads=4, dropout=0.0, pad_token_id=0)
+    return AutoModelForCausalLM.from_config(config).train()
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+@pytest.mark.parametrize("with_head", [False, True])
+def test_chunked_logps_equal_full_logits_values_and_gradients(arch: str, with_head: bool) -> None:
+    """Chunked vocabulary projection (never holding (N, T, V) logits) gives the same log-probs,
+    rewards and parameter gradients as the full-logits path, for a chunk that splits rows."""
+    lm = _tiny_lm(arch)
+    model = PolicyWithRewardHead(lm).train() if with_head else lm
+    batch = collate_pairs([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [[15, 16], [17, 18, 19, 20, 21]], pad_id=0)
+    results = []
+    for chunk in (None, 3):
+        model.zero_grad()
+        out = pair_forward(model, batch, reduction="sum", chunk_size=chunk)
+        loss = out.chosen_logps.sum() - 0.5 * out.rejected_logps.sum()
+        if with_head:
+            loss = loss + (out.chosen_rewards - out.rejected_rewards).sum()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (full, g_full), (chunked, g_chunked) = results
+    torch.testing.assert_close(chunked.chosen_token_logps, full.chosen_token_logps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked.rejected_logps, full.rejected_logps, atol=1e-5, rtol=1e-5)
+    if with_head:
+        torch.testing.assert_close(chunked.chosen_rewards, full.chosen_rewards)
+    assert g_full.keys() == g_chunked.keys() and len(g_full) > 0
+    for name in g_full:
+        torch.testing.assert_close(g_chunked[name], g_full[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_chunked_logps_refuse_logit_softcapping() -> None:
+    lm = _tiny_lm("llama")
+    lm.config.final_logit_softcapping = 30.0  # the chunked path would skip the cap: refuse
+    batch = collate_pairs([[5, 6]], [[7]], [[8]], pad_id=0)
+    with pytest.raises(ValueError, match="transforms its logits"):
+        pair_forward(lm, batch, chunk_size=2)

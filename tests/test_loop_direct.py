@@ -115,3 +115,14 @@ def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir
     assert (final["global_step"], final["consumed_samples"]) == (4, 8)
     for name, value in full.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("stage,loss", [("sft", None), ("align", "drdo")])
+def test_load_model_gives_float32_masters_from_a_half_precision_checkpoint(tiny_model_dir, tmp_path, stage, loss):
+    """transformers 5 loads a checkpoint in its saved dtype ("auto"): a float16 hub model would
+    otherwise train in float16 under the plain torch engine."""
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float16).save_pretrained(tmp_path)
+    model = load_model(_cfg(tiny_model_dir, stage=stage, loss=loss, model=str(tmp_path)))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

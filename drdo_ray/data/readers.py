@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ import ray
 from ray.data.datasource import FileBasedDatasource
 
 from ..errors import UserError
-from .sources import Source
+from .sources import Source, sample_path
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -90,11 +89,6 @@ class RawJsonRecordsDatasource(FileBasedDatasource):
             chunk = raws[start : start + LINES_PER_BLOCK]
             origins = [f"{name}[{i}]" for i in range(start, start + len(chunk))]
             yield pa.table({"raw": pa.array(chunk, pa.binary()), "origin": origins})
-
-
-def sample_path(source: Source) -> Path:
-    """The shipped sample file of a source."""
-    return Path(str(resources.files("drdo_ray.data") / "samples" / source.sample_file))
 
 
 def _local_files(path: Path) -> list[str]:

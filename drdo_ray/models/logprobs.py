@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from drdo_ray.models.reward_head import position_ids_from_mask
 
@@ -138,15 +140,67 @@ class PairOutput:
     rejected_tokens: Tensor  # (B,) long
 
 
-def _run(model: Callable[..., Any], batch: dict[str, Tensor], reduction: Reduction) -> SequenceOutput:
+def output_head(model: Any) -> nn.Linear:
+    """The LM head behind DDP / DeepSpeed (``.module``) and PolicyWithRewardHead (``.lm``).
+    Chunked log-probs apply it themselves, so a model that transforms its logits further
+    (soft-capping, scaling) is refused rather than silently scored differently."""
+    inner = getattr(model, "module", model)
+    lm = getattr(inner, "lm", inner)
+    config = lm.config.get_text_config()
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        raise ValueError(f"{type(lm).__name__} transforms its logits after lm_head; use logps_chunk_size=None")
+    head = lm.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"{type(lm).__name__} has no nn.Linear output head; use logps_chunk_size=None")
+    return head
+
+
+def _chunk_logps(hidden: Tensor, target: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    logits = F.linear(hidden, weight, bias).float()
+    return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_token_logps(
+    hidden: Tensor, head: nn.Linear, input_ids: Tensor, response_mask: Tensor, chunk_size: int
+) -> Tensor:
+    """Per-token response log-probs (N, T-1) float32 from final hidden states (N, T, H), as
+    :func:`sequence_logps` gives from logits, without ever holding the (N, T, V) logits: the
+    head projects ``chunk_size`` response positions at a time, and under autograd each chunk
+    is recomputed in the backward pass (activation checkpointing), so at most one
+    (chunk_size, V) float32 block is alive at once."""
+    mask = response_mask[:, 1:].bool()
+    states = hidden[:, :-1][mask]  # (M, H) response positions only
+    target = input_ids[:, 1:][mask]
+    pieces = []
+    for start in range(0, states.shape[0], chunk_size):
+        args = (states[start:start + chunk_size], target[start:start + chunk_size], head.weight, head.bias)
+        if torch.is_grad_enabled():
+            pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logps(*args))
+    values = torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)
+    token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
+    return token_logps.masked_scatter(mask, values)
+
+
+def _run(
+    model: Callable[..., Any], batch: dict[str, Tensor], reduction: Reduction, chunk_size: int | None = None
+) -> SequenceOutput:
     attention_mask = batch["attention_mask"]
     position_ids = batch.get("position_ids")
     if position_ids is None:
         # Passed explicitly so a plain HF causal LM (e.g. a reference model) is also right
         # under left padding, not just PolicyWithRewardHead.
         position_ids = position_ids_from_mask(attention_mask)
-    out = model(input_ids=batch["input_ids"], attention_mask=attention_mask, position_ids=position_ids)
-    _, token_logps = sequence_logps(out.logits, batch["input_ids"], batch["response_mask"], reduction="sum")
+    inputs = dict(input_ids=batch["input_ids"], attention_mask=attention_mask, position_ids=position_ids)
+    if chunk_size:
+        # The model still runs through its wrapper (DDP hooks, DeepSpeed), keeping one logit row.
+        out = model(**inputs, logits_to_keep=1, output_hidden_states=True)
+        token_logps = chunked_token_logps(out.hidden_states[-1], output_head(model), batch["input_ids"],
+                                          batch["response_mask"], chunk_size)
+    else:
+        out = model(**inputs)
+        _, token_logps = sequence_logps(out.logits, batch["input_ids"], batch["response_mask"], reduction="sum")
     num_tokens = batch["response_mask"][:, 1:].sum(-1)
     total = token_logps.sum(-1)
     mean = total / num_tokens.clamp(min=1)
@@ -160,24 +214,27 @@ def _run(model: Callable[..., Any], batch: dict[str, Tensor], reduction: Reducti
 
 
 def sequence_forward(
-    model: Callable[..., Any], batch: dict[str, Tensor], *, reduction: Reduction = "mean"
+    model: Callable[..., Any], batch: dict[str, Tensor], *, reduction: Reduction = "mean",
+    chunk_size: int | None = None,
 ) -> SequenceOutput:
     """One forward pass over single sequences (SFT, scoring). ``model``: a
     PolicyWithRewardHead, a DeepSpeed engine wrapping one, or a plain causal LM (then
-    ``rewards`` is None)."""
+    ``rewards`` is None). ``chunk_size``: project the vocabulary that many response tokens at
+    a time (:func:`chunked_token_logps`) instead of materializing all logits."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    return _run(model, batch, reduction)
+    return _run(model, batch, reduction, chunk_size)
 
 
 def pair_forward(
-    model: Callable[..., Any], batch: dict[str, Tensor], *, reduction: Reduction = "mean"
+    model: Callable[..., Any], batch: dict[str, Tensor], *, reduction: Reduction = "mean",
+    chunk_size: int | None = None,
 ) -> PairOutput:
     """One forward pass over a :func:`collate_pairs` batch, split back into chosen/rejected."""
     n = batch["input_ids"].shape[0]
     if n % 2:
         raise ValueError(f"a pair batch has an even number of rows (chosen then rejected), got {n}")
-    out = sequence_forward(model, batch, reduction=reduction)
+    out = sequence_forward(model, batch, reduction=reduction, chunk_size=chunk_size)
     b = n // 2
     rewards = out.rewards
     return PairOutput(

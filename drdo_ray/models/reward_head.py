@@ -27,8 +27,9 @@ HEAD_CONFIG = "reward_head.json"
 
 @dataclass
 class PolicyOutput:
-    logits: Tensor  # (B, T, V), the LM's dtype
+    logits: Tensor  # (B, T, V), the LM's dtype; (B, k, V) with logits_to_keep=k
     rewards: Tensor  # (B,), float32
+    hidden_states: tuple[Tensor, ...] | None = None  # only when asked for (chunked log-probs)
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -91,8 +92,15 @@ class PolicyWithRewardHead(nn.Module):
         return self.reward_head.in_features
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
+        output_hidden_states: bool = False,
     ) -> PolicyOutput:
+        """``logits_to_keep``/``output_hidden_states`` as in transformers: chunked log-probs
+        skip the full (B, T, V) logits and project the final hidden states themselves."""
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
         kwargs: dict[str, Any] = {"position_ids": position_ids} if self._lm_takes_position_ids else {}
@@ -107,6 +115,7 @@ class PolicyWithRewardHead(nn.Module):
             use_cache=False,
             return_dict=True,
             **kwargs,
+            **({"logits_to_keep": logits_to_keep} if logits_to_keep else {}),
         )
         hidden = out.hidden_states[-1]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
@@ -117,7 +126,8 @@ class PolicyWithRewardHead(nn.Module):
             rewards = F.linear(
                 last.float(), self.reward_head.weight.float(), self.reward_head.bias.float()
             ).squeeze(-1)
-        return PolicyOutput(logits=out.logits, rewards=rewards)
+        return PolicyOutput(logits=out.logits, rewards=rewards,
+                            hidden_states=out.hidden_states if output_hidden_states else None)
 
     # ----------------------------------------------------------------------------- I/O
 

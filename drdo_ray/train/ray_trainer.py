@@ -155,6 +155,8 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
 
 def _absolute(path: str | None) -> str | None:
     if path is None or not storage.is_local(path):
+    if cfg.logps_chunk_size and cfg.deepspeed.enabled and cfg.deepspeed.zero_stage == 3:
+        raise UserError("logps_chunk_size needs the full LM head outside forward: use ZeRO stage 0-2, not 3")
         return path
     local = Path(path.removeprefix("file://"))
     if not local.exists() and _HUB_ID.fullmatch(path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .prompt_sets import normalize_alpaca_eval, normalize_cnn_dailymail
@@ -59,3 +61,8 @@ SOURCES: dict[str, Source] = {
         ),
     ]
 }
+
+
+def sample_path(source: Source) -> Path:
+    """The shipped sample file of a source (importable without Ray, e.g. by benchmarks)."""
+    return Path(str(resources.files("drdo_ray.data") / "samples" / source.sample_file))
