@@ -361,9 +361,14 @@ class BenchServeConfig(StageConfig):
 
 
 class BenchTrainConfig(StageConfig):
-    """`drdo-ray bench train`: seconds per optimizer step of the one training loop, per method."""
+    """`drdo-ray bench train`: step time, tokens/s, memory (and MFU on GPU) of the one training
+    loop per method, with ratios to DRDO measured in the same run."""
 
-    model: str | None = Field(None, description="model folder; default: the tiny random model built on the fly")
+    model: str | None = Field(None, description="model folder; default: --shape, else the tiny random model")
+    shape: Literal["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"] | None = Field(
+        None, description="random-init model of this shape (no download)")
+    seq_len: int | None = Field(None, gt=1, description="synthetic rows of exactly this many tokens per sequence; "
+                                                       "default: the shipped Ultrafeedback rows")
     out: str = "bench_train"
     pairs: int = Field(8, gt=0, description="pairs per optimizer step")
     steps: int = Field(12, gt=0, description="timed steps per repetition (after warmup)")
@@ -371,7 +376,6 @@ class BenchTrainConfig(StageConfig):
     repeats: int = Field(3, gt=0, description="interleaved repetitions of every method")
     methods: list[Literal["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]] = Field(
         default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"])
-    threads: int = Field(1, gt=0, description="torch CPU threads")
     engines: list[Literal["torch", "deepspeed"]] = Field(
         default_factory=lambda: ["torch"], description="the first is the baseline; others add method[engine] rows")
     zero_stage: Literal[0, 1, 2, 3] = 2
@@ -380,3 +384,4 @@ class BenchTrainConfig(StageConfig):
     ray_overhead: bool = Field(True, description="also DRDO under Ray Train, 1 worker (needs Ray)")
     trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
     peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")
+    threads: int = Field(1, gt=0, description="torch CPU threads")

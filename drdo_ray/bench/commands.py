@@ -35,7 +35,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from ..config import BenchTrainConfig, load_config
 
-    flags = {name: getattr(args, name) for name in ("model", "out", "pairs", "steps", "repeats")}
+    flags = {name: getattr(args, name) for name in ("model", "shape", "seq_len", "out", "pairs", "steps", "repeats")}
     cfg = load_config(BenchTrainConfig, config_file=args.config, section="bench_train", flags=flags,
                       overrides=args.overrides)
     from .train import bench_train
@@ -60,8 +60,9 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     s.add_argument("--backend", choices=["auto", "vllm", "transformers"], help="default transformers")
     s.set_defaults(func=cmd_bench_serve)
 
-    t = bench.add_parser("train", help="s/step of the training loop per method (drdo, dpo, dpo with a live reference, "
-                                       "edpo, sft), same model and batches, ratios to drdo")
+    t = bench.add_parser("train", help="s/step, tokens/s, memory (MFU on GPU) of the training loop per method (drdo, "
+                                       "dpo, dpo with a live reference, edpo, sft), same model and batches, ratios to "
+                                       "drdo; Ray overhead; TRL anchor")
     common(t)
     t.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
     t.add_argument("--out", help="output folder for bench_train.json (default bench_train)")
@@ -69,3 +70,7 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     t.add_argument("--steps", type=int, help="timed steps per repetition (default 12)")
     t.add_argument("--repeats", type=int, help="interleaved repetitions (default 3)")
     t.set_defaults(func=cmd_bench_train)
+    t.add_argument("--shape", choices=["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"],
+                   help="a random-init model of this shape instead (no download)")
+    t.add_argument("--seq-len", dest="seq_len", type=int,
+                   help="synthetic rows of exactly this many tokens (default: shipped Ultrafeedback rows)")

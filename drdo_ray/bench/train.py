@@ -1,17 +1,23 @@
 """`drdo-ray bench train`: the one training loop, called directly (no Ray), timed per method on
-the same model and the same batches. Methods run interleaved, ``repeats`` times; each reports
-the median step time after warmup and its ratio to DRDO measured in the same run.
+the same model and the same batches. Variants run interleaved, ``repeats`` times; each reports
+the median step time after warmup, tokens/s, peak memory (and MFU on a GPU), with ratios to
+DRDO measured in the same run. Optional: DeepSpeed next to the plain torch engine, chunked
+vocabulary log-probs, DRDO under Ray Train with one worker (the Ray overhead) and TRL's
+DPOTrainer on the same rows (a peer anchor, when `trl` is installed).
 
-Reference log-probs are precomputed with the starting model, as `drdo-ray score` would: random
-values would make the DPO loss saturate and its backward pass crawl through denormal floats,
-which is not what a real run sees."""
+SFT is fed the pair batches' sequences (chosen and rejected rows as separate examples), so its
+tokens/s is measured over exactly DRDO's tokens."""
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import json
 import statistics
-import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +28,22 @@ from rich.table import Table
 
 from .. import storage
 from ..config import BenchTrainConfig, TrainConfig
-from ..data.readers import sample_path
-from ..data.sources import SOURCES
-from ..data.tokenize import encode_prompt, encode_response
-from ..models import pair_forward
 from ..train.batches import Collator
 from ..train.engine import World
 from ..train.loop import run
+from . import train_inputs as inputs
 
 ORACLE = ("oracle_chosen", "oracle_rejected")
 REF = ("ref_chosen_logps", "ref_rejected_logps")
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    method: str
+    engine: str  # "torch" | "deepspeed"
+    chunk: int | None = None
 
 
 class _Quiet:
@@ -39,109 +51,254 @@ class _Quiet:
         pass
 
 
-def _columns(model: str, rows: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Tokenized Ultrafeedback sample pairs + Oracle rewards + reference log-probs."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class PeakMemory:
+    """Peak memory growth during a run. GPU: max allocated bytes; CPU: the process's RSS,
+    sampled every 5 ms."""
 
-    tok = AutoTokenizer.from_pretrained(model)
-    lines = sample_path(SOURCES["ultrafeedback"]).read_text().splitlines()[:rows]
-    records = [SOURCES["ultrafeedback"].normalize(json.loads(line), None) for line in lines]
-    rng = np.random.default_rng(0)
-    cols: dict[str, list[Any]] = {
-        "prompt_ids": [encode_prompt(tok, r["prompt"], chat=True) for r in records],
-        "chosen_ids": [encode_response(tok, r["chosen"]) for r in records],
-        "rejected_ids": [encode_response(tok, r["rejected"]) for r in records],
-        "oracle_chosen": list(rng.normal(0.5, 1.0, rows)), "oracle_rejected": list(rng.normal(-0.5, 1.0, rows)),
-    }
-    for k in range(3):
-        cols[f"oracle_chosen_{k}"] = list(rng.normal(0.5, 1.0, rows))
-        cols[f"oracle_rejected_{k}"] = list(rng.normal(-0.5, 1.0, rows))
-    reference = AutoModelForCausalLM.from_pretrained(model).eval()
-    collate = Collator(pad_id=pad_id, pairs=True)
-    ref_c: list[float] = []
-    ref_r: list[float] = []
-    with torch.no_grad():
-        for i in range(0, rows, 8):
-            batch = collate({k: np.array(cols[k][i:i + 8], dtype=object) for k in ("prompt_ids", "chosen_ids",
-                                                                                    "rejected_ids")})
-            batch.pop("num_rows")
-            out = pair_forward(reference, batch, reduction="sum")
-            ref_c += out.chosen_logps.tolist()
-            ref_r += out.rejected_logps.tolist()
-    cols["ref_chosen_logps"], cols["ref_rejected_logps"] = ref_c, ref_r
-    return {k: np.array(v, dtype=object) for k, v in cols.items()}
+    def __enter__(self) -> PeakMemory:
+        self.gb: float | None = None
+        gc.collect()  # engines of earlier variants (DeepSpeed keeps references) must not count here
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+            return self
+        import psutil
+
+        self._proc, self._stop = psutil.Process(), threading.Event()
+        self._start = self._peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.cuda.is_available():
+            self.gb = (torch.cuda.max_memory_allocated() - self._start) / 2**30
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.gb = (self._peak - self._start) / 2**30
 
 
-def _settings(method: str, model: str, cfg: BenchTrainConfig, steps: int) -> tuple[TrainConfig, tuple[str, ...], int]:
-    common = dict(model=model, data="-", run_dir="-", micro_batch_size=cfg.pairs, num_workers=1, max_steps=steps,
-                  checkpoint_every=10**9, lr=1e-5, warmup_steps=0)
-    if method == "sft":
+def _variants(cfg: BenchTrainConfig) -> list[Variant]:
+    out = []
+    for engine in cfg.engines:
+        suffix = "" if engine == cfg.engines[0] else f"+{engine}" + (f"-zero{cfg.zero_stage}" if engine == "deepspeed" else "")
+        out += [Variant(m + suffix, m, engine) for m in cfg.methods]
+    out += [Variant(f"drdo+chunk{c}", "drdo", cfg.engines[0], c) for c in cfg.logps_chunk_sizes]
+    return out
+
+
+def _train_config(v: Variant, model: str, cfg: BenchTrainConfig, steps: int) -> tuple[TrainConfig, tuple, int]:
+    sft = v.method == "sft"
+    common = dict(model=model, data="-", run_dir="-", micro_batch_size=cfg.pairs * (2 if sft else 1), num_workers=1,
+                  max_steps=steps, checkpoint_every=0, lr=1e-5, warmup_steps=0, use_gpu=torch.cuda.is_available(),
+                  bf16=cfg.bf16, logps_chunk_size=v.chunk,
+                  deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage})
+    if sft:
         return TrainConfig(stage="sft", **common), (), 0
-    if method == "drdo":
+    if v.method == "drdo":
         return TrainConfig(stage="align", loss="drdo", **common), ORACLE, 0
-    if method == "dpo":
+    if v.method == "dpo":
         return TrainConfig(stage="align", loss="dpo", **common), REF, 0
-    if method == "dpo_live_ref":
+    if v.method == "dpo_live_ref":
         return TrainConfig(stage="align", loss="dpo", live_reference=model, **common), (), 0
     return TrainConfig(stage="align", loss="edpo", **common), REF + ORACLE, 3
+
+
+def _sft_view(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Pair rows as SFT rows: per pair, prompt + chosen then prompt + rejected."""
+    return {"prompt_ids": [p for p in cols["prompt_ids"] for _ in (0, 1)],
+            "chosen_ids": [r for pair in zip(cols["chosen_ids"], cols["rejected_ids"], strict=True) for r in pair]}
+
+
+def _feed(cols: dict[str, list[Any]], collate: Collator, batch: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Collated on the fly, as Ray Data's iter_torch_batches does, so both paths pay for it."""
+    arrays = {k: np.array(v, dtype=object) for k, v in cols.items() if k != "text"}
+    rows = len(cols["prompt_ids"])
+    for i in range(0, rows - batch + 1, batch):
+        yield collate({k: v[i:i + batch] for k, v in arrays.items()})
+
+
+def _lengths(cols: dict[str, list[Any]], rows: int) -> list[int]:
+    return [len(cols["prompt_ids"][i]) + len(cols[side][i]) for i in range(rows) for side in ("chosen_ids",
+                                                                                            "rejected_ids")]
+
+
+def _init_single_process_group() -> None:
+    """DeepSpeed wants a process group even for one process (Ray Train sets one up for workers)."""
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # present in sys.modules without a spec (stubbed out)
+        return False
+
+
+def _step_times(metrics_dir: Path, warmup: int) -> list[float]:
+    rows = [json.loads(line) for line in (metrics_dir / "metrics.jsonl").read_text().splitlines() if line]
+    return [r["step_s"] for r in rows][warmup:]
 
 
 def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     torch.set_num_threads(cfg.threads)
+    cuda = torch.cuda.is_available()
     model = cfg.model
-    if model is None:
+    if model is None and cfg.shape:
+        console.print(f"building a random-init {cfg.shape} ...")
+        model = inputs.build_shaped_model(cfg.shape, inputs.temp_dir("shape") / cfg.shape)
+    elif model is None:
         from ..models import build_tiny_model
 
-        model = str(build_tiny_model(Path(tempfile.mkdtemp(prefix="drdo-bench-")) / "tiny", seed=0))
-    from transformers import AutoTokenizer
+        model = str(build_tiny_model(inputs.temp_dir("tiny") / "tiny", seed=0))
+    from transformers import AutoConfig
 
-    pad_id = AutoTokenizer.from_pretrained(model).pad_token_id
+    config = AutoConfig.from_pretrained(model)
+    pad_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
     steps = cfg.warmup + cfg.steps
-    columns = _columns(model, cfg.pairs * steps, pad_id)
-    times: dict[str, list[float]] = {m: [] for m in cfg.methods}
-    tokens: dict[str, float] = {}
-    peak: dict[str, float | None] = {}
+    rows = cfg.pairs * steps
+    if cfg.seq_len:
+        cols = inputs.synthetic_columns(config.get_text_config().vocab_size, rows, cfg.seq_len)
+    else:
+        cols = inputs.sample_columns(model, rows)
+    inputs.add_scores(cols, rows)
+    variants = _variants(cfg)
+    if any(v.method in ("dpo", "edpo") for v in variants):
+        inputs.add_reference_logps(cols, model, pad_id, cfg.pairs, max(cfg.logps_chunk_sizes, default=None))
+    dims = inputs.model_dims(model)
+    device = torch.cuda.get_device_name() if cuda else f"cpu ({cfg.threads} thread(s))"
+    peak = inputs.device_peak(device, cfg.peak_tflops) if cuda else None
+    if any(v.engine == "deepspeed" for v in variants):
+        _init_single_process_group()
+    tokens_per_step = statistics.mean(sum(_lengths(cols, rows)[i:i + 2 * cfg.pairs])
+                                      for i in range(0, 2 * rows, 2 * cfg.pairs))
+
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    mem: dict[str, float | None] = {}
+    ray_times: list[float] = []
+    trl_times: dict[str, list[float]] = {}
     for rep in range(cfg.repeats):
-        for method in cfg.methods:
-            train_cfg, extra, ensemble = _settings(method, model, cfg, steps)
-            collate = Collator(pad_id=pad_id, pairs=method != "sft", extra=extra, ensemble=ensemble)
-            feed = [collate({k: v[i:i + cfg.pairs] for k, v in columns.items()})
-                    for i in range(0, cfg.pairs * steps, cfg.pairs)]
-            tokens[method] = statistics.mean(float(b["attention_mask"].sum()) for b in feed)
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            metrics_dir = Path(tempfile.mkdtemp(prefix="drdo-bench-"))
+        for v in variants:
+            train_cfg, extra, ensemble = _train_config(v, model, cfg, steps)
+            sft = v.method == "sft"
+            collate = Collator(pad_id=pad_id, pairs=not sft, extra=extra, ensemble=ensemble)
+            source = _sft_view(cols) if sft else cols
+            metrics_dir = inputs.temp_dir("metrics")
             started = time.perf_counter()
-            run(train_cfg, batches=lambda _e, feed=feed: feed, num_rows=cfg.pairs * steps, world=World(),
-                reporter=_Quiet(), metrics_dir=metrics_dir)
-            step_s = [json.loads(line)["step_s"] for line in (metrics_dir / "metrics.jsonl").read_text().splitlines()]
-            times[method].append(statistics.median(step_s[cfg.warmup:]))
-            peak[method] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-            console.print(f"rep {rep + 1}/{cfg.repeats} {method:13s} {times[method][-1] * 1000:8.1f} ms/step "
-                          f"({time.perf_counter() - started:.1f}s)")
-    base = statistics.median(times["drdo"]) if "drdo" in times else None
-    results = {}
-    for method, values in times.items():
-        step = statistics.median(values)
-        results[method] = {
-            "step_s": step, "step_s_reps": values, "tokens_per_s": tokens[method] / step,
-            "peak_mem_gb": peak[method], "ratio_to_drdo": step / base if base else None,
-        }
-    report = {
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({cfg.threads} thread(s))",
-        "model": model, "pairs_per_step": cfg.pairs, "timed_steps": cfg.steps, "warmup": cfg.warmup,
-        "repeats": cfg.repeats, "methods": results,
-        "note": "peak_mem_gb is measured on GPU only; dpo reads reference log-probs precomputed like `score`",
-    }
+            with PeakMemory() as peak_mem:
+                run(train_cfg, batches=lambda _e, s=source, c=collate, b=train_cfg.micro_batch_size: _feed(s, c, b),
+                    num_rows=rows * (2 if sft else 1), world=World(), reporter=_Quiet(), metrics_dir=metrics_dir)
+            times[v.name].append(statistics.median(_step_times(metrics_dir, cfg.warmup)))
+            mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
+            console.print(f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "
+                          f"peak {peak_mem.gb:.2f} GB ({time.perf_counter() - started:.1f}s)")
+        if cfg.ray_overhead and _installed("ray") and "drdo" in times:
+            from .ray_overhead import drdo_under_ray_train
+
+            train_cfg, extra, _ = _train_config(Variant("drdo", "drdo", cfg.engines[0]), model, cfg, steps)
+            ray_times.append(statistics.median(
+                drdo_under_ray_train(train_cfg, cols, pad_id, extra, cfg.threads)[cfg.warmup:]))
+            console.print(f"rep {rep + 1}/{cfg.repeats} {'drdo under Ray Train':22s} {ray_times[-1] * 1000:9.1f} ms/step")
+        if cfg.trl and _installed("trl") and "text" in cols:
+            from .trl_anchor import trl_dpo_step_times
+
+            for precompute in (False, True):
+                name = "trl_dpo_precomputed_ref" if precompute else "trl_dpo_live_ref"
+                step_times = trl_dpo_step_times(model, cols["text"], cfg, steps, precompute=precompute)
+                trl_times.setdefault(name, []).append(statistics.median(step_times[cfg.warmup:]))
+                console.print(f"rep {rep + 1}/{cfg.repeats} {name:22s} {trl_times[name][-1] * 1000:9.1f} ms/step")
+
+    report = _summarize(cfg, model, device, variants, times, mem, tokens_per_step, dims, peak, ray_times, trl_times)
     storage.makedirs(cfg.out)
     storage.write_json(storage.join(cfg.out, "bench_train.json"), report)
-    table = Table(title=f"bench train: {report['device']}, {cfg.pairs} pairs/step, median of {cfg.steps} steps")
-    for column in ("method", "ms/step", "tokens/s", "ratio to drdo"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for method, r in results.items():
-        table.add_row(method, f"{r['step_s'] * 1000:.1f}", f"{r['tokens_per_s']:.0f}",
-                      f"{r['ratio_to_drdo']:.2f}" if r["ratio_to_drdo"] else "-")
-    console.print(table)
+    _print(console, report)
     report["outputs"] = {"report": storage.join(cfg.out, "bench_train.json")}
     return report
+
+
+def _summarize(cfg: BenchTrainConfig, model: str, device: str, variants: list[Variant], times: dict[str, list[float]],
+               mem: dict[str, float | None], tokens_per_step: float, dims: dict[str, int], peak: float | None,
+               ray_times: list[float], trl_times: dict[str, list[float]]) -> dict[str, Any]:
+    med = {name: statistics.median(values) for name, values in times.items()}
+    base = med.get("drdo")
+    avg_len = tokens_per_step / (2 * cfg.pairs)
+    methods: dict[str, Any] = {}
+    for v in variants:
+        step = med[v.name]
+        flops = inputs.step_flops([round(avg_len)] * 2 * cfg.pairs, dims,
+                                  forward_only_passes=1 if v.method == "dpo_live_ref" else 0)
+        methods[v.name] = {
+            "method": v.method, "engine": v.engine, "logps_chunk_size": v.chunk,
+            "step_s": step, "step_s_reps": times[v.name], "tokens_per_s": tokens_per_step / step,
+            "peak_mem_gb": mem[v.name], "ratio_to_drdo": step / base if base else None,
+            "mfu": flops / step / peak if peak else None,
+        }
+    for name, values in trl_times.items():
+        step = statistics.median(values)
+        methods[name] = {"method": name, "engine": "trl", "step_s": step, "step_s_reps": values,
+                         "tokens_per_s": None, "peak_mem_gb": None, "ratio_to_drdo": step / base if base else None,
+                         "mfu": None}
+    ratios: dict[str, float | None] = {
+        "drdo_over_dpo_live_ref": base / med["dpo_live_ref"] if base and "dpo_live_ref" in med else None,
+        "drdo_tokens_per_s_over_sft": med["sft"] / base if base and "sft" in med else None,
+        "drdo_over_trl_dpo_live_ref": (base / statistics.median(trl_times["trl_dpo_live_ref"])
+                                       if base and "trl_dpo_live_ref" in trl_times else None),
+    }
+    return {
+        "device": device, "model": model, "shape": cfg.shape, "seq_len": cfg.seq_len, "pairs_per_step": cfg.pairs,
+        "tokens_per_step": tokens_per_step, "timed_steps": cfg.steps, "warmup": cfg.warmup, "repeats": cfg.repeats,
+        "matmul_params": dims["matmul_params"], "peak_flops": peak, "methods": methods,
+        "ray_overhead_ratio": statistics.median(ray_times) / base if ray_times and base else None,
+        "ray_step_s_reps": ray_times, "ratios": ratios,
+        "targets": {"drdo_over_dpo_live_ref": 0.80, "ray_overhead_ratio": 1.05,
+                    "drdo_tokens_per_s_over_sft": 0.95, "drdo_over_trl_dpo_live_ref": 0.55},
+        "note": ("peak_mem_gb: max GPU memory allocated, or on CPU the peak RSS growth during the run; "
+                 "mfu counts 6·N·T + 12·L·d·T² per sequence (plus a forward for a live reference) over real "
+                 "tokens against the device's dense bf16 peak; dpo reads reference log-probs precomputed like "
+                 "`score`; sft trains on the same sequences as drdo; TRL tokenizes the same rows itself"),
+    }
+
+
+def _print(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title=f"bench train: {report['device']}, {report['pairs_per_step']} pairs/step, "
+                        f"{report['tokens_per_step']:.0f} tokens/step, median of {report['timed_steps']} steps")
+    for column in ("variant", "ms/step", "tokens/s", "peak GB", "MFU", "ratio to drdo"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, r in report["methods"].items():
+        table.add_row(name, f"{r['step_s'] * 1000:.1f}", f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] else "-",
+                      f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] is not None else "-",
+                      f"{r['mfu']:.1%}" if r["mfu"] else "-",
+                      f"{r['ratio_to_drdo']:.2f}" if r["ratio_to_drdo"] else "-")
+    console.print(table)
+    measured = {**report["ratios"], "ray_overhead_ratio": report["ray_overhead_ratio"]}
+    for key, target in report["targets"].items():
+        value = measured.get(key)
+        if value is None:
+            console.print(f"  {key:28s} not measured")
+            continue
+        ok = value >= target if key == "drdo_tokens_per_s_over_sft" else value <= target
+        bound = "≥" if key == "drdo_tokens_per_s_over_sft" else "≤"
+        console.print(f"  {key:28s} {value:6.3f}  (target {bound} {target}) {'met' if ok else 'MISSED'}")
