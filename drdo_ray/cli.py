@@ -126,6 +126,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
              judge_model=args.judge_model)
 
 
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from .config import PipelineConfig
+
+    if not args.config:
+        raise UserError("pipeline needs --config FILE (a `pipeline:` section; see configs/*-ultrafeedback.yaml)")
+    cfg = load_config(PipelineConfig, config_file=args.config, section="pipeline", overrides=args.overrides)
+    from .pipeline import run_pipeline
+
+    stages = [s.strip() for s in (args.stages or "").split(",") if s.strip()]
+    run_pipeline(cfg, stages=stages or None, force=args.force, dry_run=args.dry_run, console=console)
+    print(cfg.run_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drdo-ray", description="DRDO preference alignment on Ray: data, training, serving, evaluation."
@@ -140,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="OpenAI-compatible judge endpoint (default: OpenAI, when OPENAI_API_KEY is set)")
     demo.add_argument("--judge-model", dest="judge_model", default="gpt-4o", help="judge model (default gpt-4o)")
     demo.set_defaults(func=cmd_demo)
+
+    pipe = sub.add_parser("pipeline", help="every stage of one experiment from one YAML config (local or cluster)")
+    _common(pipe)
+    pipe.add_argument("--stages", help="comma-separated stages (prepare,sft,...) or step ids (align:drdo); default all")
+    pipe.add_argument("--force", action="store_true", help="rerun the selected stages even if their outputs exist")
+    pipe.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the plan, run nothing")
+    pipe.set_defaults(func=cmd_pipeline)
 
     models = sub.add_parser("models", help="build models").add_subparsers(dest="models_command", required=True)
     tiny = models.add_parser("tiny", help="write a tiny random-init causal LM + locally trained tokenizer")

@@ -156,16 +156,19 @@ class TrainConfig(StageConfig):
     num_workers: int = Field(2, gt=0)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    # PACK keeps a run's workers on as few nodes as possible (NCCL within a node); STRICT_SPREAD
+    # puts each on its own node.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     bf16: bool | None = Field(None, description="default: on with GPUs")
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     gradient_checkpointing: bool = False
+    logps_chunk_size: int | None = Field(
+        None, gt=0, description="project the vocabulary this many response tokens at a time (recomputed in "
+                                "backward) instead of holding all (B, T, V) logits; not with ZeRO-3")
     padding_side: Literal["right", "left"] = "right"
     # Fault tolerance, checkpoints, logging.
     checkpoint_every: int = Field(50, ge=0, description="optimizer steps between checkpoints (and one at the end); "
                                                        "0: none at all (benchmarks)")
-    logps_chunk_size: int | None = Field(
-        None, gt=0, description="project the vocabulary this many response tokens at a time (recomputed in "
-                                "backward) instead of holding all (B, T, V) logits; not with ZeRO-3")
     keep_checkpoints: int = Field(2, gt=0)
     max_failures: int = Field(1, ge=-1)
     max_bad_steps: int = Field(5, ge=0, description="consecutive non-finite losses tolerated before stopping")
@@ -385,3 +388,100 @@ class BenchTrainConfig(StageConfig):
     trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
     peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")
     threads: int = Field(1, gt=0, description="torch CPU threads")
+
+
+QUALITY_METHODS = ("drdo", "dpo", "ipo", "edpo")
+
+
+class BenchQualityConfig(StageConfig):
+    """`drdo-ray bench quality`: alignment quality on a synthetic task whose true reward is a known
+    program (drdo_ray/bench/synthetic.py): SFT -> labelled pairs -> Oracle(s) -> DRDO, DPO, IPO,
+    e-DPO with the same data, steps and seeds -> samples scored with the true reward."""
+
+    out: str = "bench_quality"
+    scale: float = Field(1.0, gt=0, description="multiplies data sizes and training steps")
+    seeds: int = Field(3, gt=0, description="seeds 0..N-1: data, model init, sampling")
+    fractions: list[float] = Field(default_factory=lambda: [0.0, 0.3, 0.6], min_length=1,
+                                   description="fractions of non-deterministic pairs (|Δr*| ≈ 0, p ≈ 0.5)")
+    flip: float = Field(0.1, ge=0, le=1, description="fraction of pairs whose label is flipped")
+    methods: list[Literal[QUALITY_METHODS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(QUALITY_METHODS), min_length=1)
+    tie_eps: float = Field(0.25, ge=0, description="|Δr*| at most this is a non-deterministic pair")
+    bt_scale: float = Field(1.0, gt=0, description="p = σ(Δr* / bt_scale)")
+    candidates: int = Field(4, ge=2, description="SFT samples per preference prompt; one pair is picked")
+    # Sizes (before --scale).
+    sft_rows: int = Field(2048, gt=0)
+    pairs: int = Field(4096, gt=0, description="training preference pairs (one per prompt)")
+    heldout_pairs: int = Field(256, gt=0, description="held-out pairs for the Oracle's accuracy")
+    eval_prompts: int = Field(48, gt=0)
+    samples_per_prompt: int = Field(2, gt=0)
+    temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9], min_length=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(16, gt=0)
+    # Model.
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    # Training (steps before --scale); the same for every alignment method.
+    batch_size: int = Field(32, gt=0, description="rows (SFT) or pairs per optimizer step")
+    sft_steps: int = Field(600, gt=0)
+    oracle_steps: int = Field(128, gt=0, description="default: 1 epoch, as the paper")
+    align_steps: int = Field(128, gt=0, description="default: 1 epoch, as the paper")
+    sft_lr: float = Field(2e-3, gt=0)
+    oracle_lr: float = Field(1e-3, gt=0)
+    align_lr: float = Field(5e-4, gt=0, description="alignment lr of every method unless `lr` names it")
+    lr: dict[str, float] = Field(default_factory=dict, description="per-method alignment lr, e.g. lr.dpo=1e-4")
+    reduction: dict[str, Literal["mean", "sum"]] = Field(
+        default_factory=dict, description="per method; default: mean for drdo, sum for the DPO family")
+    alpha: float = Field(0.1, ge=0)
+    gamma: float = Field(2.0, ge=0)
+    beta: float = Field(0.1, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    bootstrap: int = Field(2000, ge=0)
+    threads: int = Field(2, gt=0, description="torch CPU threads")
+
+    def model_post_init(self, _: Any) -> None:
+        if any(not 0 <= f <= 1 for f in self.fractions):
+            raise ValueError("fractions must lie in [0, 1]")
+        if "drdo" not in self.methods:
+            raise ValueError("methods must include drdo (win rates are DRDO's)")
+        unknown = sorted(set(self.lr) - set(QUALITY_METHODS))
+        if unknown:
+            raise ValueError(f"lr names unknown methods: {', '.join(unknown)}")
+
+    def lr_of(self, method: str) -> float:
+        return self.lr.get(method, self.align_lr)
+
+
+# ------------------------------------------------------------------ the whole pipeline (drdo_ray/pipeline.py)
+
+PIPELINE_STAGES = ("model", "prepare", "sft", "oracle", "ensemble", "score", "align", "generate", "winrate", "judge",
+                   "kl", "report")
+
+
+class PipelineConfig(StageConfig):
+    """`drdo-ray pipeline` / jobs/pipeline.py: one experiment, every stage, one run directory (YAML
+    section `pipeline`). A stage section holds fields of that stage's own config (PrepareConfig,
+    TrainConfig, ScoreConfig, GenerateConfig, WinrateConfig, JudgeConfig, KLConfig, ReportConfig)
+    minus the paths derived from ``run_dir``, plus a few pipeline keys naming datasets and
+    policies; ``drdo_ray.pipeline.plan`` builds and validates every stage's config from them."""
+
+    run_dir: str = Field(description="local path or s3://...: data/ models/ train/ scored/ samples/ eval/ report/")
+    title: str | None = None
+    base_model: str | None = Field(None, description="hub id or folder SFT starts from; default: the tiny model")
+    tiny_model: dict[str, Any] | None = Field(None, description="TinyModelConfig fields: build RUN/models/tiny")
+    datasets: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> PrepareConfig fields (RUN/data/<name>)")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every training stage")
+    sft: dict[str, Any] | None = Field(None, description="TrainConfig fields; data: a dataset name")
+    oracle: dict[str, Any] | None = Field(None, description="TrainConfig fields; model defaults to RUN/models/sft")
+    ensemble: int = Field(0, ge=0, description="e-DPO: K plain Bradley-Terry Oracles, oracle's settings, seeds 0..K-1")
+    score: dict[str, Any] | None = Field(None, description="ScoreConfig fields; data: the dataset to score")
+    align: dict[str, Any] | None = Field(None, description="TrainConfig fields of every run + runs: {name: overrides}")
+    generate: dict[str, Any] | None = Field(None, description="GenerateConfig fields + prompts: [datasets], policies")
+    winrate: dict[str, Any] | None = Field(None, description="WinrateConfig fields + a, against, prompts")
+    judge: dict[str, Any] | None = Field(None, description="JudgeConfig fields + a, against, prompts")
+    kl: dict[str, Any] | None = Field(None, description="KLConfig fields + policies, prompts")
+    report: dict[str, Any] | None = Field(default_factory=dict, description="ReportConfig fields; null: no report")
+
+    def model_post_init(self, _: Any) -> None:
+        if not self.base_model and self.tiny_model is None:
+            raise ValueError("set base_model (a hub id or folder) or tiny_model")

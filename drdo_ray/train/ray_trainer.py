@@ -80,6 +80,20 @@ def _export_fn(cfg: TrainConfig, world: World):
     return export
 
 
+def _record_worker(cfg: TrainConfig, world: World) -> None:
+    """RUN/train/<name>/workers/rank-<r>.json: where each rank ran (node, host, process), written by
+    the worker itself to the shared run directory, so placement is checkable after the fact."""
+    import os
+    import socket
+
+    folder = storage.join(_train_dir(cfg), "workers")
+    storage.makedirs(folder)
+    storage.write_json(storage.join(folder, f"rank-{world.rank}.json"), {
+        "rank": world.rank, "world_size": world.size, "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "pid": os.getpid(),
+    })
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
     cfg = TrainConfig.model_validate(config["train"])
@@ -97,6 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # (preserve_order), so a restart can skip exactly the micro-batches already consumed.
         return shard.iter_torch_batches(batch_size=cfg.micro_batch_size, collate_fn=collator, drop_last=True)
 
+    _record_worker(cfg, world)
     metrics_dir = _local_or_temp(_train_dir(cfg), "metrics")
     common = dict(
         batches=batches, num_rows=config["num_rows"], world=world, reporter=_RayReporter(),
@@ -140,6 +155,8 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
             f"global_batch_size {cfg.global_batch_size} is not micro_batch_size x grad_accum x num_workers "
             f"= {cfg.micro_batch_size} x {cfg.grad_accum} x {cfg.num_workers} = {product}"
         )
+    if cfg.logps_chunk_size and cfg.deepspeed.enabled and cfg.deepspeed.zero_stage == 3:
+        raise UserError("logps_chunk_size needs the full LM head outside forward: use ZeRO stage 0-2, not 3")
     if cfg.deepspeed.enabled:
         try:
             import deepspeed  # noqa: F401
@@ -155,8 +172,6 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
 
 def _absolute(path: str | None) -> str | None:
     if path is None or not storage.is_local(path):
-    if cfg.logps_chunk_size and cfg.deepspeed.enabled and cfg.deepspeed.zero_stage == 3:
-        raise UserError("logps_chunk_size needs the full LM head outside forward: use ZeRO stage 0-2, not 3")
         return path
     local = Path(path.removeprefix("file://"))
     if not local.exists() and _HUB_ID.fullmatch(path):
@@ -189,7 +204,8 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         train_loop_per_worker,
         train_loop_config={"train": cfg.model_dump(mode="json"), "num_rows": info.num_rows, "pad_id": pad_id,
                            "extra": list(info.extra), "ensemble": info.ensemble},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=cfg.placement_strategy),
         run_config=RunConfig(
             name=cfg.name, storage_path=train_root,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
