@@ -44,6 +44,21 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     console.print(f"  report     {report['outputs']['report']}")
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> None:
+    from ..config import BenchQualityConfig, load_config
+
+    flags = {name: getattr(args, name) for name in ("out", "scale", "seeds", "flip")}
+    if args.fractions:
+        flags["fractions"] = [float(x) for x in args.fractions.split(",")]
+    cfg = load_config(BenchQualityConfig, config_file=args.config, section="bench_quality", flags=flags,
+                      overrides=args.overrides)
+    from .quality import bench_quality
+
+    report = bench_quality(cfg, console)
+    console.print(f"  report     {report['outputs']['report']}")
+    console.print(f"  plot       {report['outputs']['plot']}")
+
+
 def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add this package's subcommands. `common` adds --config and --set to a parser."""
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True,
@@ -65,12 +80,22 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
                                        "drdo; Ray overhead; TRL anchor")
     common(t)
     t.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
+    t.add_argument("--shape", choices=["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"],
+                   help="a random-init model of this shape instead (no download)")
+    t.add_argument("--seq-len", dest="seq_len", type=int,
+                   help="synthetic rows of exactly this many tokens (default: shipped Ultrafeedback rows)")
     t.add_argument("--out", help="output folder for bench_train.json (default bench_train)")
     t.add_argument("--pairs", type=int, help="pairs per step (default 8)")
     t.add_argument("--steps", type=int, help="timed steps per repetition (default 12)")
     t.add_argument("--repeats", type=int, help="interleaved repetitions (default 3)")
     t.set_defaults(func=cmd_bench_train)
-    t.add_argument("--shape", choices=["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"],
-                   help="a random-init model of this shape instead (no download)")
-    t.add_argument("--seq-len", dest="seq_len", type=int,
-                   help="synthetic rows of exactly this many tokens (default: shipped Ultrafeedback rows)")
+
+    q = bench.add_parser("quality", help="alignment quality on a synthetic task with a known true reward: DRDO vs "
+                                         "DPO, IPO, e-DPO by non-deterministic fraction")
+    common(q)
+    q.add_argument("--out", help="output folder for bench_quality.json/.png (default bench_quality)")
+    q.add_argument("--scale", type=float, help="multiplies data sizes and training steps (default 1)")
+    q.add_argument("--seeds", type=int, help="seeds (default 3)")
+    q.add_argument("--fractions", help="non-deterministic fractions, comma-separated (default 0,0.3,0.6)")
+    q.add_argument("--flip", type=float, help="fraction of flipped labels (default 0.1)")
+    q.set_defaults(func=cmd_bench_quality)
