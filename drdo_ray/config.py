@@ -380,7 +380,7 @@ class BenchTrainConfig(StageConfig):
     methods: list[Literal["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]] = Field(
         default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"])
     engines: list[Literal["torch", "deepspeed"]] = Field(
-        default_factory=lambda: ["torch"], description="the first is the baseline; others add method[engine] rows")
+        default_factory=lambda: ["torch"], description="the first is the baseline; others add method+engine rows")
     zero_stage: Literal[0, 1, 2, 3] = 2
     bf16: bool | None = Field(None, description="default: on with a GPU")
     logps_chunk_sizes: list[int] = Field(default_factory=list, description="add drdo+chunkN rows (chunked vocabulary log-probs)")
