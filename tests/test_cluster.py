@@ -129,6 +129,13 @@ def ray_head(tmp_path):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # Every fixed default port too: the test session's own Ray instance already holds
+            # 52365 (the dashboard agent), and a head whose agent cannot bind takes no jobs.
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
         ],
@@ -157,6 +164,23 @@ def ray_head(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _submit(client, run: Path) -> str:
+    """Submit the tiny pipeline's first stages. The Jobs API answers before the head's job agent is
+    up ("No available agent to submit job, please try again later"): retry that, nothing else."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=f"python jobs/pipeline.py --config configs/demo-tiny-cpu.yaml --set run_dir={run} "
+                "--stages model,prepare:tldr_easy",
+                runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES, "env_vars": OFFLINE},
+            )
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
@@ -173,11 +197,7 @@ def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
 
     run = tmp_path / "run"
     client = JobSubmissionClient(ray_head)
-    job = client.submit_job(
-        entrypoint=f"python jobs/pipeline.py --config configs/demo-tiny-cpu.yaml --set run_dir={run} "
-        "--stages model,prepare:tldr_easy",
-        runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES, "env_vars": OFFLINE},
-    )
+    job = _submit(client, run)
     deadline = time.monotonic() + 360
     while (status := client.get_job_status(job)) not in {
         JobStatus.SUCCEEDED,
@@ -197,11 +217,7 @@ def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
     assert [recorded["stages"][k]["status"] for k in ("model", "prepare:tldr_easy")] == ["done", "done"]
 
     # Resubmitting the same command skips what is done: the resume path of a failed run.
-    again = client.submit_job(
-        entrypoint=f"python jobs/pipeline.py --config configs/demo-tiny-cpu.yaml --set run_dir={run} "
-        "--stages model,prepare:tldr_easy",
-        runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES, "env_vars": OFFLINE},
-    )
+    again = _submit(client, run)
     while (status := client.get_job_status(again)) not in {
         JobStatus.SUCCEEDED,
         JobStatus.FAILED,
