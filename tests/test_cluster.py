@@ -181,6 +181,16 @@ def _submit(client, run: Path) -> str:
             time.sleep(2)
 
 
+def _wait(client, job: str, deadline: float):
+    """The job's final status (succeeded, failed or stopped), polled until ``deadline``."""
+    from ray.job_submission import JobStatus
+
+    while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, f"job {job} still {status} at the deadline"
+        time.sleep(2)
+    return status
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
@@ -197,15 +207,9 @@ def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
 
     run = tmp_path / "run"
     client = JobSubmissionClient(ray_head)
-    job = _submit(client, run)
     deadline = time.monotonic() + 360
-    while (status := client.get_job_status(job)) not in {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    }:
-        assert time.monotonic() < deadline, f"job still {status} after 360 s"
-        time.sleep(2)
+    job = _submit(client, run)
+    status = _wait(client, job, deadline)
     logs = client.get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     # Progress per stage, with its time, in the job's logs.
@@ -218,13 +222,7 @@ def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
 
     # Resubmitting the same command skips what is done: the resume path of a failed run.
     again = _submit(client, run)
-    while (status := client.get_job_status(again)) not in {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    }:
-        assert time.monotonic() < deadline, f"second job still {status}"
-        time.sleep(2)
+    status = _wait(client, again, deadline)
     logs = client.get_job_logs(again)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     assert "skip  [2/2] prepare:tldr_easy" in logs
