@@ -44,11 +44,6 @@ BASELINES = ("dpo", "ipo", "edpo")
 ENSEMBLE = 3
 
 
-class _Quiet:
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        pass
-
-
 def frac_key(f: float) -> str:
     return f"{f:g}"
 
@@ -123,7 +118,7 @@ def train(cfg: TrainConfig, columns: dict[str, np.ndarray], *, pad_id: int, extr
     metrics_dir = Path(cfg.run_dir) / "train" / (cfg.name or cfg.stage)
     # The loop's per-step console lines would bury the benchmark's one line per stage.
     with contextlib.redirect_stdout(io.StringIO()):
-        final = run(cfg, batches=batches, num_rows=rows, world=World(), reporter=_Quiet(), metrics_dir=metrics_dir,
+        final = run(cfg, batches=batches, num_rows=rows, world=World(), metrics_dir=metrics_dir,
                     export=_export_fn(cfg, World()))
     if final["status"] != "finished":
         raise RuntimeError(f"{cfg.name}: training {final['status']} ({final.get('bad_steps')} bad steps)")

@@ -46,11 +46,6 @@ class Variant:
     chunk: int | None = None
 
 
-class _Quiet:
-    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        pass
-
-
 class PeakMemory:
     """Peak memory growth during a run. GPU: max allocated bytes; CPU: the process's RSS,
     sampled every 5 ms."""
@@ -193,8 +188,8 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     peak = inputs.device_peak(device, cfg.peak_tflops) if cuda else None
     if any(v.engine == "deepspeed" for v in variants):
         _init_single_process_group()
-    tokens_per_step = statistics.mean(sum(_lengths(cols, rows)[i:i + 2 * cfg.pairs])
-                                      for i in range(0, 2 * rows, 2 * cfg.pairs))
+    lengths = _lengths(cols, rows)
+    tokens_per_step = statistics.mean(sum(lengths[i:i + 2 * cfg.pairs]) for i in range(0, 2 * rows, 2 * cfg.pairs))
 
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     mem: dict[str, float | None] = {}
@@ -210,7 +205,7 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
             started = time.perf_counter()
             with PeakMemory() as peak_mem:
                 run(train_cfg, batches=lambda _e, s=source, c=collate, b=train_cfg.micro_batch_size: _feed(s, c, b),
-                    num_rows=rows * (2 if sft else 1), world=World(), reporter=_Quiet(), metrics_dir=metrics_dir)
+                    num_rows=rows * (2 if sft else 1), world=World(), metrics_dir=metrics_dir)
             times[v.name].append(statistics.median(_step_times(metrics_dir, cfg.warmup)))
             mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
             console.print(f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "

@@ -39,6 +39,13 @@ class Reporter(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
 
 
+class NullReporter:
+    """Reports nowhere: a direct call (benchmarks) keeps metrics in ``metrics_dir`` only."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        pass
+
+
 class InjectedFailure(RuntimeError):
     """Raised once by ``fail_at_step`` to test recovery."""
 
@@ -183,7 +190,7 @@ def run(
     batches: Callable[[int], Iterable[Batch]],
     num_rows: int,
     world: World,
-    reporter: Reporter,
+    reporter: Reporter | None = None,
     restore_dir: Path | None = None,
     metrics_dir: Path | None = None,
     export: Callable[[nn.Module, Engine], None] | None = None,
@@ -192,6 +199,7 @@ def run(
     """Train until ``total_steps`` optimizer steps. ``batches(epoch)`` yields this worker's
     collated micro-batches for an epoch in a deterministic order, so a restart can skip the
     ``epoch_micro`` already consumed. Returns the last logged metrics plus the run status."""
+    reporter = reporter if reporter is not None else NullReporter()
     torch.manual_seed(cfg.seed + world.rank)
     steps = plan(cfg, num_rows, world.size)
     engine = build_engine(load_model(cfg), cfg, world, steps.total_steps)
