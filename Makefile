@@ -24,6 +24,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check drdo_ray jobs tests scripts
+	$(BIN)/ruff format --check drdo_ray jobs tests scripts
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

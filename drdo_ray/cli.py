@@ -22,7 +22,11 @@ console = Console(stderr=True)
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with this stage's settings")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one setting (repeatable; dotted keys for nested settings)",
     )
 
@@ -33,7 +37,9 @@ def _flags(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
 
 def cmd_models_tiny(args: argparse.Namespace) -> None:
     cfg = load_config(
-        TinyModelConfig, config_file=args.config, section="tiny_model",
+        TinyModelConfig,
+        config_file=args.config,
+        section="tiny_model",
         flags=_flags(args, ["out", "seed", "arch", "hidden_size", "num_layers", "vocab_size"]),
         overrides=args.overrides,
     )
@@ -45,8 +51,12 @@ def cmd_models_tiny(args: argparse.Namespace) -> None:
         from .models import build_tiny_model
 
         path = build_tiny_model(
-            cfg.out, seed=cfg.seed, arch=cfg.arch, hidden_size=cfg.hidden_size,
-            num_layers=cfg.num_layers, vocab_size=cfg.vocab_size,
+            cfg.out,
+            seed=cfg.seed,
+            arch=cfg.arch,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            vocab_size=cfg.vocab_size,
         )
     console.print(f"tiny {cfg.arch} model + tokenizer written to [bold]{path}[/]")
     print(path)
@@ -54,9 +64,22 @@ def cmd_models_tiny(args: argparse.Namespace) -> None:
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
     cfg = load_config(
-        PrepareConfig, config_file=args.config, section="data",
-        flags=_flags(args, ["source", "input", "out", "hub_split", "tldr_split", "tokenizer",
-                            "max_prompt_length", "max_length"]),
+        PrepareConfig,
+        config_file=args.config,
+        section="data",
+        flags=_flags(
+            args,
+            [
+                "source",
+                "input",
+                "out",
+                "hub_split",
+                "tldr_split",
+                "tokenizer",
+                "max_prompt_length",
+                "max_length",
+            ],
+        ),
         overrides=args.overrides,
     )
     from .data.prepare import prepare
@@ -76,8 +99,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     from .config import ScoreConfig
 
     cfg = load_config(
-        ScoreConfig, config_file=args.config, section="score",
-        flags=_flags(args, ["data", "oracles", "reference", "reduction", "batch_size", "num_actors", "out", "force"]),
+        ScoreConfig,
+        config_file=args.config,
+        section="score",
+        flags=_flags(
+            args, ["data", "oracles", "reference", "reduction", "batch_size", "num_actors", "out", "force"]
+        ),
         overrides=args.overrides,
     )
     from .scoring import score
@@ -92,9 +119,25 @@ def cmd_score(args: argparse.Namespace) -> None:
         console.print(f"  {name:12s} {where}")
 
 
-TRAIN_FLAGS = ["loss", "model", "data", "run_dir", "name", "num_workers", "micro_batch_size", "grad_accum",
-               "max_steps", "epochs", "lr", "use_gpu", "ensemble", "live_reference", "checkpoint_every",
-               "max_failures", "reduction"]
+TRAIN_FLAGS = [
+    "loss",
+    "model",
+    "data",
+    "run_dir",
+    "name",
+    "num_workers",
+    "micro_batch_size",
+    "grad_accum",
+    "max_steps",
+    "epochs",
+    "lr",
+    "use_gpu",
+    "ensemble",
+    "live_reference",
+    "checkpoint_every",
+    "max_failures",
+    "reduction",
+]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -105,7 +148,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         flags["deepspeed"] = {"enabled": args.deepspeed if args.deepspeed is not None else True}
         if args.zero_stage is not None:
             flags["deepspeed"]["zero_stage"] = args.zero_stage
-    cfg = load_config(TrainConfig, config_file=args.config, section=args.stage, flags=flags, overrides=args.overrides)
+    cfg = load_config(
+        TrainConfig, config_file=args.config, section=args.stage, flags=flags, overrides=args.overrides
+    )
     from .train.ray_trainer import fit, fit_oracles
 
     results = fit_oracles(cfg, console) if cfg.stage == "oracle" else [fit(cfg, console)]
@@ -122,15 +167,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.out, force=args.force, console=console, judge_base_url=args.judge_base_url,
-             judge_model=args.judge_model)
+    run_demo(
+        args.out,
+        force=args.force,
+        console=console,
+        judge_base_url=args.judge_base_url,
+        judge_model=args.judge_model,
+    )
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from .config import PipelineConfig
 
     if not args.config:
-        raise UserError("pipeline needs --config FILE (a `pipeline:` section; see configs/*-ultrafeedback.yaml)")
+        raise UserError(
+            "pipeline needs --config FILE (a `pipeline:` section; see configs/*-ultrafeedback.yaml)"
+        )
     cfg = load_config(PipelineConfig, config_file=args.config, section="pipeline", overrides=args.overrides)
     from .pipeline import run_pipeline
 
@@ -149,19 +201,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.add_argument("--out", default="demo_run", help="run directory (default: demo_run)")
     demo.add_argument("--force", action="store_true", help="rerun stages whose outputs exist")
-    demo.add_argument("--judge-base-url", dest="judge_base_url",
-                      help="OpenAI-compatible judge endpoint (default: OpenAI, when OPENAI_API_KEY is set)")
-    demo.add_argument("--judge-model", dest="judge_model", default="gpt-4o", help="judge model (default gpt-4o)")
+    demo.add_argument(
+        "--judge-base-url",
+        dest="judge_base_url",
+        help="OpenAI-compatible judge endpoint (default: OpenAI, when OPENAI_API_KEY is set)",
+    )
+    demo.add_argument(
+        "--judge-model", dest="judge_model", default="gpt-4o", help="judge model (default gpt-4o)"
+    )
     demo.set_defaults(func=cmd_demo)
 
-    pipe = sub.add_parser("pipeline", help="every stage of one experiment from one YAML config (local or cluster)")
+    pipe = sub.add_parser(
+        "pipeline", help="every stage of one experiment from one YAML config (local or cluster)"
+    )
     _common(pipe)
-    pipe.add_argument("--stages", help="comma-separated stages (prepare,sft,...) or step ids (align:drdo); default all")
-    pipe.add_argument("--force", action="store_true", help="rerun the selected stages even if their outputs exist")
+    pipe.add_argument(
+        "--stages", help="comma-separated stages (prepare,sft,...) or step ids (align:drdo); default all"
+    )
+    pipe.add_argument(
+        "--force", action="store_true", help="rerun the selected stages even if their outputs exist"
+    )
     pipe.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the plan, run nothing")
     pipe.set_defaults(func=cmd_pipeline)
 
-    models = sub.add_parser("models", help="build models").add_subparsers(dest="models_command", required=True)
+    models = sub.add_parser("models", help="build models").add_subparsers(
+        dest="models_command", required=True
+    )
     tiny = models.add_parser("tiny", help="write a tiny random-init causal LM + locally trained tokenizer")
     _common(tiny)
     tiny.add_argument("--out", help="output folder (loadable with from_pretrained)")
@@ -188,21 +253,33 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="precompute Oracle rewards / reference log-probs (Ray Data actor pool)")
     _common(sc)
     sc.add_argument("--data", help="prepared dataset folder (tokenized: data prepare --tokenizer)")
-    sc.add_argument("--oracle", dest="oracles", action="append", default=None, metavar="MODEL",
-                    help="Oracle folder or hub id (repeat for an e-DPO ensemble)")
+    sc.add_argument(
+        "--oracle",
+        dest="oracles",
+        action="append",
+        default=None,
+        metavar="MODEL",
+        help="Oracle folder or hub id (repeat for an e-DPO ensemble)",
+    )
     sc.add_argument("--reference", help="reference (SFT) model for ref_chosen_logps / ref_rejected_logps")
-    sc.add_argument("--reduction", choices=["sum", "mean"], help="reference log-prob reduction (default: sum)")
+    sc.add_argument(
+        "--reduction", choices=["sum", "mean"], help="reference log-prob reduction (default: sum)"
+    )
     sc.add_argument("--batch-size", dest="batch_size", type=int, help="pairs per forward pass")
-    sc.add_argument("--num-actors", dest="num_actors", type=int, help="scoring actors (one GPU each where CUDA exists)")
+    sc.add_argument(
+        "--num-actors", dest="num_actors", type=int, help="scoring actors (one GPU each where CUDA exists)"
+    )
     sc.add_argument("--out", help="output folder: data/, scoring.json, source_stats.json")
     sc.add_argument("--force", action="store_true", default=None, help="rescore even if OUT holds a scoring")
     sc.set_defaults(func=cmd_score)
 
     train = sub.add_parser("train", help="train on Ray Train (+ DeepSpeed): sft, oracle, align")
     stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for stage, text in (("sft", "token-mean NLL on chosen responses / human summaries"),
-                        ("oracle", "the Oracle reward model (Eq. 4); --ensemble K for e-DPO"),
-                        ("align", "align a policy with --loss drdo|dpo|ipo|edpo|drdo_minus_r|drdo_minus_c|dpo_plus_c")):
+    for stage, text in (
+        ("sft", "token-mean NLL on chosen responses / human summaries"),
+        ("oracle", "the Oracle reward model (Eq. 4); --ensemble K for e-DPO"),
+        ("align", "align a policy with --loss drdo|dpo|ipo|edpo|drdo_minus_r|drdo_minus_c|dpo_plus_c"),
+    ):
         p = stages.add_parser(stage, help=text)
         _common(p)
         p.add_argument("--model", help="model folder or hub id to start from")
@@ -220,14 +297,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--use-gpu", dest="use_gpu", action="store_true", default=None)
         p.add_argument("--deepspeed", action=argparse.BooleanOptionalAction, default=None)
         p.add_argument("--zero-stage", dest="zero_stage", type=int, choices=[0, 1, 2, 3])
-        p.add_argument("--loss", choices=["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
-                       if stage == "align" else None, help=argparse.SUPPRESS if stage != "align" else "alignment loss")
-        p.add_argument("--reduction", choices=["mean", "sum"], help=argparse.SUPPRESS if stage != "align" else
-                       "sequence log-prob reduction (default: mean for DRDO, sum for DPO)")
-        p.add_argument("--ensemble", type=int, help=argparse.SUPPRESS if stage != "oracle" else
-                       "train K Oracles with head seeds 0..K-1 (plain Bradley-Terry)")
-        p.add_argument("--live-reference", dest="live_reference", help=argparse.SUPPRESS if stage != "align" else
-                       "DPO family: hold this reference model live instead of precomputed columns")
+        p.add_argument(
+            "--loss",
+            choices=["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
+            if stage == "align"
+            else None,
+            help=argparse.SUPPRESS if stage != "align" else "alignment loss",
+        )
+        p.add_argument(
+            "--reduction",
+            choices=["mean", "sum"],
+            help=argparse.SUPPRESS
+            if stage != "align"
+            else "sequence log-prob reduction (default: mean for DRDO, sum for DPO)",
+        )
+        p.add_argument(
+            "--ensemble",
+            type=int,
+            help=argparse.SUPPRESS
+            if stage != "oracle"
+            else "train K Oracles with head seeds 0..K-1 (plain Bradley-Terry)",
+        )
+        p.add_argument(
+            "--live-reference",
+            dest="live_reference",
+            help=argparse.SUPPRESS
+            if stage != "align"
+            else "DPO family: hold this reference model live instead of precomputed columns",
+        )
         p.set_defaults(func=cmd_train)
     # Packages that own their commands register them here (serve, generate, eval, report, bench).
     from .bench.commands import register as register_bench

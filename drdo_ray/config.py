@@ -90,7 +90,9 @@ def load_config(
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in err.errors()
+        )
         raise UserError(f"invalid {cls.__name__}: {problems}") from None
 
 
@@ -127,12 +129,18 @@ class TrainConfig(StageConfig):
     loss: LossName | None = Field(None, description="align only")
     model: str = Field(description="model folder or hub id to start from")
     data: str = Field(description="prepared (sft, oracle) or scored (align) dataset folder")
-    run_dir: str = Field(description="run directory (local or s3://): train/<name>/ and models/<name>/ land here")
-    name: str | None = Field(None, description="run name; default <stage>[-<loss>]; a rerun with the same name resumes")
+    run_dir: str = Field(
+        description="run directory (local or s3://): train/<name>/ and models/<name>/ land here"
+    )
+    name: str | None = Field(
+        None, description="run name; default <stage>[-<loss>]; a rerun with the same name resumes"
+    )
     # Batch: global batch = micro_batch_size x grad_accum x num_workers.
     micro_batch_size: int = Field(4, gt=0)
     grad_accum: int = Field(1, gt=0)
-    global_batch_size: int | None = Field(None, gt=0, description="checked against the product above when set")
+    global_batch_size: int | None = Field(
+        None, gt=0, description="checked against the product above when set"
+    )
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; default: epochs over the data")
     epochs: int = Field(1, gt=0)
     lr: float = Field(5e-6, gt=0)
@@ -142,16 +150,22 @@ class TrainConfig(StageConfig):
     max_grad_norm: float = Field(1.0, gt=0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
     # Loss hyperparameters (METHOD.md defaults).
-    reduction: Literal["mean", "sum"] | None = Field(None, description="default: mean for DRDO family, sum for DPO family")
+    reduction: Literal["mean", "sum"] | None = Field(
+        None, description="default: mean for DRDO family, sum for DPO family"
+    )
     alpha: float = Field(0.1, ge=0)
     gamma: float = Field(2.0, ge=0)
     beta: float = Field(0.1, gt=0)
     contrastive_alpha: float = Field(0.1, ge=0)
     edpo_reduce: Literal["max", "mean"] = "max"
     oracle_alpha: float = Field(0.01, ge=0, le=1)
-    ensemble: int = Field(1, gt=0, description="oracle stage: K members with head seeds 0..K-1 (plain Bradley-Terry)")
+    ensemble: int = Field(
+        1, gt=0, description="oracle stage: K members with head seeds 0..K-1 (plain Bradley-Terry)"
+    )
     head_seed: int = 0
-    live_reference: str | None = Field(None, description="DPO family: a reference model held live instead of precomputed columns")
+    live_reference: str | None = Field(
+        None, description="DPO family: a reference model held live instead of precomputed columns"
+    )
     # Engine and cluster.
     num_workers: int = Field(2, gt=0)
     use_gpu: bool = False
@@ -163,19 +177,27 @@ class TrainConfig(StageConfig):
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
     gradient_checkpointing: bool = False
     logps_chunk_size: int | None = Field(
-        None, gt=0, description="project the vocabulary this many response tokens at a time (recomputed in "
-                                "backward) instead of holding all (B, T, V) logits; not with ZeRO-3")
+        None,
+        gt=0,
+        description="project the vocabulary this many response tokens at a time (recomputed in "
+        "backward) instead of holding all (B, T, V) logits; not with ZeRO-3",
+    )
     padding_side: Literal["right", "left"] = "right"
     # Fault tolerance, checkpoints, logging.
-    checkpoint_every: int = Field(50, ge=0, description="optimizer steps between checkpoints (and one at the end); "
-                                                       "0: none at all (benchmarks)")
+    checkpoint_every: int = Field(
+        50,
+        ge=0,
+        description="optimizer steps between checkpoints (and one at the end); 0: none at all (benchmarks)",
+    )
     keep_checkpoints: int = Field(2, gt=0)
     max_failures: int = Field(1, ge=-1)
     max_bad_steps: int = Field(5, ge=0, description="consecutive non-finite losses tolerated before stopping")
     log_every: int = Field(1, gt=0)
     seed: int = 0
     shuffle: bool = True
-    fail_at_step: int | None = Field(None, description="testing: raise inside the loop once, on the last rank, at this step")
+    fail_at_step: int | None = Field(
+        None, description="testing: raise inside the loop once, on the last rank, at this step"
+    )
 
 
 # ------------------------------------------------------------------ evaluation (drdo_ray/eval)
@@ -187,7 +209,9 @@ class _EvalStats(StageConfig):
     bootstrap: int = Field(2000, ge=0, description="bootstrap resamples (of prompts) for ci95; 0 disables")
     seed: int = Field(0, description="seeds the bootstrap (and the judge's random order / pair subset)")
     bin_width: int = Field(50, gt=0, description="OOD bins: prompt tokens per bin (App. F.2)")
-    ood_temperature: float | None = Field(None, description="OOD bins from this temperature only (paper: 0.7)")
+    ood_temperature: float | None = Field(
+        None, description="OOD bins from this temperature only (paper: 0.7)"
+    )
 
 
 class WinrateConfig(_EvalStats):
@@ -214,9 +238,13 @@ class JudgeConfig(_EvalStats):
     b: str = Field(description="generation folder, or 'reference'")
     out: str
     model: str = "gpt-4o"
-    base_url: str | None = Field(None, description="OpenAI-compatible server (vLLM, drdo-ray serve); default: OpenAI")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible server (vLLM, drdo-ray serve); default: OpenAI"
+    )
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
-    task: Literal["auto", "summarize", "instruct"] = Field("auto", description="auto: instruct for chat prompts")
+    task: Literal["auto", "summarize", "instruct"] = Field(
+        "auto", description="auto: instruct for chat prompts"
+    )
     orders: Literal["both", "random"] = "both"
     scores: bool = Field(True, description="ask for scores in [0, 1] too (paper Fig. 9)")
     max_concurrency: int = Field(8, gt=0)
@@ -232,8 +260,12 @@ class JudgeConfig(_EvalStats):
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="model prefix -> (USD per 1k input tokens, per 1k output tokens)"
     )
-    price_per_1k: tuple[float, float] | None = Field(None, description="(input, output) USD per 1k tokens, this model")
-    tokenizer: str | None = Field(None, description="for OOD bins: prompt tokens; default: A's model if local")
+    price_per_1k: tuple[float, float] | None = Field(
+        None, description="(input, output) USD per 1k tokens, this model"
+    )
+    tokenizer: str | None = Field(
+        None, description="for OOD bins: prompt tokens; default: A's model if local"
+    )
     a_name: str | None = None
     b_name: str | None = None
 
@@ -245,7 +277,9 @@ class KLConfig(StageConfig):
     reference: str = Field(description="the SFT model the policy started from")
     samples: str = Field(description="generation folder of the policy's own samples")
     out: str
-    label: str | None = Field(None, description="column in the report's KL table (default: policy folder name)")
+    label: str | None = Field(
+        None, description="column in the report's KL table (default: policy folder name)"
+    )
     step: int | None = Field(None, ge=0, description="training step of the policy checkpoint (report's row)")
     temperature: float | None = Field(None, description="only samples at this temperature (paper: 0.7)")
     batch_size: int = Field(8, gt=0)
@@ -280,22 +314,32 @@ class ServeConfig(StageConfig):
 
     model: str = Field(description="model folder (local or s3://) or hub id")
     backend: Literal["auto", "vllm", "transformers"] = "auto"
-    served_model_name: str | None = Field(None, description="the `model` clients ask for; default: the folder name")
+    served_model_name: str | None = Field(
+        None, description="the `model` clients ask for; default: the folder name"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: str | None = Field(None, description=f"Bearer key for every route but /health (or ${API_KEY_ENV})")
+    api_key: str | None = Field(
+        None, description=f"Bearer key for every route but /health (or ${API_KEY_ENV})"
+    )
     app_name: str = "drdo-llm"
     route_prefix: str = "/"
     # Replicas and batching.
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(16, gt=0, description="autoscaling target per replica")
-    max_ongoing_requests: int = Field(64, gt=0, description="requests a replica holds at once (batching pool)")
-    max_queued_requests: int = Field(512, ge=-1, description="requests queued past that before 503s (-1: no limit)")
+    max_ongoing_requests: int = Field(
+        64, gt=0, description="requests a replica holds at once (batching pool)"
+    )
+    max_queued_requests: int = Field(
+        512, ge=-1, description="requests queued past that before 503s (-1: no limit)"
+    )
     max_batch_size: int = Field(16, gt=0, description="@serve.batch: requests generated together")
     batch_wait_timeout_s: float = Field(0.02, ge=0)
     num_cpus_per_replica: float = Field(1.0, ge=0)
-    num_gpus_per_replica: float | None = Field(None, ge=0, description="default: 1 for vLLM / a GPU cluster, else 0")
+    num_gpus_per_replica: float | None = Field(
+        None, ge=0, description="default: 1 for vLLM / a GPU cluster, else 0"
+    )
     # Request limits: anything past them is a 400, never a crashed replica.
     max_tokens_cap: int = Field(1024, gt=0, description="largest max_tokens a request may ask for")
     default_max_tokens: int = Field(256, gt=0, description="max_tokens when a request leaves it out")
@@ -330,9 +374,13 @@ class GenerateConfig(StageConfig):
     backend: Literal["auto", "transformers", "vllm", "http"] = "auto"
     endpoint: str | None = Field(None, description="http backend: base URL of an OpenAI-compatible server")
     api_key: str | None = Field(None, description=f"http backend: Bearer key (or ${API_KEY_ENV})")
-    served_model_name: str | None = Field(None, description="http backend: default: the endpoint's first model")
+    served_model_name: str | None = Field(
+        None, description="http backend: default: the endpoint's first model"
+    )
     batch_size: int = Field(16, gt=0, description="rows per engine call")
-    num_actors: int = Field(1, gt=0, description="engine actors (transformers/vllm) or concurrent clients (http)")
+    num_actors: int = Field(
+        1, gt=0, description="engine actors (transformers/vllm) or concurrent clients (http)"
+    )
     num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where a GPU exists, else 0")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
@@ -369,21 +417,31 @@ class BenchTrainConfig(StageConfig):
 
     model: str | None = Field(None, description="model folder; default: --shape, else the tiny random model")
     shape: Literal["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"] | None = Field(
-        None, description="random-init model of this shape (no download)")
-    seq_len: int | None = Field(None, gt=1, description="synthetic rows of exactly this many tokens per sequence; "
-                                                       "default: the shipped Ultrafeedback rows")
+        None, description="random-init model of this shape (no download)"
+    )
+    seq_len: int | None = Field(
+        None,
+        gt=1,
+        description="synthetic rows of exactly this many tokens per sequence; "
+        "default: the shipped Ultrafeedback rows",
+    )
     out: str = "bench_train"
     pairs: int = Field(8, gt=0, description="pairs per optimizer step")
     steps: int = Field(12, gt=0, description="timed steps per repetition (after warmup)")
     warmup: int = Field(3, ge=0)
     repeats: int = Field(3, gt=0, description="interleaved repetitions of every method")
     methods: list[Literal["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]] = Field(
-        default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"])
+        default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]
+    )
     engines: list[Literal["torch", "deepspeed"]] = Field(
-        default_factory=lambda: ["torch"], description="the first is the baseline; others add method+engine rows")
+        default_factory=lambda: ["torch"],
+        description="the first is the baseline; others add method+engine rows",
+    )
     zero_stage: Literal[0, 1, 2, 3] = 2
     bf16: bool | None = Field(None, description="default: on with a GPU")
-    logps_chunk_sizes: list[int] = Field(default_factory=list, description="add drdo+chunkN rows (chunked vocabulary log-probs)")
+    logps_chunk_sizes: list[int] = Field(
+        default_factory=list, description="add drdo+chunkN rows (chunked vocabulary log-probs)"
+    )
     ray_overhead: bool = Field(True, description="also DRDO under Ray Train, 1 worker (needs Ray)")
     trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
     peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")
@@ -401,11 +459,15 @@ class BenchQualityConfig(StageConfig):
     out: str = "bench_quality"
     scale: float = Field(1.0, gt=0, description="multiplies data sizes and training steps")
     seeds: int = Field(3, gt=0, description="seeds 0..N-1: data, model init, sampling")
-    fractions: list[float] = Field(default_factory=lambda: [0.0, 0.3, 0.6], min_length=1,
-                                   description="fractions of non-deterministic pairs (|Δr*| ≈ 0, p ≈ 0.5)")
+    fractions: list[float] = Field(
+        default_factory=lambda: [0.0, 0.3, 0.6],
+        min_length=1,
+        description="fractions of non-deterministic pairs (|Δr*| ≈ 0, p ≈ 0.5)",
+    )
     flip: float = Field(0.1, ge=0, le=1, description="fraction of pairs whose label is flipped")
     methods: list[Literal[QUALITY_METHODS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(QUALITY_METHODS), min_length=1)
+        default_factory=lambda: list(QUALITY_METHODS), min_length=1
+    )
     tie_eps: float = Field(0.25, ge=0, description="|Δr*| at most this is a non-deterministic pair")
     bt_scale: float = Field(1.0, gt=0, description="p = σ(Δr* / bt_scale)")
     candidates: int = Field(4, ge=2, description="SFT samples per preference prompt; one pair is picked")
@@ -429,9 +491,12 @@ class BenchQualityConfig(StageConfig):
     sft_lr: float = Field(2e-3, gt=0)
     oracle_lr: float = Field(1e-3, gt=0)
     align_lr: float = Field(5e-4, gt=0, description="alignment lr of every method unless `lr` names it")
-    lr: dict[str, float] = Field(default_factory=dict, description="per-method alignment lr, e.g. lr.dpo=1e-4")
+    lr: dict[str, float] = Field(
+        default_factory=dict, description="per-method alignment lr, e.g. lr.dpo=1e-4"
+    )
     reduction: dict[str, Literal["mean", "sum"]] = Field(
-        default_factory=dict, description="per method; default: mean for drdo, sum for the DPO family")
+        default_factory=dict, description="per method; default: mean for drdo, sum for the DPO family"
+    )
     alpha: float = Field(0.1, ge=0)
     gamma: float = Field(2.0, ge=0)
     beta: float = Field(0.1, gt=0)
@@ -454,8 +519,20 @@ class BenchQualityConfig(StageConfig):
 
 # ------------------------------------------------------------------ the whole pipeline (drdo_ray/pipeline.py)
 
-PIPELINE_STAGES = ("model", "prepare", "sft", "oracle", "ensemble", "score", "align", "generate", "winrate", "judge",
-                   "kl", "report")
+PIPELINE_STAGES = (
+    "model",
+    "prepare",
+    "sft",
+    "oracle",
+    "ensemble",
+    "score",
+    "align",
+    "generate",
+    "winrate",
+    "judge",
+    "kl",
+    "report",
+)
 
 
 class PipelineConfig(StageConfig):
@@ -465,22 +542,42 @@ class PipelineConfig(StageConfig):
     minus the paths derived from ``run_dir``, plus a few pipeline keys naming datasets and
     policies; ``drdo_ray.pipeline.plan`` builds and validates every stage's config from them."""
 
-    run_dir: str = Field(description="local path or s3://...: data/ models/ train/ scored/ samples/ eval/ report/")
+    run_dir: str = Field(
+        description="local path or s3://...: data/ models/ train/ scored/ samples/ eval/ report/"
+    )
     title: str | None = None
-    base_model: str | None = Field(None, description="hub id or folder SFT starts from; default: the tiny model")
-    tiny_model: dict[str, Any] | None = Field(None, description="TinyModelConfig fields: build RUN/models/tiny")
-    datasets: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> PrepareConfig fields (RUN/data/<name>)")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields shared by every training stage")
+    base_model: str | None = Field(
+        None, description="hub id or folder SFT starts from; default: the tiny model"
+    )
+    tiny_model: dict[str, Any] | None = Field(
+        None, description="TinyModelConfig fields: build RUN/models/tiny"
+    )
+    datasets: dict[str, dict[str, Any]] = Field(
+        min_length=1, description="name -> PrepareConfig fields (RUN/data/<name>)"
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="TrainConfig fields shared by every training stage"
+    )
     sft: dict[str, Any] | None = Field(None, description="TrainConfig fields; data: a dataset name")
-    oracle: dict[str, Any] | None = Field(None, description="TrainConfig fields; model defaults to RUN/models/sft")
-    ensemble: int = Field(0, ge=0, description="e-DPO: K plain Bradley-Terry Oracles, oracle's settings, seeds 0..K-1")
+    oracle: dict[str, Any] | None = Field(
+        None, description="TrainConfig fields; model defaults to RUN/models/sft"
+    )
+    ensemble: int = Field(
+        0, ge=0, description="e-DPO: K plain Bradley-Terry Oracles, oracle's settings, seeds 0..K-1"
+    )
     score: dict[str, Any] | None = Field(None, description="ScoreConfig fields; data: the dataset to score")
-    align: dict[str, Any] | None = Field(None, description="TrainConfig fields of every run + runs: {name: overrides}")
-    generate: dict[str, Any] | None = Field(None, description="GenerateConfig fields + prompts: [datasets], policies")
+    align: dict[str, Any] | None = Field(
+        None, description="TrainConfig fields of every run + runs: {name: overrides}"
+    )
+    generate: dict[str, Any] | None = Field(
+        None, description="GenerateConfig fields + prompts: [datasets], policies"
+    )
     winrate: dict[str, Any] | None = Field(None, description="WinrateConfig fields + a, against, prompts")
     judge: dict[str, Any] | None = Field(None, description="JudgeConfig fields + a, against, prompts")
     kl: dict[str, Any] | None = Field(None, description="KLConfig fields + policies, prompts")
-    report: dict[str, Any] | None = Field(default_factory=dict, description="ReportConfig fields; null: no report")
+    report: dict[str, Any] | None = Field(
+        default_factory=dict, description="ReportConfig fields; null: no report"
+    )
 
     def model_post_init(self, _: Any) -> None:
         if not self.base_model and self.tiny_model is None:

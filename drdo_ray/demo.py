@@ -43,8 +43,15 @@ ENSEMBLE = 3  # e-DPO's Oracles (METHOD.md)
 TEMPERATURES = [0.2, 0.5, 0.7, 0.9]
 
 # Tiny-model training on 2 CPU workers: a few dozen steps per stage keep the demo in minutes.
-DEMO_TRAIN = dict(num_workers=2, micro_batch_size=4, grad_accum=1, max_steps=24, checkpoint_every=12,
-                  warmup_steps=2, weight_decay=0.0)
+DEMO_TRAIN = dict(
+    num_workers=2,
+    micro_batch_size=4,
+    grad_accum=1,
+    max_steps=24,
+    checkpoint_every=12,
+    warmup_steps=2,
+    weight_decay=0.0,
+)
 
 
 def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable[[], None]) -> None:
@@ -58,8 +65,15 @@ def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable
 
 
 def run_demo(
-    out: str, *, force: bool = False, console: Console | None = None, train_steps: int = 24, eval_prompts: int = 16,
-    max_new_tokens: int = 48, judge_base_url: str | None = None, judge_model: str = "gpt-4o",
+    out: str,
+    *,
+    force: bool = False,
+    console: Console | None = None,
+    train_steps: int = 24,
+    eval_prompts: int = 16,
+    max_new_tokens: int = 48,
+    judge_base_url: str | None = None,
+    judge_model: str = "gpt-4o",
 ) -> dict[str, dict]:
     """Run the demo into ``out``; returns the prepare stats per dataset. ``train_steps`` sets
     the optimizer steps of every training stage (tests use fewer)."""
@@ -69,17 +83,29 @@ def run_demo(
     console = console or Console(stderr=True)
     root = Path(out)
     model_dir = root / "models" / "tiny"
-    _stage(console, "tiny tokenizer + model", model_dir / "config.json", force,
-           lambda: build_tiny_model(model_dir, seed=0))
+    _stage(
+        console,
+        "tiny tokenizer + model",
+        model_dir / "config.json",
+        force,
+        lambda: build_tiny_model(model_dir, seed=0),
+    )
 
     stats: dict[str, dict] = {}
     for name, source, split, max_prompt in DEMO_DATASETS:
         target = root / "data" / name
         cfg = PrepareConfig(
-            source=source, input="sample", out=str(target), tldr_split=split, tokenizer=str(model_dir),
-            max_prompt_length=max_prompt, max_length=max(1024, max_prompt + 256),
+            source=source,
+            input="sample",
+            out=str(target),
+            tldr_split=split,
+            tokenizer=str(model_dir),
+            max_prompt_length=max_prompt,
+            max_length=max(1024, max_prompt + 256),
         )
-        _stage(console, f"prepare {name}", target / "stats.json", force, lambda cfg=cfg: prepare(cfg, console))
+        _stage(
+            console, f"prepare {name}", target / "stats.json", force, lambda cfg=cfg: prepare(cfg, console)
+        )
         stats[name] = storage.read_json(str(target / "stats.json"))
 
     from .scoring import score
@@ -94,22 +120,58 @@ def run_demo(
 
     data = root / "data"
     sft = train("sft", stage="sft", model=str(model_dir), data=str(data / "tldr_sft"), lr=2e-3)
-    oracle = train("oracle", stage="oracle", model=str(sft), data=str(data / "tldr_full"), lr=1e-3,
-                   deepspeed={"enabled": True, "zero_stage": 2})
+    oracle = train(
+        "oracle",
+        stage="oracle",
+        model=str(sft),
+        data=str(data / "tldr_full"),
+        lr=1e-3,
+        deepspeed={"enabled": True, "zero_stage": 2},
+    )
     # e-DPO: plain Bradley-Terry Oracles that differ only in the reward head's seed.
-    members = [train(f"oracle-ens-{k}", stage="oracle", model=str(sft), data=str(data / "tldr_full"), lr=1e-3,
-                     ensemble=ENSEMBLE, head_seed=k) for k in range(ENSEMBLE)]
+    members = [
+        train(
+            f"oracle-ens-{k}",
+            stage="oracle",
+            model=str(sft),
+            data=str(data / "tldr_full"),
+            lr=1e-3,
+            ensemble=ENSEMBLE,
+            head_seed=k,
+        )
+        for k in range(ENSEMBLE)
+    ]
     scored = root / "scored" / "tldr_easy"
-    score_cfg = ScoreConfig(data=str(data / "tldr_easy"), out=str(scored), oracles=[str(oracle)], reference=str(sft),
-                            reduction="sum", force=force)
+    score_cfg = ScoreConfig(
+        data=str(data / "tldr_easy"),
+        out=str(scored),
+        oracles=[str(oracle)],
+        reference=str(sft),
+        reduction="sum",
+        force=force,
+    )
     _stage(console, "score tldr_easy", scored / "scoring.json", force, lambda: score(score_cfg, console))
     scored_ens = root / "scored" / "tldr_easy_ensemble"
-    ens_cfg = ScoreConfig(data=str(data / "tldr_easy"), out=str(scored_ens), oracles=[str(m) for m in members],
-                          reference=str(sft), reduction="sum", force=force)
-    _stage(console, "score tldr_easy (e-DPO ensemble)", scored_ens / "scoring.json", force,
-           lambda: score(ens_cfg, console))
-    for loss, source, extra in (("drdo", scored, {"deepspeed": {"enabled": True, "zero_stage": 2}}),
-                                ("dpo", scored, {}), ("edpo", scored_ens, {})):
+    ens_cfg = ScoreConfig(
+        data=str(data / "tldr_easy"),
+        out=str(scored_ens),
+        oracles=[str(m) for m in members],
+        reference=str(sft),
+        reduction="sum",
+        force=force,
+    )
+    _stage(
+        console,
+        "score tldr_easy (e-DPO ensemble)",
+        scored_ens / "scoring.json",
+        force,
+        lambda: score(ens_cfg, console),
+    )
+    for loss, source, extra in (
+        ("drdo", scored, {"deepspeed": {"enabled": True, "zero_stage": 2}}),
+        ("dpo", scored, {}),
+        ("edpo", scored_ens, {}),
+    ):
         train(f"align-{loss}", stage="align", loss=loss, model=str(sft), data=str(source), lr=5e-4, **extra)
 
     from .eval.report import build_report
@@ -118,18 +180,38 @@ def run_demo(
 
     policies = ("sft", "align-drdo", "align-dpo", "align-edpo")
     for name in policies:
-        gen = GenerateConfig(model=str(root / "models" / name), prompts=str(data / "tldr_sft"),
-                             out=str(root / "samples" / name), temperatures=TEMPERATURES, limit=eval_prompts,
-                             max_new_tokens=max_new_tokens, backend="transformers", force=force)
-        _stage(console, f"generate {name}", root / "samples" / name / "generation.json", force,
-               lambda gen=gen: generate_samples(gen, console))
+        gen = GenerateConfig(
+            model=str(root / "models" / name),
+            prompts=str(data / "tldr_sft"),
+            out=str(root / "samples" / name),
+            temperatures=TEMPERATURES,
+            limit=eval_prompts,
+            max_new_tokens=max_new_tokens,
+            backend="transformers",
+            force=force,
+        )
+        _stage(
+            console,
+            f"generate {name}",
+            root / "samples" / name / "generation.json",
+            force,
+            lambda gen=gen: generate_samples(gen, console),
+        )
     for opponent in ("align-dpo", "align-edpo", "sft", "reference"):
         target = root / "eval" / f"winrate-drdo-vs-{opponent}"
-        wr = WinrateConfig(a=str(root / "samples" / "align-drdo"),
-                           b="reference" if opponent == "reference" else str(root / "samples" / opponent),
-                           oracle=str(oracle), out=str(target))
-        _stage(console, f"win rate DRDO vs {opponent}", target / "winrate.json", force,
-               lambda wr=wr: run_winrate(wr, console))
+        wr = WinrateConfig(
+            a=str(root / "samples" / "align-drdo"),
+            b="reference" if opponent == "reference" else str(root / "samples" / opponent),
+            oracle=str(oracle),
+            out=str(target),
+        )
+        _stage(
+            console,
+            f"win rate DRDO vs {opponent}",
+            target / "winrate.json",
+            force,
+            lambda wr=wr: run_winrate(wr, console),
+        )
     _judge(console, root, force, judge_base_url, judge_model)
     report = build_report(ReportConfig(run=str(root), title="drdo-ray demo (tiny CPU run)"))
 
@@ -139,7 +221,10 @@ def run_demo(
     for name, s in stats.items():
         split = s.get("tldr", {}).get("splits", {}).get(s.get("tldr", {}).get("split", ""), {})
         table.add_row(
-            name, str(s["rows_read"]), str(s["rows_written"]), str(s["rows_rejected"]),
+            name,
+            str(s["rows_read"]),
+            str(s["rows_written"]),
+            str(s["rows_rejected"]),
             f"{split['mean_confidence']:.2f}" if split.get("mean_confidence") is not None else "-",
             f"{split['mean_distance']:.3f}" if split.get("mean_distance") is not None else "-",
         )
@@ -154,15 +239,26 @@ def run_demo(
 def _judge(console: Console, root: Path, force: bool, base_url: str | None, model: str) -> None:
     """DRDO vs DPO by an LLM judge, only when one is reachable: OPENAI_API_KEY or a judge endpoint."""
     if not (base_url or os.environ.get("OPENAI_API_KEY")):
-        console.print("[yellow]judge skipped[/]: set OPENAI_API_KEY (GPT-4o) or pass --judge-base-url URL "
-                      "(any OpenAI-compatible server, e.g. `drdo-ray serve`) to add judge win rates")
+        console.print(
+            "[yellow]judge skipped[/]: set OPENAI_API_KEY (GPT-4o) or pass --judge-base-url URL "
+            "(any OpenAI-compatible server, e.g. `drdo-ray serve`) to add judge win rates"
+        )
         return
     from .eval.judge import run_judge
 
     target = root / "eval" / "judge-drdo-vs-dpo"
-    cfg = JudgeConfig(a=str(root / "samples" / "align-drdo"), b=str(root / "samples" / "align-dpo"), out=str(target),
-                      model=model, base_url=base_url, task="summarize", max_cost=5.0)
-    _stage(console, f"judge DRDO vs DPO ({model})", target / "judge.json", force, lambda: run_judge(cfg, console))
+    cfg = JudgeConfig(
+        a=str(root / "samples" / "align-drdo"),
+        b=str(root / "samples" / "align-dpo"),
+        out=str(target),
+        model=model,
+        base_url=base_url,
+        task="summarize",
+        max_cost=5.0,
+    )
+    _stage(
+        console, f"judge DRDO vs DPO ({model})", target / "judge.json", force, lambda: run_judge(cfg, console)
+    )
 
 
 def _headline(report: Path) -> str:
@@ -172,7 +268,7 @@ def _headline(report: Path) -> str:
     if start is None:
         return ""
     table = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("## "):
             break
         table.append(line)
@@ -188,6 +284,12 @@ def _print_training(console: Console, root: Path) -> None:
         if not rows:
             continue
         acc = rows[-1].get("reward_accuracy")
-        table.add_row(metrics.parent.name, str(rows[-1]["step"]), f"{rows[0]['loss']:.4f}", f"{rows[-1]['loss']:.4f}",
-                      f"{acc:.2f}" if acc is not None else "-", str(rows[-1].get("consumed_samples", "-")))
+        table.add_row(
+            metrics.parent.name,
+            str(rows[-1]["step"]),
+            f"{rows[0]['loss']:.4f}",
+            f"{rows[-1]['loss']:.4f}",
+            f"{acc:.2f}" if acc is not None else "-",
+            str(rows[-1].get("consumed_samples", "-")),
+        )
     console.print(table)

@@ -102,7 +102,7 @@ def _parquet_files(data_dir: str) -> list[tuple[str, int]]:
     found = fs.find(root, detail=True)
     prefix = root.rstrip("/") + "/"
     return sorted(
-        (name[len(prefix):] if name.startswith(prefix) else name, int(info["size"]))
+        (name[len(prefix) :] if name.startswith(prefix) else name, int(info["size"]))
         for name, info in found.items()
         if name.endswith(".parquet")
     )
@@ -132,7 +132,9 @@ def _check_dataset(data: str) -> dict[str, Any]:
     stats = storage.read_json(stats_path)
     source = SOURCES.get(stats.get("source", ""))
     if source is not None and source.kind != "pairs":
-        raise UserError(f"{data} holds {source.kind} rows (source {source.name}); scoring needs preference pairs")
+        raise UserError(
+            f"{data} holds {source.kind} rows (source {source.name}); scoring needs preference pairs"
+        )
     missing = [c for c in TOKEN_COLUMNS if c not in _schema(data).names]
     if missing:
         raise UserError(
@@ -147,7 +149,9 @@ def _check_model(path: str, *, role: str, oracle: bool) -> None:
     from .models.reward_head import HEAD_WEIGHTS, _find_head_file
 
     if _REMOTE.match(path):
-        raise UserError(f"{role} {path}: models load from a local folder or a hub id, not an object-store URI")
+        raise UserError(
+            f"{role} {path}: models load from a local folder or a hub id, not an object-store URI"
+        )
     local = Path(path)
     if local.exists():
         if not (local / "config.json").is_file():
@@ -218,7 +222,8 @@ class Scorer:
             self.dtype = getattr(torch, dtype)
         self.reduction = reduction
         self.oracles = [
-            PolicyWithRewardHead.from_pretrained(p, torch_dtype=self.dtype).to(self.device).freeze() for p in oracles
+            PolicyWithRewardHead.from_pretrained(p, torch_dtype=self.dtype).to(self.device).freeze()
+            for p in oracles
         ]
         self.reference = None
         if reference:
@@ -244,7 +249,9 @@ class Scorer:
                 f"token id {top} is outside the models' vocabulary ({self.vocab}): the dataset was "
                 "tokenized with a different tokenizer"
             )
-        collated = collate_pairs(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"], pad_id=self.pad_id)
+        collated = collate_pairs(
+            columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"], pad_id=self.pad_id
+        )
         collated = {k: v.to(self.device) for k, v in collated.items()}
         added: dict[str, Any] = {}
         with torch.inference_mode():
@@ -347,12 +354,16 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
         try:
             old = storage.read_json(scoring_path)
         except ValueError as err:
-            raise UserError(f"{scoring_path} is unreadable ({err}); pass --force or choose another --out") from err
+            raise UserError(
+                f"{scoring_path} is unreadable ({err}); pass --force or choose another --out"
+            ) from err
         diffs = _differences(old, request)
         if diffs:
             raise UserError(f"{out} was scored with {'; '.join(diffs)}; pass --force or choose another --out")
         if storage.exists(storage.join(out, "data")):
-            console.print(f"[bold]score[/] reused: {out} was already scored from the same inputs (--force rescores)")
+            console.print(
+                f"[bold]score[/] reused: {out} was already scored from the same inputs (--force rescores)"
+            )
             return {**old, "reused": True}
 
     import ray.data
@@ -442,7 +453,11 @@ def check_scored(
             f"{data_dir} lacks column(s) {', '.join(missing)} (scored with {k} oracle(s), {ref} a reference); "
             "rescore it with the needed --oracle/--reference"
         )
-    if reduction is not None and any(c.startswith("ref_") for c in needs) and provenance.get("reduction") != reduction:
+    if (
+        reduction is not None
+        and any(c.startswith("ref_") for c in needs)
+        and provenance.get("reduction") != reduction
+    ):
         raise UserError(
             f"{data_dir} holds {provenance.get('reduction')}-reduced reference log-probs, but this run uses "
             f"reduction={reduction}; rescore with --reduction {reduction}"

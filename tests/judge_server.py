@@ -27,7 +27,9 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-_CANDIDATES = re.compile(r"(?:Summary|Response) A:\n(?P<a>.*?)\n\n(?:Summary|Response) B:\n(?P<b>.*?)\n\nFIRST", re.S)
+_CANDIDATES = re.compile(
+    r"(?:Summary|Response) A:\n(?P<a>.*?)\n\n(?:Summary|Response) B:\n(?P<b>.*?)\n\nFIRST", re.S
+)
 
 
 class ScriptedJudge:
@@ -50,7 +52,9 @@ class ScriptedJudge:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                status, payload, headers, delay = judge.respond(self.path, body, self.headers.get("Authorization", ""))
+                status, payload, headers, delay = judge.respond(
+                    self.path, body, self.headers.get("Authorization", "")
+                )
                 if delay:
                     time.sleep(delay)
                 data = json.dumps(payload).encode()
@@ -99,15 +103,28 @@ class ScriptedJudge:
             nth = self.seen[prompt]
         status, payload, headers, delay = self._script(prompt, nth, authorization, body.get("model", ""))
         with self.lock:
-            self.log.append({"path": path, "status": status, "authorization": authorization,
-                             "model": body.get("model"), "nth": nth, "slow": bool(delay)})
+            self.log.append(
+                {
+                    "path": path,
+                    "status": status,
+                    "authorization": authorization,
+                    "model": body.get("model"),
+                    "nth": nth,
+                    "slow": bool(delay),
+                }
+            )
         return status, payload, headers, delay
 
     def _script(self, prompt: str, nth: int, authorization: str, model: str) -> tuple[int, dict, dict, float]:
         match = _CANDIDATES.search(prompt)
         first, second = (match.group("a"), match.group("b")) if match else ("", "")
         if "@400" in prompt:
-            return 400, _error(f"invalid request (Authorization: {authorization})", "invalid_request_error"), {}, 0
+            return (
+                400,
+                _error(f"invalid request (Authorization: {authorization})", "invalid_request_error"),
+                {},
+                0,
+            )
         if "@429" in prompt and nth == 1:
             return 429, _error("Rate limit reached", "rate_limit_error"), {"Retry-After": "0"}, 0
         if "@500" in prompt and nth == 1:
@@ -122,16 +139,25 @@ class ScriptedJudge:
             choice = "B" if good_second and not good_first else "A"
             scores = (0.8, 0.3) if choice == "A" else (0.3, 0.8)
             if "@BOLD" in prompt:
-                text = (f"**Comparison:** Summary {choice} is more precise.\n\n**Preferred:** **{choice}**\n"
-                        f"**Score for Summary A:** {scores[0]}\n**Score for Summary B:** {scores[1]}")
+                text = (
+                    f"**Comparison:** Summary {choice} is more precise.\n\n**Preferred:** **{choice}**\n"
+                    f"**Score for Summary A:** {scores[0]}\n**Score for Summary B:** {scores[1]}"
+                )
             else:
-                text = (f"Comparison: Summary {choice} is more precise and concise.\nPreferred: {choice}\n"
-                        f"Score for Summary A: {scores[0]}\nScore for Summary B: {scores[1]}")
+                text = (
+                    f"Comparison: Summary {choice} is more precise and concise.\nPreferred: {choice}\n"
+                    f"Score for Summary A: {scores[0]}\nScore for Summary B: {scores[1]}"
+                )
         usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": max(1, len(text) // 4)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         payload = {
-            "id": f"chatcmpl-{nth}", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "id": f"chatcmpl-{nth}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
             "usage": usage,
         }
         return 200, payload, {}, delay

@@ -65,8 +65,14 @@ def test_labelling_hits_the_requested_fractions(nondet: float, flip: float) -> N
     prompts = syn.make_prompts(n, rng)
     cands = [[syn.demonstration(p, rng) for _ in range(4)] for p in prompts]
     rewards = [[syn.true_reward(p, y) for y in ys] for p, ys in zip(prompts, cands)]
-    pairs = syn.label_pairs(rewards, nondeterministic=nondet, flip=flip, rng=np.random.default_rng(7),
-                            tie_eps=0.25, responses=cands)
+    pairs = syn.label_pairs(
+        rewards,
+        nondeterministic=nondet,
+        flip=flip,
+        rng=np.random.default_rng(7),
+        tie_eps=0.25,
+        responses=cands,
+    )
     assert len(pairs) == n
     assert sum(q.nondeterministic for q in pairs) == round(nondet * n)
     assert sum(q.flipped for q in pairs) == round(flip * n)
@@ -85,8 +91,14 @@ def test_labelling_hits_the_requested_fractions(nondet: float, flip: float) -> N
     agree = np.mean([(q.delta > 0) != q.flipped for q in det])
     assert agree > 0.8
     # Seeded: the same rng seed gives the same labels.
-    again = syn.label_pairs(rewards, nondeterministic=nondet, flip=flip, rng=np.random.default_rng(7),
-                            tie_eps=0.25, responses=cands)
+    again = syn.label_pairs(
+        rewards,
+        nondeterministic=nondet,
+        flip=flip,
+        rng=np.random.default_rng(7),
+        tie_eps=0.25,
+        responses=cands,
+    )
     assert again == pairs
 
 
@@ -103,8 +115,19 @@ def test_bench_quality_end_to_end(tmp_path, capsys) -> None:
     from drdo_ray.cli import main
 
     out = tmp_path / "bq"
-    sets = ["sft_rows=512", "sft_steps=300", "pairs=1024", "heldout_pairs=128", "eval_prompts=16",
-            "oracle_steps=64", "align_steps=8", "batch_size=32", "bootstrap=200", "candidates=2", "threads=2"]
+    sets = [
+        "sft_rows=512",
+        "sft_steps=300",
+        "pairs=1024",
+        "heldout_pairs=128",
+        "eval_prompts=16",
+        "oracle_steps=64",
+        "align_steps=8",
+        "batch_size=32",
+        "bootstrap=200",
+        "candidates=2",
+        "threads=2",
+    ]
     argv = ["bench", "quality", "--out", str(out), "--seeds", "1", "--fractions", "0.3"]
     for item in sets:
         argv += ["--set", item]

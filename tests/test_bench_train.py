@@ -12,9 +12,30 @@ from drdo_ray.cli import main
 
 
 def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
-    code = main(["bench", "train", "--model", str(tiny_model_dir), "--out", str(tmp_path), "--steps", "2",
-                 "--repeats", "2", "--pairs", "2", "--set", "warmup=1", "--set", "logps_chunk_sizes=[4]",
-                 "--set", "ray_overhead=false", "--set", "trl=false"])
+    code = main(
+        [
+            "bench",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "2",
+            "--repeats",
+            "2",
+            "--pairs",
+            "2",
+            "--set",
+            "warmup=1",
+            "--set",
+            "logps_chunk_sizes=[4]",
+            "--set",
+            "ray_overhead=false",
+            "--set",
+            "trl=false",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "bench_train.json").read_text())
     methods = report["methods"]
@@ -29,20 +50,42 @@ def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
     tokens = {m: r["tokens_per_s"] * r["step_s"] for m, r in methods.items()}
     assert tokens["sft"] == pytest.approx(tokens["drdo"]) == pytest.approx(report["tokens_per_step"])
     assert report["ratios"]["drdo_tokens_per_s_over_sft"] == pytest.approx(
-        methods["drdo"]["tokens_per_s"] / methods["sft"]["tokens_per_s"])
+        methods["drdo"]["tokens_per_s"] / methods["sft"]["tokens_per_s"]
+    )
     assert report["ray_overhead_ratio"] is None
 
 
 @pytest.mark.usefixtures("ray_session")
 def test_bench_train_ray_overhead(tiny_model_dir, tmp_path):
     """DRDO under Ray Train (1 worker, Ray Data feed) against the direct loop, same rows."""
-    code = main(["bench", "train", "--model", str(tiny_model_dir), "--out", str(tmp_path), "--steps", "3",
-                 "--repeats", "1", "--pairs", "2", "--set", "warmup=1", "--set", "methods=[drdo]",
-                 "--set", "trl=false"])
+    code = main(
+        [
+            "bench",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "3",
+            "--repeats",
+            "1",
+            "--pairs",
+            "2",
+            "--set",
+            "warmup=1",
+            "--set",
+            "methods=[drdo]",
+            "--set",
+            "trl=false",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "bench_train.json").read_text())
     assert len(report["ray_step_s_reps"]) == 1 and report["ray_step_s_reps"][0] > 0
-    assert report["ray_overhead_ratio"] == pytest.approx(report["ray_step_s_reps"][0] / report["methods"]["drdo"]["step_s"])
+    assert report["ray_overhead_ratio"] == pytest.approx(
+        report["ray_step_s_reps"][0] / report["methods"]["drdo"]["step_s"]
+    )
 
 
 def test_step_flops_by_hand():

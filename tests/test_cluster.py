@@ -185,7 +185,11 @@ def _wait(client, job: str, deadline: float):
     """The job's final status (succeeded, failed or stopped), polled until ``deadline``."""
     from ray.job_submission import JobStatus
 
-    while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+    while (status := client.get_job_status(job)) not in {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    }:
         assert time.monotonic() < deadline, f"job {job} still {status} at the deadline"
         time.sleep(2)
     return status

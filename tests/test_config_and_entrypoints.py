@@ -20,9 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_yaml_section_then_flags_then_set(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"data": {"source": "tldr", "input": "a", "out": "o", "max_length": 900}}))
-    cfg = load_config(PrepareConfig, config_file=str(path), section="data",
-                      flags={"input": "b", "max_length": None}, overrides=["max_length=2048", "tldr_split=hard"])
-    assert (cfg.source, cfg.input, cfg.out, cfg.max_length, cfg.tldr_split) == ("tldr", "b", "o", 2048, "hard")
+    cfg = load_config(
+        PrepareConfig,
+        config_file=str(path),
+        section="data",
+        flags={"input": "b", "max_length": None},
+        overrides=["max_length=2048", "tldr_split=hard"],
+    )
+    assert (cfg.source, cfg.input, cfg.out, cfg.max_length, cfg.tldr_split) == (
+        "tldr",
+        "b",
+        "o",
+        2048,
+        "hard",
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,8 +74,9 @@ def test_cluster_yaml_passes_ray_validation():
 
 def test_job_entry_point_runs_outside_the_package(tmp_path):
     # As `ray job submit --working-dir .` runs it: `python jobs/prepare.py` from the repo root.
-    result = subprocess.run([sys.executable, "jobs/prepare.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "jobs/prepare.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "--tldr-split" in result.stdout
 
@@ -85,8 +97,13 @@ def test_models_tiny_cli_writes_a_loadable_folder(tmp_path, capsys):
 def test_shipped_training_configs_validate(name, stage):
     from drdo_ray.config import TrainConfig
 
-    cfg = load_config(TrainConfig, config_file=str(ROOT / "configs" / name), section=stage, flags={"stage": stage},
-                      overrides=["loss=drdo"] if stage == "align" else [])
+    cfg = load_config(
+        TrainConfig,
+        config_file=str(ROOT / "configs" / name),
+        section=stage,
+        flags={"stage": stage},
+        overrides=["loss=drdo"] if stage == "align" else [],
+    )
     assert cfg.stage == stage and cfg.max_steps != 0
     if cfg.global_batch_size is not None:  # the paper's effective batch of 64
         assert cfg.micro_batch_size * cfg.grad_accum * cfg.num_workers == cfg.global_batch_size

@@ -27,7 +27,9 @@ def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, ca
         table = pq.read_table(tmp_path / "data" / name / "data")
         assert table.num_rows == stats[name]["rows_written"] > 0
         assert "prompt_ids" in table.column_names
-    easy = pq.read_table(tmp_path / "data" / "tldr_easy" / "data", columns=["difficulty"]).column(0).to_pylist()
+    easy = (
+        pq.read_table(tmp_path / "data" / "tldr_easy" / "data", columns=["difficulty"]).column(0).to_pylist()
+    )
     assert set(easy) == {"easy"}
 
     models = tmp_path / "models"

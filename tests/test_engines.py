@@ -41,8 +41,14 @@ def engine(tiny_model_dir) -> TransformersEngine:
 
 
 def test_sampling_params_are_checked() -> None:
-    for bad in ({"temperature": -0.1}, {"temperature": 2.5}, {"top_p": 0.0}, {"top_p": 1.5},
-                {"max_tokens": 0}, {"n": 0}):
+    for bad in (
+        {"temperature": -0.1},
+        {"temperature": 2.5},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"max_tokens": 0},
+        {"n": 0},
+    ):
         with pytest.raises(ValueError):
             SamplingParams(**bad)
     assert SamplingParams(stop="x").stop == ("x",)
@@ -68,24 +74,33 @@ def test_seeded_rows_do_not_depend_on_the_batch(engine) -> None:
     batched = engine.generate(PROMPTS, sampling)[1]  # other prompts, other padding
     again = engine.generate([PROMPTS[1]], sampling)[0]
     assert alone == batched == again
-    other = [engine.generate([PROMPTS[1]], SamplingParams(temperature=0.9, max_tokens=12, seed=s))[0][0].text
-             for s in (8, 9, 10)]
+    other = [
+        engine.generate([PROMPTS[1]], SamplingParams(temperature=0.9, max_tokens=12, seed=s))[0][0].text
+        for s in (8, 9, 10)
+    ]
     assert any(text != alone[0].text for text in other)
 
 
 def test_greedy_matches_hf_generate_and_tiny_top_p_is_greedy(engine) -> None:
     ids = engine.encode(PROMPTS[0])
     with torch.inference_mode():
-        ref = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                    do_sample=False, max_new_tokens=10, min_new_tokens=10,
-                                    pad_token_id=engine.pad_id)[0, len(ids):]
+        ref = engine.model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False,
+            max_new_tokens=10,
+            min_new_tokens=10,
+            pad_token_id=engine.pad_id,
+        )[0, len(ids) :]
     expected = engine.tokenizer.decode(ref, skip_special_tokens=True)
     # Batched with longer prompts: left padding must not change the greedy path.
-    greedy = engine.generate([PROMPTS[1], PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=10,
-                                                                      ignore_eos=True))[1][0]
+    greedy = engine.generate(
+        [PROMPTS[1], PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
+    )[1][0]
     assert greedy.text == expected and greedy.num_tokens == 10 and greedy.finish_reason == "length"
-    nucleus = engine.generate([PROMPTS[0]], SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=10,
-                                                           ignore_eos=True, seed=3))[0][0]
+    nucleus = engine.generate(
+        [PROMPTS[0]], SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=10, ignore_eos=True, seed=3)
+    )[0][0]
     assert nucleus.text == expected
 
 
@@ -101,7 +116,9 @@ def test_stop_strings_eos_ignore_eos_and_cancel(engine, monkeypatch) -> None:
     monkeypatch.setattr(engine, "eos_ids", {first_token})  # greedy's first token becomes EOS
     eos = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=12))[0][0]
     assert (eos.text, eos.num_tokens, eos.finish_reason) == ("", 1, "stop")
-    ignored = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))[0][0]
+    ignored = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))[
+        0
+    ][0]
     assert ignored.num_tokens == 12 and ignored.finish_reason == "length"
     monkeypatch.undo()
 
@@ -114,7 +131,9 @@ def test_stop_strings_eos_ignore_eos_and_cancel(engine, monkeypatch) -> None:
 def test_stream_deltas_add_up_and_cancel_stops(engine) -> None:
     sampling = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, n=2, seed=11, stop=("zz",))
     events: list[tuple[int, str, Completion | None]] = []
-    finals = engine.generate_stream(GenerationRequest(PROMPTS[2], sampling), lambda i, t, d: events.append((i, t, d)))
+    finals = engine.generate_stream(
+        GenerationRequest(PROMPTS[2], sampling), lambda i, t, d: events.append((i, t, d))
+    )
     plain = engine.generate([PROMPTS[2]], sampling)[0]
     assert sorted(finals, key=lambda c: c.text) == sorted(plain, key=lambda c: c.text)
     for index in (0, 1):
@@ -194,16 +213,26 @@ class FakeLLM:
     def get_tokenizer(self) -> Any:
         return self.tokenizer
 
-    def generate(self, prompts: list[Any], sampling_params: list[FakeSamplingParams], use_tqdm: bool = True) -> list[Any]:
+    def generate(
+        self, prompts: list[Any], sampling_params: list[FakeSamplingParams], use_tqdm: bool = True
+    ) -> list[Any]:
         self.calls.append((prompts, sampling_params))
         outs = []
         for prompt, params in zip(prompts, sampling_params):
             ids = prompt["prompt_token_ids"]
-            outs.append(FakeRequestOutput(ids, [
-                FakeCompletionOutput(f"{len(ids)}-{j}-{params.temperature}", list(range(params.max_tokens - j)),
-                                     "length" if j == 0 else ("stop" if j == 1 else None))
-                for j in range(params.n)
-            ]))
+            outs.append(
+                FakeRequestOutput(
+                    ids,
+                    [
+                        FakeCompletionOutput(
+                            f"{len(ids)}-{j}-{params.temperature}",
+                            list(range(params.max_tokens - j)),
+                            "length" if j == 0 else ("stop" if j == 1 else None),
+                        )
+                        for j in range(params.n)
+                    ],
+                )
+            )
         return outs
 
 
@@ -212,17 +241,24 @@ def test_vllm_adapter_contract(engine) -> None:
     vllm_engine = VLLMEngine("some/model", llm=fake, sampling_params_cls=FakeSamplingParams)
     assert isinstance(vllm_engine, Engine) and vllm_engine.name == "model"
     chat = format_prompt(engine.tokenizer, "hi", chat=True)
-    out = vllm_engine.generate([chat, [4, 5, 6]], SamplingParams(temperature=0.5, top_p=0.8, max_tokens=5, n=3,
-                                                                  seed=9, stop=("\n",)))
+    out = vllm_engine.generate(
+        [chat, [4, 5, 6]], SamplingParams(temperature=0.5, top_p=0.8, max_tokens=5, n=3, seed=9, stop=("\n",))
+    )
     prompts, params = fake.calls[0]
-    assert prompts == [{"prompt_token_ids": encode_prompt(engine.tokenizer, "hi", chat=True)},
-                       {"prompt_token_ids": [4, 5, 6]}]
+    assert prompts == [
+        {"prompt_token_ids": encode_prompt(engine.tokenizer, "hi", chat=True)},
+        {"prompt_token_ids": [4, 5, 6]},
+    ]
     assert params[0] == FakeSamplingParams(n=3, temperature=0.5, top_p=0.8, max_tokens=5, seed=9, stop=["\n"])
     assert [[c.finish_reason for c in choices] for choices in out] == [["length", "stop", "stop"]] * 2
     assert out[1][0] == Completion("3-0-0.5", 5, "length") and out[1][1].num_tokens == 4
     # Requests with different sampling share one llm.generate call (the server's batches).
-    vllm_engine.generate_requests([GenerationRequest("a", SamplingParams(temperature=0.1)),
-                                   GenerationRequest("b", SamplingParams(temperature=0.9, ignore_eos=True))])
+    vllm_engine.generate_requests(
+        [
+            GenerationRequest("a", SamplingParams(temperature=0.1)),
+            GenerationRequest("b", SamplingParams(temperature=0.9, ignore_eos=True)),
+        ]
+    )
     assert [p.temperature for p in fake.calls[1][1]] == [0.1, 0.9] and fake.calls[1][1][1].ignore_eos
 
 
@@ -239,18 +275,21 @@ def test_backend_choice(tiny_model_dir) -> None:
 # ---------------------------------------------------------------------- request checks
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": "m", "prompt": "x", "temperature": 2.1}, "temperature"),
-    ({"model": "m", "prompt": "x", "temperature": -1}, "temperature"),
-    ({"model": "m", "prompt": "x", "top_p": 0}, "top_p"),
-    ({"model": "m", "prompt": "x", "top_p": 1.01}, "top_p"),
-    ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
-    ({"model": "m", "prompt": "x", "n": 0}, "n"),
-    ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"model": "m", "prompt": 5}, "prompt"),
-    ({"prompt": "x"}, "model"),
-    ({"model": "m", "prompt": "x", "logprobs": 3}, None),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "m", "prompt": "x", "temperature": 2.1}, "temperature"),
+        ({"model": "m", "prompt": "x", "temperature": -1}, "temperature"),
+        ({"model": "m", "prompt": "x", "top_p": 0}, "top_p"),
+        ({"model": "m", "prompt": "x", "top_p": 1.01}, "top_p"),
+        ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"model": "m", "prompt": "x", "n": 0}, "n"),
+        ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": "m", "prompt": 5}, "prompt"),
+        ({"prompt": "x"}, "model"),
+        ({"model": "m", "prompt": "x", "logprobs": 3}, None),
+    ],
+)
 def test_bad_completion_requests(body: dict[str, Any], param: str | None) -> None:
     with pytest.raises(APIError) as info:
         parse_request(CompletionRequest, json.dumps(body).encode())
@@ -267,11 +306,22 @@ def test_request_parsing() -> None:
         assert info.value.status == 400 and info.value.code == "invalid_json"
     req = parse_request(CompletionRequest, b'{"model": "m", "prompt": [1, 2, 3], "stop": "x", "user": "u"}')
     assert req.prompts() == [[1, 2, 3]] and req.stop == ["x"]
-    chat = parse_request(ChatCompletionRequest, json.dumps({
-        "model": "m", "max_completion_tokens": 7,
-        "messages": [{"role": "developer", "content": "be brief"},
-                     {"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]}],
-    }).encode())
+    chat = parse_request(
+        ChatCompletionRequest,
+        json.dumps(
+            {
+                "model": "m",
+                "max_completion_tokens": 7,
+                "messages": [
+                    {"role": "developer", "content": "be brief"},
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
+                    },
+                ],
+            }
+        ).encode(),
+    )
     assert chat.max_tokens == 7
     assert chat.chat() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
     with pytest.raises(APIError):

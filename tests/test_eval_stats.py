@@ -26,7 +26,10 @@ def test_outcomes_and_ties_count_half():
     assert stats.outcomes_from_rewards([1.0, 1.05], [1.02, 1.0], tie_margin=0.03).tolist() == [0, 1]
     # A-vs-B and B-vs-A are complementary (ties half on both sides).
     a, b = np.array([3.0, 1.0, 2.0, 2.0, 5.0]), np.array([1.0, 1.0, 4.0, 2.0, 0.0])
-    assert stats.win_rate(stats.outcomes_from_rewards(a, b)) + stats.win_rate(stats.outcomes_from_rewards(b, a)) == 1
+    assert (
+        stats.win_rate(stats.outcomes_from_rewards(a, b)) + stats.win_rate(stats.outcomes_from_rewards(b, a))
+        == 1
+    )
     with pytest.raises(ValueError):
         stats.outcomes_from_rewards([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
@@ -70,8 +73,9 @@ def test_bootstrap_resamples_prompts_not_samples():
     assert (hi_c - lo_c) > 2 * (hi_s - lo_s)
     # With one sample per prompt, clusters change nothing.
     flat = per_prompt[::10]
-    assert stats.bootstrap_ci(flat, [f"p{i}" for i in range(20)], n_boot=300, seed=1, label="x") == \
-        stats.bootstrap_ci(flat, None, n_boot=300, seed=1, label="x")
+    assert stats.bootstrap_ci(
+        flat, [f"p{i}" for i in range(20)], n_boot=300, seed=1, label="x"
+    ) == stats.bootstrap_ci(flat, None, n_boot=300, seed=1, label="x")
 
 
 def test_group_intervals_do_not_depend_on_group_order():
@@ -79,8 +83,14 @@ def test_group_intervals_do_not_depend_on_group_order():
     temps = ["0.2", "0.7", "0.2", "0.7", "0.2", "0.7", "0.9", "0.9"]
     grouped = stats.by_group(outcomes, temps, n_boot=300, seed=0)
     assert list(grouped) == ["0.2", "0.7", "0.9"]
-    assert grouped["0.2"]["wins"] == 2 and grouped["0.2"]["ties"] == 1 and grouped["0.2"]["win_rate"] == pytest.approx(2.5 / 3)
-    only_07 = stats.by_group([o for o, t in zip(outcomes, temps) if t == "0.7"], ["0.7"] * 3, n_boot=300, seed=0)
+    assert (
+        grouped["0.2"]["wins"] == 2
+        and grouped["0.2"]["ties"] == 1
+        and grouped["0.2"]["win_rate"] == pytest.approx(2.5 / 3)
+    )
+    only_07 = stats.by_group(
+        [o for o, t in zip(outcomes, temps) if t == "0.7"], ["0.7"] * 3, n_boot=300, seed=0
+    )
     assert only_07["0.7"] == grouped["0.7"]
 
 
@@ -89,7 +99,11 @@ def test_length_bins_hand_computed():
     lengths = [0, 49, 50, 120, 149, 150]
     bins = stats.length_bins(outcomes, lengths, width=50, n_boot=100)
     assert [(b["label"], b["n"], b["win_rate"]) for b in bins] == [
-        ("0-49", 2, 0.5), ("50-99", 1, 1.0), ("100-149", 2, 0.25), ("150-199", 1, 1.0)]
+        ("0-49", 2, 0.5),
+        ("50-99", 1, 1.0),
+        ("100-149", 2, 0.25),
+        ("150-199", 1, 1.0),
+    ]
     assert stats.length_bin(149) == 100 and stats.length_bin(150, 75) == 150
     with pytest.raises(ValueError):
         stats.length_bins([1], [1, 2])
@@ -98,7 +112,11 @@ def test_length_bins_hand_computed():
 def test_formatting():
     assert stats.fmt_rate(0.6161, [0.58, 0.65]) == "61.6% [58.0, 65.0]"
     assert stats.fmt_rate(None) == "-" and stats.fmt_ci(None) == "-"
-    assert stats.temperature_key(0.7) == "0.7" and stats.temperature_key(1.0) == "1" and stats.temperature_key(None) == "greedy"
+    assert (
+        stats.temperature_key(0.7) == "0.7"
+        and stats.temperature_key(1.0) == "1"
+        and stats.temperature_key(None) == "greedy"
+    )
 
 
 # ------------------------------------------------------------------------- pairing
@@ -112,12 +130,21 @@ def _set(name: str, rows: list[tuple]) -> SampleSet:
 
 
 def test_pairing_with_unequal_sample_counts_and_references():
-    a = _set("a", [("p1", 0.7, 0, "a10", "ref1"), ("p1", 0.7, 1, "a11", "ref1"), ("p1", 0.7, 2, "a12", "ref1"),
-                   ("p2", 0.7, 0, "a20", None)])
+    a = _set(
+        "a",
+        [
+            ("p1", 0.7, 0, "a10", "ref1"),
+            ("p1", 0.7, 1, "a11", "ref1"),
+            ("p1", 0.7, 2, "a12", "ref1"),
+            ("p2", 0.7, 0, "a20", None),
+        ],
+    )
     b = _set("b", [("p1", 0.7, 0, "b10", "ref1"), ("p1", 0.7, 1, "b11", "ref1"), ("p3", 0.7, 0, "b30", None)])
     pairing = pair(a, b)
     assert pairing.pairs[["prompt_id", "sample_idx", "text_a", "text_b"]].values.tolist() == [
-        ["p1", 0, "a10", "b10"], ["p1", 1, "a11", "b11"]]
+        ["p1", 0, "a10", "b10"],
+        ["p1", 1, "a11", "b11"],
+    ]
     assert (pairing.unpaired_a, pairing.unpaired_b) == (2, 1)
     ref = pair(a, reference_set(a))
     assert ref.pairs["text_b"].tolist() == ["ref1", "ref1", "ref1"] and ref.unpaired_a == 1
@@ -130,19 +157,23 @@ def test_pairing_with_unequal_sample_counts_and_references():
 
 
 def test_compute_winrate_hand_computed():
-    pairs = pd.DataFrame({
-        "prompt_id": ["p1", "p1", "p2", "p3", "p1", "p2"],
-        "temperature": [0.2, 0.2, 0.2, 0.2, 0.7, 0.7],
-        "sample_idx": [0, 1, 0, 0, 0, 0],
-        "reward_a": [1.0, 0.5, 2.0, 1.0, 3.0, 0.0],
-        "reward_b": [0.0, 0.5, 1.0, 2.0, 1.0, 1.0],
-        "reward_ref": [0.5, 0.5, np.nan, 0.0, 0.5, np.nan],
-    })
+    pairs = pd.DataFrame(
+        {
+            "prompt_id": ["p1", "p1", "p2", "p3", "p1", "p2"],
+            "temperature": [0.2, 0.2, 0.2, 0.2, 0.7, 0.7],
+            "sample_idx": [0, 1, 0, 0, 0, 0],
+            "reward_a": [1.0, 0.5, 2.0, 1.0, 3.0, 0.0],
+            "reward_b": [0.0, 0.5, 1.0, 2.0, 1.0, 1.0],
+            "reward_ref": [0.5, 0.5, np.nan, 0.0, 0.5, np.nan],
+        }
+    )
     result = compute_winrate(pairs, n_boot=200, seed=0)
     assert pairs["outcome"].tolist() == ["win", "tie", "win", "loss", "win", "loss"]
     assert (result["wins"], result["ties"], result["losses"]) == (3, 1, 2)
     assert result["win_rate"] == pytest.approx(3.5 / 6)
-    assert result["mean_reward_a"] == pytest.approx(7.5 / 6) and result["mean_reward_b"] == pytest.approx(5.5 / 6)
+    assert result["mean_reward_a"] == pytest.approx(7.5 / 6) and result["mean_reward_b"] == pytest.approx(
+        5.5 / 6
+    )
     adv = result["reward_advantage"]
     assert adv["n"] == 4 and adv["a"]["mean"] == pytest.approx((0.5 + 0 + 1 + 2.5) / 4)
     assert adv["b"]["mean"] == pytest.approx((-0.5 + 0 + 2 + 0.5) / 4)
@@ -155,10 +186,22 @@ def test_compute_winrate_hand_computed():
 def test_load_samples_validates(tmp_path):
     gen = tmp_path / "gen"
     gen.mkdir()
-    row = {"prompt_id": 1, "prompt": "p", "chat": False, "reference": "", "model": "m", "temperature": 0.70000001,
-           "sample_idx": 0, "text": None, "num_tokens": 0, "finish_reason": "stop"}
+    row = {
+        "prompt_id": 1,
+        "prompt": "p",
+        "chat": False,
+        "reference": "",
+        "model": "m",
+        "temperature": 0.70000001,
+        "sample_idx": 0,
+        "text": None,
+        "num_tokens": 0,
+        "finish_reason": "stop",
+    }
     (gen / "samples.jsonl").write_text(json.dumps(row) + "\n")
-    (gen / "generation.json").write_text(json.dumps({"model": "/runs/models/align-drdo/", "temperatures": [0.7]}))
+    (gen / "generation.json").write_text(
+        json.dumps({"model": "/runs/models/align-drdo/", "temperatures": [0.7]})
+    )
     loaded = load_samples(str(gen))
     assert loaded.name == "align-drdo"
     r = loaded.rows.iloc[0]

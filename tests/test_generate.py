@@ -37,15 +37,38 @@ def prompts(tmp_path_factory, ray_session) -> dict[str, Path]:
     cnndm = sample_path(SOURCES["cnn_dailymail"]).read_text().splitlines()[:4]
     (root / "cnndm.jsonl").write_text("\n".join(cnndm) + "\n")
     quiet = Console(file=io.StringIO())
-    prepare(PrepareConfig(source="alpaca_eval", input=str(root / "alpaca.json"), out=str(root / "alpaca")), quiet)
-    prepare(PrepareConfig(source="cnn_dailymail", input=str(root / "cnndm.jsonl"), out=str(root / "cnndm")), quiet)
+    prepare(
+        PrepareConfig(source="alpaca_eval", input=str(root / "alpaca.json"), out=str(root / "alpaca")), quiet
+    )
+    prepare(
+        PrepareConfig(source="cnn_dailymail", input=str(root / "cnndm.jsonl"), out=str(root / "cnndm")), quiet
+    )
     return {"root": root, "alpaca": root / "alpaca", "cnndm": root / "cnndm"}
 
 
 def _argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["generate", "--model", str(model), "--prompts", str(data), "--out", str(out),
-            "--temperatures", ",".join(map(str, TEMPS)), "--top-p", "0.8", "--max-new-tokens", str(MAX_NEW),
-            "--samples-per-prompt", "2", "--seed", "7", "--limit", "3", *extra]
+    return [
+        "generate",
+        "--model",
+        str(model),
+        "--prompts",
+        str(data),
+        "--out",
+        str(out),
+        "--temperatures",
+        ",".join(map(str, TEMPS)),
+        "--top-p",
+        "0.8",
+        "--max-new-tokens",
+        str(MAX_NEW),
+        "--samples-per-prompt",
+        "2",
+        "--seed",
+        "7",
+        "--limit",
+        "3",
+        *extra,
+    ]
 
 
 def _rows(out: Path) -> list[dict[str, Any]]:
@@ -78,8 +101,19 @@ def test_every_prompt_temperature_and_sample(first_run, prompts, tiny_model_dir)
     # The two samples of a prompt at a temperature differ (their seeds do).
     assert any(a["text"] != b["text"] for a, b in zip(rows[::2], rows[1::2]))
     meta = json.loads((first_run / "generation.json").read_text())
-    for key in ("model", "backend", "temperatures", "top_p", "max_new_tokens", "samples_per_prompt", "seed",
-                "prompts", "rows", "elapsed_s", "tokens_per_s"):
+    for key in (
+        "model",
+        "backend",
+        "temperatures",
+        "top_p",
+        "max_new_tokens",
+        "samples_per_prompt",
+        "seed",
+        "prompts",
+        "rows",
+        "elapsed_s",
+        "tokens_per_s",
+    ):
         assert key in meta
     assert meta["backend"] == "transformers" and meta["rows"] == len(rows) and meta["temperatures"] == TEMPS
     assert meta["tokens"] == sum(r["num_tokens"] for r in rows)
@@ -91,8 +125,9 @@ def test_each_sample_is_the_engine_output_for_its_row_seed(first_run, tiny_model
     for r in _rows(first_run)[:4]:
         ids = encode_prompt(engine.tokenizer, r["prompt"], chat=r["chat"])
         seed = mix_seed(7, r["prompt_id"], repr(r["temperature"]), r["sample_idx"])
-        (c,) = engine.generate([ids], SamplingParams(temperature=r["temperature"], top_p=0.8, max_tokens=MAX_NEW,
-                                                     seed=seed))[0]
+        (c,) = engine.generate(
+            [ids], SamplingParams(temperature=r["temperature"], top_p=0.8, max_tokens=MAX_NEW, seed=seed)
+        )[0]
         assert (c.text, c.num_tokens, c.finish_reason) == (r["text"], r["num_tokens"], r["finish_reason"])
 
 
@@ -101,7 +136,9 @@ def test_same_seed_same_samples_whatever_the_batching(first_run, prompts, tiny_m
     assert main(_argv(tiny_model_dir, prompts["alpaca"], again, "--batch-size", "16")) == 0
     assert (again / "samples.jsonl").read_bytes() == (first_run / "samples.jsonl").read_bytes()
     other = prompts["root"] / "run3"
-    assert main(_argv(tiny_model_dir, prompts["alpaca"], other, "--batch-size", "5", "--num-actors", "2")) == 0
+    assert (
+        main(_argv(tiny_model_dir, prompts["alpaca"], other, "--batch-size", "5", "--num-actors", "2")) == 0
+    )
     assert _rows(other) == _rows(first_run)
 
 
@@ -129,15 +166,18 @@ def test_parquet_output_for_text_prompts(prompts, tiny_model_dir) -> None:
     assert all(r["reference"] for r in rows) and not (out / "samples.jsonl").exists()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"--prompts": "/nonexistent/prompts"}, "does not exist"),
-    ({"--temperatures": "0.2,3"}, "temperatures"),
-    ({"--temperatures": ""}, "temperatures"),
-    ({"--temperatures": "0.2,hot"}, "temperatures"),
-    ({"--top-p": "0"}, "top_p"),
-    ({"--model": "/nonexistent/model"}, "does not exist"),
-    ({"--backend": "http"}, "endpoint"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--prompts": "/nonexistent/prompts"}, "does not exist"),
+        ({"--temperatures": "0.2,3"}, "temperatures"),
+        ({"--temperatures": ""}, "temperatures"),
+        ({"--temperatures": "0.2,hot"}, "temperatures"),
+        ({"--top-p": "0"}, "top_p"),
+        ({"--model": "/nonexistent/model"}, "does not exist"),
+        ({"--backend": "http"}, "endpoint"),
+    ],
+)
 def test_bad_input_is_one_line(change, message, prompts, tiny_model_dir, tmp_path, capsys) -> None:
     argv = _argv(tiny_model_dir, prompts["alpaca"], tmp_path / "out")
     for flag, value in change.items():

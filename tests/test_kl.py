@@ -31,13 +31,27 @@ def models(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "policy")
     gen = root / "gen"
     gen.mkdir()
-    rows = [{"prompt_id": f"p{i}", "prompt": f"Question {i}: tell me something.", "chat": i == 2, "reference": None,
-             "model": str(root / "policy"), "temperature": t, "sample_idx": 0, "text": text, "num_tokens": 5,
-             "finish_reason": "length" if i == 1 else "stop"}
-            for i, text in enumerate(TEXTS) for t in (0.7, 0.9)]
+    rows = [
+        {
+            "prompt_id": f"p{i}",
+            "prompt": f"Question {i}: tell me something.",
+            "chat": i == 2,
+            "reference": None,
+            "model": str(root / "policy"),
+            "temperature": t,
+            "sample_idx": 0,
+            "text": text,
+            "num_tokens": 5,
+            "finish_reason": "length" if i == 1 else "stop",
+        }
+        for i, text in enumerate(TEXTS)
+        for t in (0.7, 0.9)
+    ]
     rows.append({**rows[0], "prompt_id": "empty", "text": "", "finish_reason": "length"})  # nothing sampled
     (gen / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (gen / "generation.json").write_text(json.dumps({"model": str(root / "policy"), "temperatures": [0.7, 0.9]}))
+    (gen / "generation.json").write_text(
+        json.dumps({"model": str(root / "policy"), "temperatures": [0.7, 0.9]})
+    )
     return {"root": root, "reference": tiny_model_dir, "policy": root / "policy", "gen": gen}
 
 
@@ -47,7 +61,9 @@ def _encode(path: Path, finish: list[str | None]):
     from drdo_ray.data.tokenize import encode_prompt
 
     tok = AutoTokenizer.from_pretrained(path)
-    prompts = [encode_prompt(tok, f"Question {i}: tell me something.", chat=i == 2) for i in range(len(TEXTS))]
+    prompts = [
+        encode_prompt(tok, f"Question {i}: tell me something.", chat=i == 2) for i in range(len(TEXTS))
+    ]
     responses = [response_ids_for_kl(tok, t, f) for t, f in zip(TEXTS, finish)]
     return tok, prompts, responses
 
@@ -79,9 +95,26 @@ def test_kl_zero_for_identical_positive_otherwise_and_matches_brute_force(models
 
 def test_kl_cli_on_ray(models, ray_session):
     out = models["root"] / "eval-kl"
-    argv = ["eval", "kl", "--policy", str(models["policy"]), "--reference", str(models["reference"]),
-            "--samples", str(models["gen"]), "--out", str(out), "--label", "DRDO (γ=2)", "--step", "100",
-            "--batch-size", "3", "--set", "num_gpus_per_actor=0"]
+    argv = [
+        "eval",
+        "kl",
+        "--policy",
+        str(models["policy"]),
+        "--reference",
+        str(models["reference"]),
+        "--samples",
+        str(models["gen"]),
+        "--out",
+        str(out),
+        "--label",
+        "DRDO (γ=2)",
+        "--step",
+        "100",
+        "--batch-size",
+        "3",
+        "--set",
+        "num_gpus_per_actor=0",
+    ]
     assert main(argv) == 0
     result = json.loads((out / "kl.json").read_text())
     assert result["label"] == "DRDO (γ=2)" and result["step"] == 100
@@ -89,23 +122,51 @@ def test_kl_cli_on_ray(models, ray_session):
     assert result["kl"] > 0 and result["kl_token_weighted"] > 0
     assert set(result["by_temperature"]) == {"0.7", "0.9"}
     # Same text at both temperatures: the same KL.
-    assert result["by_temperature"]["0.7"]["kl"] == pytest.approx(result["by_temperature"]["0.9"]["kl"], rel=1e-5)
+    assert result["by_temperature"]["0.7"]["kl"] == pytest.approx(
+        result["by_temperature"]["0.9"]["kl"], rel=1e-5
+    )
     per_sample = [json.loads(x) for x in (out / "kl_samples.jsonl").read_text().splitlines()]
     assert len(per_sample) == 7 and per_sample[-1]["tokens"] == 0 and per_sample[-1]["kl"] is None
     assert result["kl"] == pytest.approx(sum(s["kl"] for s in per_sample[:-1]) / 6)
 
     # The SFT model against itself, loaded twice by the actor: exactly zero.
     same = models["root"] / "eval-kl-same"
-    assert main(["eval", "kl", "--policy", str(models["reference"]), "--reference", str(models["reference"]),
-                 "--samples", str(models["gen"]), "--out", str(same), "--temperature", "0.7",
-                 "--set", "num_gpus_per_actor=0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "kl",
+                "--policy",
+                str(models["reference"]),
+                "--reference",
+                str(models["reference"]),
+                "--samples",
+                str(models["gen"]),
+                "--out",
+                str(same),
+                "--temperature",
+                "0.7",
+                "--set",
+                "num_gpus_per_actor=0",
+            ]
+        )
+        == 0
+    )
     zero = json.loads((same / "kl.json").read_text())
     assert zero["kl"] == 0.0 and zero["kl_sampled"] == 0.0 and zero["n_samples"] == 3
 
 
 def test_kl_bad_inputs_are_one_line_errors(models, capsys):
-    base = ["eval", "kl", "--policy", str(models["policy"]), "--reference", str(models["reference"]),
-            "--out", str(models["root"] / "bad")]
+    base = [
+        "eval",
+        "kl",
+        "--policy",
+        str(models["policy"]),
+        "--reference",
+        str(models["reference"]),
+        "--out",
+        str(models["root"] / "bad"),
+    ]
     assert main([*base, "--samples", str(models["gen"]), "--temperature", "0.2"]) == 2
     assert "no samples at temperature 0.2" in capsys.readouterr().err
     assert main([*base, "--samples", str(models["root"] / "nope")]) == 2

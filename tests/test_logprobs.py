@@ -204,11 +204,26 @@ def _tiny_lm(arch: str):
 
     torch.manual_seed(0)
     if arch == "llama":
-        config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False)
+        config = LlamaConfig(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            tie_word_embeddings=False,
+        )
     else:  # OPT-350m-style: hidden 32 projected to 16 before the (tied) LM head
-        config = OPTConfig(vocab_size=97, hidden_size=32, ffn_dim=64, word_embed_proj_dim=16, num_hidden_layers=2,
-                           num_attention_heads=4, dropout=0.0, pad_token_id=0)
+        config = OPTConfig(
+            vocab_size=97,
+            hidden_size=32,
+            ffn_dim=64,
+            word_embed_proj_dim=16,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            dropout=0.0,
+            pad_token_id=0,
+        )
     return AutoModelForCausalLM.from_config(config).train()
 
 
@@ -219,7 +234,9 @@ def test_chunked_logps_equal_full_logits_values_and_gradients(arch: str, with_he
     rewards and parameter gradients as the full-logits path, for a chunk that splits rows."""
     lm = _tiny_lm(arch)
     model = PolicyWithRewardHead(lm).train() if with_head else lm
-    batch = collate_pairs([[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [[15, 16], [17, 18, 19, 20, 21]], pad_id=0)
+    batch = collate_pairs(
+        [[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14]], [[15, 16], [17, 18, 19, 20, 21]], pad_id=0
+    )
     results = []
     for chunk in (None, 3):
         model.zero_grad()

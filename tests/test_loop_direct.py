@@ -44,8 +44,10 @@ def batches(tiny_model_dir):
         "prompt_ids": [encode_prompt(tok, p, chat=True) for p, _, _ in PAIRS],
         "chosen_ids": [encode_response(tok, c) for _, c, _ in PAIRS],
         "rejected_ids": [encode_response(tok, r) for _, _, r in PAIRS],
-        "oracle_chosen": rng.normal(1.0, 0.1, 4), "oracle_rejected": rng.normal(-1.0, 0.1, 4),
-        "ref_chosen_logps": rng.normal(-30, 1, 4), "ref_rejected_logps": rng.normal(-40, 1, 4),
+        "oracle_chosen": rng.normal(1.0, 0.1, 4),
+        "oracle_rejected": rng.normal(-1.0, 0.1, 4),
+        "ref_chosen_logps": rng.normal(-30, 1, 4),
+        "ref_rejected_logps": rng.normal(-40, 1, 4),
         **{f"oracle_chosen_{k}": rng.normal(1.0, 0.1, 4) for k in range(3)},
         **{f"oracle_rejected_{k}": rng.normal(-1.0, 0.1, 4) for k in range(3)},
     }
@@ -53,16 +55,29 @@ def batches(tiny_model_dir):
 
 
 EXTRA = {
-    "drdo": ("oracle_chosen", "oracle_rejected"), "drdo_minus_c": ("oracle_chosen", "oracle_rejected"),
-    "drdo_minus_r": (), "dpo": ("ref_chosen_logps", "ref_rejected_logps"),
-    "dpo_plus_c": ("ref_chosen_logps", "ref_rejected_logps"), "ipo": ("ref_chosen_logps", "ref_rejected_logps"),
+    "drdo": ("oracle_chosen", "oracle_rejected"),
+    "drdo_minus_c": ("oracle_chosen", "oracle_rejected"),
+    "drdo_minus_r": (),
+    "dpo": ("ref_chosen_logps", "ref_rejected_logps"),
+    "dpo_plus_c": ("ref_chosen_logps", "ref_rejected_logps"),
+    "ipo": ("ref_chosen_logps", "ref_rejected_logps"),
     "edpo": ("ref_chosen_logps", "ref_rejected_logps", "oracle_chosen", "oracle_rejected"),
 }
 
 
 def _cfg(tiny_model_dir, **kw) -> TrainConfig:
-    base = dict(stage="align", model=str(tiny_model_dir), data="unused", run_dir="unused", micro_batch_size=2,
-                num_workers=1, max_steps=4, lr=5e-3, weight_decay=0.0, checkpoint_every=2)
+    base = dict(
+        stage="align",
+        model=str(tiny_model_dir),
+        data="unused",
+        run_dir="unused",
+        micro_batch_size=2,
+        num_workers=1,
+        max_steps=4,
+        lr=5e-3,
+        weight_decay=0.0,
+        checkpoint_every=2,
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -70,13 +85,20 @@ def _cfg(tiny_model_dir, **kw) -> TrainConfig:
 def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_path, loss):
     columns, pad = batches
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA[loss], ensemble=3 if loss == "edpo" else 0)
-    feed = [collate({k: v[i:i + 2] for k, v in columns.items()}) for i in (0, 2)]
+    feed = [collate({k: v[i : i + 2] for k, v in columns.items()}) for i in (0, 2)]
     cfg = _cfg(tiny_model_dir, loss=loss)
     before = {k: v.clone() for k, v in load_model(cfg).state_dict().items()}
     exported = {}
     sink = Collect()
-    final = run(cfg, batches=lambda epoch: feed, num_rows=4, world=World(), reporter=sink, metrics_dir=tmp_path,
-                export=lambda model, engine: exported.update(model.state_dict()))
+    final = run(
+        cfg,
+        batches=lambda epoch: feed,
+        num_rows=4,
+        world=World(),
+        reporter=sink,
+        metrics_dir=tmp_path,
+        export=lambda model, engine: exported.update(model.state_dict()),
+    )
     assert (final["status"], final["global_step"], final["consumed_samples"]) == ("finished", 4, 8)
     assert np.isfinite(final["loss"])
     changed = [k for k in before if not torch.equal(before[k], exported[k])]
@@ -93,11 +115,17 @@ def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_pat
 def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir, tmp_path):
     columns, pad = batches
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
-    feed = [collate({k: v[i:i + 2] for k, v in columns.items()}) for i in (0, 2)]
+    feed = [collate({k: v[i : i + 2] for k, v in columns.items()}) for i in (0, 2)]
     cfg = _cfg(tiny_model_dir, loss="drdo", shuffle=False)
     full: dict = {}
-    run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=Collect(),
-        export=lambda m, e: full.update({k: v.clone() for k, v in m.state_dict().items()}))
+    run(
+        cfg,
+        batches=lambda e: feed,
+        num_rows=4,
+        world=World(),
+        reporter=Collect(),
+        export=lambda m, e: full.update({k: v.clone() for k, v in m.state_dict().items()}),
+    )
 
     class StopAtCheckpoint(Collect):
         def report(self, metrics, checkpoint_dir):
@@ -110,15 +138,24 @@ def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir
     with pytest.raises(KeyboardInterrupt):
         run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=StopAtCheckpoint())
     resumed: dict = {}
-    final = run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=Collect(),
-                restore_dir=tmp_path / "ckpt", export=lambda m, e: resumed.update(m.state_dict()))
+    final = run(
+        cfg,
+        batches=lambda e: feed,
+        num_rows=4,
+        world=World(),
+        reporter=Collect(),
+        restore_dir=tmp_path / "ckpt",
+        export=lambda m, e: resumed.update(m.state_dict()),
+    )
     assert (final["global_step"], final["consumed_samples"]) == (4, 8)
     for name, value in full.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("stage,loss", [("sft", None), ("align", "drdo")])
-def test_load_model_gives_float32_masters_from_a_half_precision_checkpoint(tiny_model_dir, tmp_path, stage, loss):
+def test_load_model_gives_float32_masters_from_a_half_precision_checkpoint(
+    tiny_model_dir, tmp_path, stage, loss
+):
     """transformers 5 loads a checkpoint in its saved dtype ("auto"): a float16 hub model would
     otherwise train in float16 under the plain torch engine."""
     from transformers import AutoModelForCausalLM

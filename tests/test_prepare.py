@@ -18,10 +18,23 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 def _tldr(i: int, *, confidence: int | None, chosen: str, rejected: str, batch: str = "batch3") -> dict:
     return {
-        "info": {"id": f"p{i}", "post": f"post {i} about my dog" + " and my cat" * i, "title": f"title {i}", "subreddit": "dogs",
-                 "site": None, "article": None},
-        "summaries": [{"text": chosen, "policy": "a", "note": None}, {"text": rejected, "policy": "b", "note": None}],
-        "choice": 0, "worker": "w", "batch": batch, "split": "train", "extra": {"confidence": confidence},
+        "info": {
+            "id": f"p{i}",
+            "post": f"post {i} about my dog" + " and my cat" * i,
+            "title": f"title {i}",
+            "subreddit": "dogs",
+            "site": None,
+            "article": None,
+        },
+        "summaries": [
+            {"text": chosen, "policy": "a", "note": None},
+            {"text": rejected, "policy": "b", "note": None},
+        ],
+        "choice": 0,
+        "worker": "w",
+        "batch": batch,
+        "split": "train",
+        "extra": {"confidence": confidence},
     }
 
 
@@ -58,21 +71,37 @@ def test_messy_input_is_quarantined_and_counted(ray_session, messy_tldr, tmp_pat
     stats = json.loads((out / "stats.json").read_text())
     assert (stats["rows_read"], stats["rows_valid"], stats["rows_rejected"]) == (10, 4, 6)
     assert stats["rejected_by_reason"] == {
-        "excluded_cnndm_batch": 1, "identical_responses": 1, "invalid_choice": 1,
-        "invalid_json": 1, "invalid_utf8": 1, "missing_field": 1,
+        "excluded_cnndm_batch": 1,
+        "identical_responses": 1,
+        "invalid_choice": 1,
+        "invalid_json": 1,
+        "invalid_utf8": 1,
+        "missing_field": 1,
     }
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert sorted(r["origin"] for r in rejects) == sorted(f"tldr.jsonl:{n}" for n in range(5, 11))
     assert all(r["raw"] for r in rejects)
     table = pq.read_table(out / "data")
     assert sorted(i.rsplit("-", 1)[0] for i in table["id"].to_pylist()) == [f"tldr-p{i}" for i in range(4)]
-    assert {"id", "source", "prompt", "chosen", "rejected", "confidence", "split", "difficulty"} <= set(table.column_names)
+    assert {"id", "source", "prompt", "chosen", "rejected", "confidence", "split", "difficulty"} <= set(
+        table.column_names
+    )
 
 
 def test_tldr_easy_split_with_tokenizer(ray_session, messy_tldr, tmp_path, tiny_model_dir):
     out = tmp_path / "easy"
-    code = _run("--source", "tldr", "--input", str(messy_tldr), "--out", str(out), "--tldr-split", "easy",
-                "--tokenizer", str(tiny_model_dir))
+    code = _run(
+        "--source",
+        "tldr",
+        "--input",
+        str(messy_tldr),
+        "--out",
+        str(out),
+        "--tldr-split",
+        "easy",
+        "--tokenizer",
+        str(tiny_model_dir),
+    )
     assert code == 0
     stats = json.loads((out / "stats.json").read_text())
     tldr = stats["tldr"]
@@ -93,26 +122,58 @@ def test_length_filter_rejects_long_rows(ray_session, messy_tldr, tmp_path, tiny
     from drdo_ray.data.tokenize import encode_prompt, encode_response
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    good = [SOURCES["tldr"].normalize(json.loads(line), None) for line in messy_tldr.read_bytes().splitlines()[:4]]
+    good = [
+        SOURCES["tldr"].normalize(json.loads(line), None) for line in messy_tldr.read_bytes().splitlines()[:4]
+    ]
     prompt_lens = sorted(len(encode_prompt(tok, r["prompt"], chat=False)) for r in good)
     totals = sorted(
-        len(encode_prompt(tok, r["prompt"], chat=False)) + max(len(encode_response(tok, r["chosen"])),
-                                                                len(encode_response(tok, r["rejected"])))
+        len(encode_prompt(tok, r["prompt"], chat=False))
+        + max(len(encode_response(tok, r["chosen"])), len(encode_response(tok, r["rejected"])))
         for r in good
     )
     # A prompt cap between the prompt lengths rejects exactly the rows whose prompt exceeds it.
     assert prompt_lens[0] < prompt_lens[-1]
     cap = prompt_lens[1]
     out = tmp_path / "capped"
-    assert _run("--source", "tldr", "--input", str(messy_tldr), "--out", str(out), "--tokenizer", str(tiny_model_dir),
-                "--set", f"max_prompt_length={cap}", "--set", f"max_length={totals[-1] + 100}") == 0
+    assert (
+        _run(
+            "--source",
+            "tldr",
+            "--input",
+            str(messy_tldr),
+            "--out",
+            str(out),
+            "--tokenizer",
+            str(tiny_model_dir),
+            "--set",
+            f"max_prompt_length={cap}",
+            "--set",
+            f"max_length={totals[-1] + 100}",
+        )
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rejected_by_reason"]["prompt_too_long"] == sum(n > cap for n in prompt_lens)
     # A total cap under the longest row rejects the rows that exceed it, as too_long.
     limit = totals[-1] - 1
     out = tmp_path / "short"
-    assert _run("--source", "tldr", "--input", str(messy_tldr), "--out", str(out), "--tokenizer", str(tiny_model_dir),
-                "--max-prompt-length", str(prompt_lens[-1]), "--max-length", str(limit)) == 0
+    assert (
+        _run(
+            "--source",
+            "tldr",
+            "--input",
+            str(messy_tldr),
+            "--out",
+            str(out),
+            "--tokenizer",
+            str(tiny_model_dir),
+            "--max-prompt-length",
+            str(prompt_lens[-1]),
+            "--max-length",
+            str(limit),
+        )
+        == 0
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rejected_by_reason"]["too_long"] == sum(n > limit for n in totals) >= 1
     assert stats["rows_valid"] + stats["rows_rejected"] == stats["rows_read"] == 10
@@ -123,12 +184,24 @@ def test_length_filter_rejects_long_rows(ray_session, messy_tldr, tmp_path, tiny
 def test_parquet_input(ray_session, tmp_path):
     msgs = lambda a: [{"content": "q?", "role": "user"}, {"content": a, "role": "assistant"}]  # noqa: E731
     rows = [
-        {"prompt": f"q{i}?", "prompt_id": f"{i:064x}", "chosen": msgs(f"good {i}"), "rejected": msgs(f"bad {i}"),
-         "messages": msgs(f"good {i}"), "score_chosen": 8.0, "score_rejected": 8.0 if i % 2 else 3.0}
+        {
+            "prompt": f"q{i}?",
+            "prompt_id": f"{i:064x}",
+            "chosen": msgs(f"good {i}"),
+            "rejected": msgs(f"bad {i}"),
+            "messages": msgs(f"good {i}"),
+            "score_chosen": 8.0,
+            "score_rejected": 8.0 if i % 2 else 3.0,
+        }
         for i in range(6)
     ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "uf.parquet")
-    assert _run("--source", "ultrafeedback", "--input", str(tmp_path / "uf.parquet"), "--out", str(tmp_path / "o")) == 0
+    assert (
+        _run(
+            "--source", "ultrafeedback", "--input", str(tmp_path / "uf.parquet"), "--out", str(tmp_path / "o")
+        )
+        == 0
+    )
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert (stats["rows_written"], stats["equal_score_pairs"]) == (6, 3)
 
@@ -136,12 +209,24 @@ def test_parquet_input(ray_session, tmp_path):
 @pytest.mark.skipif(not (REAL_DATA / "alpaca_eval_805.json").exists(), reason="real data not beside the repo")
 def test_real_alpaca_eval_loads_unchanged(ray_session, tmp_path):
     real = json.loads((REAL_DATA / "alpaca_eval_805.json").read_text())
-    assert _run("--source", "alpaca_eval", "--input", str(REAL_DATA / "alpaca_eval_805.json"), "--out", str(tmp_path)) == 0
+    assert (
+        _run(
+            "--source",
+            "alpaca_eval",
+            "--input",
+            str(REAL_DATA / "alpaca_eval_805.json"),
+            "--out",
+            str(tmp_path),
+        )
+        == 0
+    )
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert (stats["rows_read"], stats["rows_written"], stats["rows_rejected"]) == (805, 805, 0)
     table = pq.read_table(tmp_path / "data").to_pylist()
     # Two real references are empty: the prompt is kept, its reference recorded as missing (null).
-    assert sorted((r["prompt"], r["chosen"] or "") for r in table) == sorted((r["instruction"], r["output"]) for r in real)
+    assert sorted((r["prompt"], r["chosen"] or "") for r in table) == sorted(
+        (r["instruction"], r["output"]) for r in real
+    )
     assert sum(r["chosen"] is None for r in table) == sum(not r["output"] for r in real) == 2
     assert len({r["id"] for r in table}) == 805
 
@@ -149,8 +234,14 @@ def test_real_alpaca_eval_loads_unchanged(ray_session, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--source", "tldr", "--input", "no/such/file.jsonl"], "input path does not exist: no/such/file.jsonl"),
-        (["--source", "ultrafeedback", "--input", "sample", "--tldr-split", "easy"], "applies to the tldr source only"),
+        (
+            ["--source", "tldr", "--input", "no/such/file.jsonl"],
+            "input path does not exist: no/such/file.jsonl",
+        ),
+        (
+            ["--source", "ultrafeedback", "--input", "sample", "--tldr-split", "easy"],
+            "applies to the tldr source only",
+        ),
         (["--source", "tldr", "--input", "sample", "--set", "max_length=oops"], "max_length"),
     ],
 )
@@ -184,7 +275,9 @@ def test_hub_path_goes_through_from_huggingface(ray_session, tmp_path, monkeypat
     from drdo_ray.data.readers import sample_path
     from drdo_ray.data.sources import SOURCES
 
-    records = [json.loads(line) for line in sample_path(SOURCES["ultrafeedback"]).read_text().splitlines()[:20]]
+    records = [
+        json.loads(line) for line in sample_path(SOURCES["ultrafeedback"]).read_text().splitlines()[:20]
+    ]
     calls = []
 
     def fake_load_dataset(hub_id, config=None, *, split, revision=None, streaming=False):
@@ -193,7 +286,14 @@ def test_hub_path_goes_through_from_huggingface(ray_session, tmp_path, monkeypat
         return ds.to_iterable_dataset() if streaming else ds
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    argv = ["--source", "ultrafeedback", "--input", "HuggingFaceH4/ultrafeedback_binarized", "--out", str(tmp_path)]
+    argv = [
+        "--source",
+        "ultrafeedback",
+        "--input",
+        "HuggingFaceH4/ultrafeedback_binarized",
+        "--out",
+        str(tmp_path),
+    ]
     if streaming:
         argv += ["--set", "streaming=true"]
     assert _run(*argv) == 0

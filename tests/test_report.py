@@ -28,18 +28,31 @@ def _train(run: Path, name: str, loss: str, steps: int, drift: float) -> None:
     with (base / "metrics.jsonl").open("w") as f:
         for step in range(1, steps + 1):
             x = step / steps
-            row = {"step": step, "loss": 0.7 * math.exp(-2 * x) + 0.02 * rng.standard_normal(),
-                   "reward_accuracy": min(1.0, 0.5 + drift * x + 0.05 * rng.standard_normal()),
-                   "margin": drift * 2 * x, "chosen_logps": -1.2 + 0.1 * x, "rejected_logps": -1.2 - drift * x,
-                   "lr": 5e-6, "grad_norm": float("nan") if step == 1 else 1.0, "consumed_samples": 64 * step}
+            row = {
+                "step": step,
+                "loss": 0.7 * math.exp(-2 * x) + 0.02 * rng.standard_normal(),
+                "reward_accuracy": min(1.0, 0.5 + drift * x + 0.05 * rng.standard_normal()),
+                "margin": drift * 2 * x,
+                "chosen_logps": -1.2 + 0.1 * x,
+                "rejected_logps": -1.2 - drift * x,
+                "lr": 5e-6,
+                "grad_norm": float("nan") if step == 1 else 1.0,
+                "consumed_samples": 64 * step,
+            }
             if loss == "drdo":
-                row |= {"distill_loss": 0.5 * math.exp(-3 * x), "contrastive_loss": 0.1 * math.exp(-x), "p_w": 0.5 + 0.3 * x}
+                row |= {
+                    "distill_loss": 0.5 * math.exp(-3 * x),
+                    "contrastive_loss": 0.1 * math.exp(-x),
+                    "p_w": 0.5 + 0.3 * x,
+                }
             f.write(json.dumps(row) + "\n")
         f.write('{"step": 99, "loss": 0.1')  # a line cut by a crash mid-write is skipped
     (base / "status.json").write_text(json.dumps({"status": "finished", "global_step": steps}))
     model = run / "models" / name
     model.mkdir(parents=True)
-    (model / "drdo_training.json").write_text(json.dumps({"stage": "align", "loss": loss, "lr": 5e-6, "gamma": 2.0}))
+    (model / "drdo_training.json").write_text(
+        json.dumps({"stage": "align", "loss": loss, "lr": 5e-6, "gamma": 2.0})
+    )
 
 
 def _winrate(run: Path, a: str, b: str, edge: float, seed: int) -> None:
@@ -47,16 +60,36 @@ def _winrate(run: Path, a: str, b: str, edge: float, seed: int) -> None:
     rows = []
     for t in (0.2, 0.5, 0.7, 0.9):
         for i in range(60):
-            rows.append({"prompt_id": f"p{i}", "temperature": t, "sample_idx": 0,
-                         "reward_a": rng.normal(edge * (1 + t), 1), "reward_b": rng.normal(0, 1),
-                         "reward_ref": rng.normal(0.2, 1), "prompt_tokens": int(rng.integers(20, 400))})
+            rows.append(
+                {
+                    "prompt_id": f"p{i}",
+                    "temperature": t,
+                    "sample_idx": 0,
+                    "reward_a": rng.normal(edge * (1 + t), 1),
+                    "reward_b": rng.normal(0, 1),
+                    "reward_ref": rng.normal(0.2, 1),
+                    "prompt_tokens": int(rng.integers(20, 400)),
+                }
+            )
     pairs = pd.DataFrame(rows)
     result = compute_winrate(pairs, n_boot=200)
     out = run / "eval" / f"winrate-{a}-vs-{b}"
-    gen = {"model": f"runs/models/{a}", "prompts": "runs/data/ultrafeedback", "top_p": 0.8, "temperatures": [0.2, 0.5, 0.7, 0.9]}
-    write_result(str(out / "winrate.json"), {"kind": "winrate", "a": {"name": a, "samples": f"runs/samples/{a}", "generation": gen},
-                                             "b": {"name": b, "samples": f"runs/samples/{b}"}, **result,
-                                             "oracle": {"path": "runs/models/oracle"}})
+    gen = {
+        "model": f"runs/models/{a}",
+        "prompts": "runs/data/ultrafeedback",
+        "top_p": 0.8,
+        "temperatures": [0.2, 0.5, 0.7, 0.9],
+    }
+    write_result(
+        str(out / "winrate.json"),
+        {
+            "kind": "winrate",
+            "a": {"name": a, "samples": f"runs/samples/{a}", "generation": gen},
+            "b": {"name": b, "samples": f"runs/samples/{b}"},
+            **result,
+            "oracle": {"path": "runs/models/oracle"},
+        },
+    )
     write_ood(str(out), ood_result(pairs.to_dict("records"), source="winrate", a=a, b=b, n_boot=100))
 
 
@@ -64,16 +97,28 @@ def _judge(run: Path, a: str, b: str, wins: int, ties: int, losses: int, dropped
     outcomes = [1] * wins + [0] * ties + [-1] * losses
     summary = stats.summarize(outcomes, n_boot=200)
     out = run / "eval" / f"judge-{a}-vs-{b}"
-    write_result(str(out / "judge.json"), {
-        "kind": "judge", "a": {"name": a, "generation": {"prompts": "runs/data/cnn_dailymail"}}, "b": {"name": b},
-        "judge": {"model": "gpt-4o", "base_url": None, "task": "summarize", "orders": "both"}, **summary,
-        "dropped": dropped, "requests": 2 * (wins + ties + losses), "cache_hits": 0, "cost_usd": 1.234,
-        "tokens": {"total": 1000}})
+    write_result(
+        str(out / "judge.json"),
+        {
+            "kind": "judge",
+            "a": {"name": a, "generation": {"prompts": "runs/data/cnn_dailymail"}},
+            "b": {"name": b},
+            "judge": {"model": "gpt-4o", "base_url": None, "task": "summarize", "orders": "both"},
+            **summary,
+            "dropped": dropped,
+            "requests": 2 * (wins + ties + losses),
+            "cache_hits": 0,
+            "cost_usd": 1.234,
+            "tokens": {"total": 1000},
+        },
+    )
 
 
 def _kl(run: Path, label: str, step: int, kl: float) -> None:
-    write_result(str(run / "eval" / f"kl-{label}-{step}" / "kl.json"),
-                 {"kind": "kl", "label": label, "step": step, "kl": kl, "n_samples": 40})
+    write_result(
+        str(run / "eval" / f"kl-{label}-{step}" / "kl.json"),
+        {"kind": "kl", "label": label, "step": step, "kl": kl, "n_samples": 40},
+    )
 
 
 @pytest.fixture()
@@ -85,7 +130,9 @@ def run_dir(tmp_path) -> Path:
     _winrate(run, "align-drdo", "sft", 0.15, 1)
     _judge(run, "align-drdo", "align-dpo", 748, 10, 168, 7)
     _judge(run, "gold", "align-drdo", 525, 3, 466, 6)
-    for step, (g2, dpo) in zip((100, 200, 300, 400), ((0.44, 0.38), (1.51, 0.39), (1.67, 0.42), (1.63, 0.44))):
+    for step, (g2, dpo) in zip(
+        (100, 200, 300, 400), ((0.44, 0.38), (1.51, 0.39), (1.67, 0.42), (1.63, 0.44))
+    ):
         _kl(run, "DRDO (γ=2)", step, g2)
         _kl(run, "DPO (β=0.1)", step, dpo)
     return run
@@ -97,8 +144,15 @@ def test_report_has_every_section_and_figure(run_dir, capsys):
     assert capsys.readouterr().out.strip() == str(report)
     text = report.read_text()
     assert text.startswith("# Test run")
-    for heading in ("## Headline", "## Training curves", "paper Fig. 2", "paper Table 1", "paper Fig. 6",
-                    "paper Table 7", "## Configs"):
+    for heading in (
+        "## Headline",
+        "## Training curves",
+        "paper Fig. 2",
+        "paper Table 1",
+        "paper Fig. 6",
+        "paper Table 7",
+        "## Configs",
+    ):
         assert heading in text, heading
     # Headline: every comparison, with its evaluator.
     assert "| align-drdo vs align-dpo | Oracle | ultrafeedback |" in text

@@ -38,8 +38,15 @@ def work(tmp_path_factory, ray_session, tiny_model_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("scoring")
     lines = sample_path(SOURCES["ultrafeedback"]).read_text().splitlines()[:ROWS]
     (root / "uf.jsonl").write_text("\n".join(lines) + "\n")
-    prepare(PrepareConfig(source="ultrafeedback", input=str(root / "uf.jsonl"), out=str(root / "prep"),
-                          tokenizer=str(tiny_model_dir)), Console(file=io.StringIO()))
+    prepare(
+        PrepareConfig(
+            source="ultrafeedback",
+            input=str(root / "uf.jsonl"),
+            out=str(root / "prep"),
+            tokenizer=str(tiny_model_dir),
+        ),
+        Console(file=io.StringIO()),
+    )
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     paths = {"root": root, "prep": root / "prep", "model": tiny_model_dir}
     for seed in (1, 2):
@@ -49,16 +56,33 @@ def work(tmp_path_factory, ray_session, tiny_model_dir) -> dict[str, Path]:
 
 
 def _score(console: Console | None = None, **kwargs) -> dict:
-    return score(ScoreConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}),
-                 console or Console(file=io.StringIO()))
+    return score(
+        ScoreConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}),
+        console or Console(file=io.StringIO()),
+    )
 
 
 @pytest.fixture(scope="module")
 def scored_sum(work) -> Path:
     """Oracle + reference (sum) through the CLI, as a user runs it."""
     out = work["root"] / "scored-sum"
-    argv = ["score", "--data", str(work["prep"]), "--oracle", str(work["oracle1"]), "--reference", str(work["model"]),
-            "--reduction", "sum", "--out", str(out), "--batch-size", "32", "--set", "num_gpus_per_actor=0"]
+    argv = [
+        "score",
+        "--data",
+        str(work["prep"]),
+        "--oracle",
+        str(work["oracle1"]),
+        "--reference",
+        str(work["model"]),
+        "--reduction",
+        "sum",
+        "--out",
+        str(out),
+        "--batch-size",
+        "32",
+        "--set",
+        "num_gpus_per_actor=0",
+    ]
     assert main(argv) == 0
     return out
 
@@ -66,8 +90,14 @@ def scored_sum(work) -> Path:
 @pytest.fixture(scope="module")
 def scored_ensemble_mean(work) -> Path:
     out = work["root"] / "scored-ens"
-    _score(data=work["prep"], out=out, oracles=[str(work["oracle1"]), str(work["oracle2"])],
-           reference=work["model"], reduction="mean", batch_size=8)
+    _score(
+        data=work["prep"],
+        out=out,
+        oracles=[str(work["oracle1"]), str(work["oracle2"])],
+        reference=work["model"],
+        reduction="mean",
+        batch_size=8,
+    )
     return out
 
 
@@ -76,10 +106,17 @@ def _direct(model_dir: Path, table, *, reduction: str):
     from transformers import AutoModelForCausalLM
 
     head = (model_dir / "reward_head.safetensors").exists()
-    model = (PolicyWithRewardHead.from_pretrained(model_dir).freeze() if head
-             else AutoModelForCausalLM.from_pretrained(model_dir).eval())
-    batch = collate_pairs(table["prompt_ids"].to_pylist(), table["chosen_ids"].to_pylist(),
-                          table["rejected_ids"].to_pylist(), pad_id=0)
+    model = (
+        PolicyWithRewardHead.from_pretrained(model_dir).freeze()
+        if head
+        else AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    )
+    batch = collate_pairs(
+        table["prompt_ids"].to_pylist(),
+        table["chosen_ids"].to_pylist(),
+        table["rejected_ids"].to_pylist(),
+        pad_id=0,
+    )
     with torch.inference_mode():
         return pair_forward(model, batch, reduction=reduction)
 
@@ -108,14 +145,18 @@ def test_scores_equal_a_direct_forward_pass(work, scored_sum, scored_ensemble_me
     np.testing.assert_allclose(table[name].to_numpy(), oracle.chosen_rewards.numpy(), rtol=1e-5, atol=1e-5)
     provenance = json.loads((out / "scoring.json").read_text())
     assert provenance["reduction"] == which and provenance["rows"] == prep.num_rows
-    assert json.loads((out / "source_stats.json").read_text()) == json.loads((work["prep"] / "stats.json").read_text())
+    assert json.loads((out / "source_stats.json").read_text()) == json.loads(
+        (work["prep"] / "stats.json").read_text()
+    )
 
 
 def test_ensemble_keeps_members_and_their_mean(work, scored_ensemble_mean):
     prep = pq.read_table(work["prep"] / "data")
     table = _read(scored_ensemble_mean, prep["id"].to_pylist())
     second = _direct(work["oracle2"], prep, reduction="mean")
-    np.testing.assert_allclose(table["oracle_rejected_1"].to_numpy(), second.rejected_rewards.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        table["oracle_rejected_1"].to_numpy(), second.rejected_rewards.numpy(), rtol=1e-5, atol=1e-5
+    )
     for side in ("chosen", "rejected"):
         members = np.stack([table[f"oracle_{side}_{k}"].to_numpy() for k in range(2)])
         assert not np.allclose(members[0], members[1])  # different head seeds, different Oracles
@@ -128,7 +169,12 @@ def test_ensemble_keeps_members_and_their_mean(work, scored_ensemble_mean):
 def test_identical_request_is_reused_different_refused_force_rescores(work, scored_sum, tmp_path):
     import shutil
 
-    request = {"data": work["prep"], "oracles": [str(work["oracle1"])], "reference": work["model"], "reduction": "sum"}
+    request = {
+        "data": work["prep"],
+        "oracles": [str(work["oracle1"])],
+        "reference": work["model"],
+        "reduction": "sum",
+    }
     files = {p: p.stat().st_mtime_ns for p in (scored_sum / "data").glob("*.parquet")}
     log = io.StringIO()
     again = _score(Console(file=log, width=200), out=scored_sum, **request)
@@ -151,8 +197,13 @@ def test_identical_request_is_reused_different_refused_force_rescores(work, scor
 
 def test_check_scored(work, scored_sum, scored_ensemble_mean):
     all_columns = ["oracle_chosen", "oracle_rejected", *REF_COLUMNS]
-    provenance = check_scored(str(scored_sum), needs=all_columns, reduction="sum",
-                              oracles=[str(work["oracle1"])], reference=str(work["model"]))
+    provenance = check_scored(
+        str(scored_sum),
+        needs=all_columns,
+        reduction="sum",
+        oracles=[str(work["oracle1"])],
+        reference=str(work["model"]),
+    )
     assert ensemble_size(provenance) == 1
     members = ["oracle_chosen_0", "oracle_rejected_0", "oracle_chosen_1", "oracle_rejected_1"]
     assert ensemble_size(check_scored(str(scored_ensemble_mean), needs=members)) == 2
@@ -165,7 +216,9 @@ def test_check_scored(work, scored_sum, scored_ensemble_mean):
     with pytest.raises(UserError, match="different oracle"):
         check_scored(str(scored_sum), needs=["oracle_chosen"], oracles=[str(work["oracle2"])])
     with pytest.raises(UserError, match="different oracle"):  # the order of an ensemble matters
-        check_scored(str(scored_ensemble_mean), needs=members, oracles=[str(work["oracle2"]), str(work["oracle1"])])
+        check_scored(
+            str(scored_ensemble_mean), needs=members, oracles=[str(work["oracle2"]), str(work["oracle1"])]
+        )
     with pytest.raises(UserError, match="different reference"):
         check_scored(str(scored_sum), needs=REF_COLUMNS, reference=str(work["oracle1"]))
     with pytest.raises(UserError, match="not a scored dataset; run drdo-ray score first"):
@@ -211,8 +264,17 @@ def test_cli_score(work, scored_sum, capsys):
     assert provenance["batch_size"] == 32 and provenance["num_gpus_per_actor"] == 0
     assert provenance["columns_added"] == ["oracle_chosen", "oracle_rejected", *REF_COLUMNS]
 
-    code = main(["score", "--data", str(work["prep"]), "--oracle", str(work["model"]),
-                 "--out", str(work["root"] / "bad")])
+    code = main(
+        [
+            "score",
+            "--data",
+            str(work["prep"]),
+            "--oracle",
+            str(work["model"]),
+            "--out",
+            str(work["root"] / "bad"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "not an Oracle (no reward head" in err
@@ -221,7 +283,8 @@ def test_cli_score(work, scored_sum, capsys):
 def test_job_entry_point(tmp_path):
     # As `ray job submit --working-dir .` runs it: `python jobs/score.py` from the repo root.
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "jobs/score.py", "--help"], cwd=root, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "jobs/score.py", "--help"], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "--oracle" in result.stdout and "--reference" in result.stdout

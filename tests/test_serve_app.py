@@ -32,8 +32,18 @@ def app(ray_session, tiny_model_dir) -> dict[str, Any]:
 
     from drdo_ray.serve.app import start
 
-    url = start(ServeConfig(model=str(tiny_model_dir), port=0, api_key=KEY, backend="transformers",
-                            max_tokens_cap=CAP, max_batch_size=16, max_prompt_tokens=200, max_n=4))
+    url = start(
+        ServeConfig(
+            model=str(tiny_model_dir),
+            port=0,
+            api_key=KEY,
+            backend="transformers",
+            max_tokens_cap=CAP,
+            max_batch_size=16,
+            max_prompt_tokens=200,
+            max_n=4,
+        )
+    )
     yield {"url": url, "port": int(url.rsplit(":", 1)[1]), "model": Path(tiny_model_dir).name}
     serve.shutdown()
 
@@ -64,29 +74,56 @@ def test_models(client, app) -> None:
 
 
 def test_completions_n_usage_and_max_tokens(client, app) -> None:
-    r = client.completions.create(model=app["model"], prompt="The quick brown fox", max_tokens=7, n=2, seed=1,
-                                  temperature=0.7, top_p=0.8)
+    r = client.completions.create(
+        model=app["model"],
+        prompt="The quick brown fox",
+        max_tokens=7,
+        n=2,
+        seed=1,
+        temperature=0.7,
+        top_p=0.8,
+    )
     assert [c.index for c in r.choices] == [0, 1]
     assert all(c.finish_reason in ("stop", "length") for c in r.choices)
     assert r.usage.prompt_tokens > 0 and 2 <= r.usage.completion_tokens <= 2 * 7
     assert r.choices[0].text != r.choices[1].text
     batch = client.completions.create(model=app["model"], prompt=["one", "two words"], max_tokens=3, seed=2)
     assert len(batch.choices) == 2 and batch.usage.completion_tokens <= 6
-    fixed = client.completions.create(model=app["model"], prompt="x", max_tokens=9, extra_body={"ignore_eos": True})
+    fixed = client.completions.create(
+        model=app["model"], prompt="x", max_tokens=9, extra_body={"ignore_eos": True}
+    )
     assert fixed.usage.completion_tokens == 9 and fixed.choices[0].finish_reason == "length"
 
 
 def test_seed_determinism_and_stop(client, app) -> None:
     def text(seed: int, **kw: Any) -> str:
-        return client.completions.create(model=app["model"], prompt="Once upon a time", max_tokens=12, seed=seed,
-                                         temperature=0.9, extra_body={"ignore_eos": True}, **kw).choices[0].text
+        return (
+            client.completions.create(
+                model=app["model"],
+                prompt="Once upon a time",
+                max_tokens=12,
+                seed=seed,
+                temperature=0.9,
+                extra_body={"ignore_eos": True},
+                **kw,
+            )
+            .choices[0]
+            .text
+        )
 
     first = text(5)
     assert text(5) == first
     assert any(text(s) != first for s in (6, 7, 8))
     stop = first[3:5]
-    cut = client.completions.create(model=app["model"], prompt="Once upon a time", max_tokens=12, seed=5,
-                                    temperature=0.9, stop=[stop], extra_body={"ignore_eos": True}).choices[0]
+    cut = client.completions.create(
+        model=app["model"],
+        prompt="Once upon a time",
+        max_tokens=12,
+        seed=5,
+        temperature=0.9,
+        stop=[stop],
+        extra_body={"ignore_eos": True},
+    ).choices[0]
     assert cut.finish_reason == "stop" and cut.text == first[: first.find(stop)]
 
 
@@ -100,7 +137,13 @@ def test_chat(client, app) -> None:
 
 
 def test_streaming_matches_the_plain_answer(client, app) -> None:
-    kw = {"model": app["model"], "max_tokens": 10, "seed": 4, "temperature": 0.8, "extra_body": {"ignore_eos": True}}
+    kw = {
+        "model": app["model"],
+        "max_tokens": 10,
+        "seed": 4,
+        "temperature": 0.8,
+        "extra_body": {"ignore_eos": True},
+    }
     plain = client.completions.create(prompt="Stream me", **kw).choices[0]
     chunks = list(client.completions.create(prompt="Stream me", stream=True, **kw))
     assert len(chunks) > 2
@@ -109,8 +152,9 @@ def test_streaming_matches_the_plain_answer(client, app) -> None:
 
     messages = [{"role": "user", "content": "Stream a chat"}]
     plain_chat = client.chat.completions.create(messages=messages, n=2, **kw)
-    stream = client.chat.completions.create(messages=messages, n=2, stream=True,
-                                            stream_options={"include_usage": True}, **kw)
+    stream = client.chat.completions.create(
+        messages=messages, n=2, stream=True, stream_options={"include_usage": True}, **kw
+    )
     texts, finish = ["", ""], [None, None]
     usage = None
     for chunk in stream:
@@ -129,7 +173,12 @@ def test_auth(app) -> None:
     assert httpx.get(f"{url}/health").status_code == 200  # no key needed
     before = _stats(app)
     body = {"model": app["model"], "prompt": "hi", "max_tokens": 5}
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": "Basic " + KEY}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": KEY},
+        {"Authorization": "Basic " + KEY},
+    ):
         err = _error(httpx.post(f"{url}/v1/completions", json=body, headers=headers), 401)
         assert err["code"] == "invalid_api_key"
         _error(httpx.get(f"{url}/v1/models", headers=headers), 401)
@@ -147,7 +196,9 @@ def test_bad_requests_get_openai_errors(app, client) -> None:
 
     def post(path: str, body: Any) -> Any:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(f"{url}{path}", content=content, headers={**auth, "Content-Type": "application/json"})
+        return httpx.post(
+            f"{url}{path}", content=content, headers={**auth, "Content-Type": "application/json"}
+        )
 
     cases = [
         ("/v1/completions", b'{"model": "x", "prompt": ', 400, None),
@@ -161,22 +212,44 @@ def test_bad_requests_get_openai_errors(app, client) -> None:
         ("/v1/completions", {"model": model, "prompt": "x", "max_tokens": CAP + 1}, 400, "max_tokens"),
         ("/v1/completions", {"model": model, "prompt": "x", "n": 5}, 400, "n"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "model"),
-        ("/v1/chat/completions", {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, 404, "model"),
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model",
+        ),
         ("/v1/completions", {"model": model, "prompt": ""}, 400, "prompt"),
         ("/v1/completions", {"model": model, "prompt": []}, 400, "prompt"),
         ("/v1/completions", {"model": model, "prompt": [10**9]}, 400, "prompt"),
         ("/v1/completions", {"model": model, "prompt": "word " * 400}, 400, "prompt"),  # over 200 tokens
-        ("/v1/completions", {"model": model, "prompt": "x", "stream": True, "temperature": 9}, 400, "temperature"),
+        (
+            "/v1/completions",
+            {"model": model, "prompt": "x", "stream": True, "temperature": 9},
+            400,
+            "temperature",
+        ),
         ("/v1/chat/completions", {"model": model, "messages": []}, 400, "messages"),
-        ("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": ""}]}, 400, "messages"),
-        ("/v1/chat/completions", {"model": model, "messages": [{"role": "tool", "content": "x"}]}, 400, "messages"),
+        (
+            "/v1/chat/completions",
+            {"model": model, "messages": [{"role": "user", "content": ""}]},
+            400,
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": model, "messages": [{"role": "tool", "content": "x"}]},
+            400,
+            "messages",
+        ),
         ("/v1/chat/completions", {"model": model}, 400, "messages"),
     ]
     for path, body, status, param in cases:
         err = _error(post(path, body), status)
         if param:
             assert (err["param"] or "").startswith(param), (body, err)
-    huge = httpx.post(f"{url}/v1/completions", content=b'{"prompt": "' + b"x" * (2 << 20) + b'"}', headers=auth)
+    huge = httpx.post(
+        f"{url}/v1/completions", content=b'{"prompt": "' + b"x" * (2 << 20) + b'"}', headers=auth
+    )
     _error(huge, 413)
     _error(httpx.get(f"{url}/v1/nothing-here", headers=auth), 404)
     with pytest.raises(openai.BadRequestError):
@@ -185,7 +258,9 @@ def test_bad_requests_get_openai_errors(app, client) -> None:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     # The replica survived all of it.
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
-    assert client.completions.create(model=model, prompt="still here", max_tokens=2).usage.completion_tokens <= 2
+    assert (
+        client.completions.create(model=model, prompt="still here", max_tokens=2).usage.completion_tokens <= 2
+    )
 
 
 def _wait_cancelled(app, before: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +268,10 @@ def _wait_cancelled(app, before: dict[str, Any]) -> dict[str, Any]:
     deadline = time.time() + 30
     while time.time() < deadline:
         stats = _stats(app)
-        if stats["cancelled"] > before["cancelled"] and stats["cancelled_tokens"] > before["cancelled_tokens"]:
+        if (
+            stats["cancelled"] > before["cancelled"]
+            and stats["cancelled_tokens"] > before["cancelled_tokens"]
+        ):
             return stats
         time.sleep(0.1)
     raise AssertionError(f"no cancelled generation was counted: {_stats(app)}")
@@ -203,8 +281,9 @@ def test_disconnect_mid_stream_stops_generation(app, client) -> None:
     url, model = app["url"], app["model"]
     before = _stats(app)
     body = {"model": model, "prompt": "go on and on", "max_tokens": CAP, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
-                      timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+    ) as response:
         assert response.status_code == 200
         lines = 0
         for line in response.iter_lines():
@@ -228,8 +307,12 @@ def test_disconnect_while_batched_stops_generation(app, client) -> None:
     before = _stats(app)
     body = {"model": model, "prompt": "go on and on", "max_tokens": CAP, "ignore_eos": True}
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
-                   timeout=max(0.3, full_s / 4))
+        httpx.post(
+            f"{url}/v1/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=max(0.3, full_s / 4),
+        )
     after = _wait_cancelled(app, before)
     assert after["cancelled"] == before["cancelled"] + 1
     assert 0 < after["cancelled_tokens"] - before["cancelled_tokens"] < CAP
@@ -244,27 +327,72 @@ def test_generate_http_backend_matches_local(app, tmp_path, ray_session, tiny_mo
 
     prompts = tmp_path / "prompts"
     (prompts / "data").mkdir(parents=True)
-    rows = [{"id": f"p{i}", "source": "test", "prompt": text, "chosen": f"ref {i}", "chat": i % 2 == 0}
-            for i, text in enumerate(["Summarize this.", "Tell me a story", "Why is the sky blue?"])]
+    rows = [
+        {"id": f"p{i}", "source": "test", "prompt": text, "chosen": f"ref {i}", "chat": i % 2 == 0}
+        for i, text in enumerate(["Summarize this.", "Tell me a story", "Why is the sky blue?"])
+    ]
     pq.write_table(pa.Table.from_pylist(rows), prompts / "data" / "part-0.parquet")
     (prompts / "stats.json").write_text(json.dumps({"source": "test", "rows_written": 3}))
-    common = ["--model", str(tiny_model_dir), "--prompts", str(prompts), "--temperatures", "0.5,0.9",
-              "--max-new-tokens", "6", "--samples-per-prompt", "2", "--seed", "3"]
-    assert main(["generate", *common, "--backend", "http", "--endpoint", app["url"], "--api-key", KEY,
-                 "--out", str(tmp_path / "http")]) == 0
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(prompts),
+        "--temperatures",
+        "0.5,0.9",
+        "--max-new-tokens",
+        "6",
+        "--samples-per-prompt",
+        "2",
+        "--seed",
+        "3",
+    ]
+    assert (
+        main(
+            [
+                "generate",
+                *common,
+                "--backend",
+                "http",
+                "--endpoint",
+                app["url"],
+                "--api-key",
+                KEY,
+                "--out",
+                str(tmp_path / "http"),
+            ]
+        )
+        == 0
+    )
     assert main(["generate", *common, "--backend", "transformers", "--out", str(tmp_path / "local")]) == 0
     http = [json.loads(x) for x in (tmp_path / "http" / "samples.jsonl").read_text().splitlines()]
     local = [json.loads(x) for x in (tmp_path / "local" / "samples.jsonl").read_text().splitlines()]
     assert len(http) == len(local) == 3 * 2 * 2
     strip = ("model",)
-    assert [{k: v for k, v in r.items() if k not in strip} for r in http] == \
-        [{k: v for k, v in r.items() if k not in strip} for r in local]
+    assert [{k: v for k, v in r.items() if k not in strip} for r in http] == [
+        {k: v for k, v in r.items() if k not in strip} for r in local
+    ]
     assert {r["model"] for r in http} == {app["model"]}
     meta = json.loads((tmp_path / "http" / "generation.json").read_text())
     assert meta["backend"] == "http" and meta["served_model_name"] == app["model"]
     # A wrong key is one line, exit 2.
-    assert main(["generate", *common, "--backend", "http", "--endpoint", app["url"], "--api-key", "bad",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                *common,
+                "--backend",
+                "http",
+                "--endpoint",
+                app["url"],
+                "--api-key",
+                "bad",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.slow
@@ -272,8 +400,24 @@ def test_load_64_concurrent_requests_batched_vs_sequential(app, tmp_path, tiny_m
     """`drdo-ray bench serve`: 64 concurrent requests all succeed in both modes, and
     @serve.batch beats one request at a time in the same run."""
     out = tmp_path / "bench"
-    argv = ["bench", "serve", "--model", str(tiny_model_dir), "--port", str(app["port"]), "--requests", "64",
-            "--concurrency", "64", "--max-tokens", "16", "--max-batch-size", "16", "--out", str(out)]
+    argv = [
+        "bench",
+        "serve",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        str(app["port"]),
+        "--requests",
+        "64",
+        "--concurrency",
+        "64",
+        "--max-tokens",
+        "16",
+        "--max-batch-size",
+        "16",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     report = json.loads((out / "bench_serve.json").read_text())
     for mode in ("batched", "sequential"):
@@ -283,10 +427,20 @@ def test_load_64_concurrent_requests_batched_vs_sequential(app, tmp_path, tiny_m
     assert report["batched"]["mean_batch_size"] > 2
     assert report["batching_speedup"] > 1.5
     with capsys.disabled():
-        print("\nbench serve:", json.dumps({m: {k: report[m][k] for k in ("requests_per_s", "latency_p50_s",
-                                                                           "latency_p99_s", "mean_batch_size")}
-                                            for m in ("batched", "sequential")}),
-              "speed-up", report["batching_speedup"])
+        print(
+            "\nbench serve:",
+            json.dumps(
+                {
+                    m: {
+                        k: report[m][k]
+                        for k in ("requests_per_s", "latency_p50_s", "latency_p99_s", "mean_batch_size")
+                    }
+                    for m in ("batched", "sequential")
+                }
+            ),
+            "speed-up",
+            report["batching_speedup"],
+        )
     # The module's app still answers after the bench app came and went.
     assert httpx.get(f"{app['url']}/health").status_code == 200
 
@@ -319,8 +473,9 @@ def test_job_entry_points(script) -> None:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, f"jobs/{script}", "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, f"jobs/{script}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "--model" in result.stdout
 
 

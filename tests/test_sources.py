@@ -31,8 +31,14 @@ UF_RECORD = {
 }
 
 TLDR_RECORD = {
-    "info": {"id": "t3_abc", "post": "My cat hates baths.", "title": "Cat help", "subreddit": "pets",
-             "site": None, "article": None},
+    "info": {
+        "id": "t3_abc",
+        "post": "My cat hates baths.",
+        "title": "Cat help",
+        "subreddit": "pets",
+        "site": None,
+        "article": None,
+    },
     "summaries": [
         {"text": " cat refuses baths", "policy": "sup2", "note": None},
         {"text": " I have a cat", "policy": "ref", "note": "meh"},
@@ -64,9 +70,14 @@ def test_ultrafeedback_binarized_row():
 
 def test_ultrafeedback_cleaned_row():
     record = {
-        "source": "evol_instruct", "prompt": "Name a prime.",
-        "chosen": _msgs("Name a prime.", "7"), "chosen-rating": 5.0, "chosen-model": "gpt-4",
-        "rejected": _msgs("Name a prime.", "8"), "rejected-rating": 1.0, "rejected-model": "llama",
+        "source": "evol_instruct",
+        "prompt": "Name a prime.",
+        "chosen": _msgs("Name a prime.", "7"),
+        "chosen-rating": 5.0,
+        "chosen-model": "gpt-4",
+        "rejected": _msgs("Name a prime.", "8"),
+        "rejected-rating": 1.0,
+        "rejected-model": "llama",
     }
     row = SOURCES["ultrafeedback_cleaned"].normalize(record, "train")
     assert row["id"] == f"ufc-{_digest('Name a prime.', '7', '8', n=16)}"
@@ -99,7 +110,8 @@ def test_tldr_null_confidence_is_kept():
 
 def test_tldr_sft_both_layouts():
     row = SOURCES["tldr_sft"].normalize(
-        {"id": "x1", "subreddit": "cooking", "title": "Soup", "post": "Too salty.", "summary": " add water"}, "train"
+        {"id": "x1", "subreddit": "cooking", "title": "Soup", "post": "Too salty.", "summary": " add water"},
+        "train",
     )
     assert row["prompt"] == "SUBREDDIT: r/cooking\n\nTITLE: Soup\n\nPOST: Too salty.\n\nTL;DR:"
     assert (row["id"], row["chosen"], row["rejected"]) == ("tldr-sft-x1", " add water", None)
@@ -108,12 +120,23 @@ def test_tldr_sft_both_layouts():
 
 
 def test_prompt_sets():
-    cnn = SOURCES["cnn_dailymail"].normalize({"article": "Rain fell.", "highlights": "Wet day.", "id": "f" * 40}, "test")
+    cnn = SOURCES["cnn_dailymail"].normalize(
+        {"article": "Rain fell.", "highlights": "Wet day.", "id": "f" * 40}, "test"
+    )
     assert (cnn["id"], cnn["prompt"], cnn["chosen"], cnn["rejected"]) == (
-        f"cnndm-{'f' * 40}", "POST: Rain fell.\n\nTL;DR:", "Wet day.", None,
+        f"cnndm-{'f' * 40}",
+        "POST: Rain fell.\n\nTL;DR:",
+        "Wet day.",
+        None,
     )
     alpaca = SOURCES["alpaca_eval"].normalize(
-        {"dataset": "helpful_base", "instruction": "Say hi", "output": "Hi!", "generator": "text_davinci_003"}, "eval"
+        {
+            "dataset": "helpful_base",
+            "instruction": "Say hi",
+            "output": "Hi!",
+            "generator": "text_davinci_003",
+        },
+        "eval",
     )
     assert alpaca["id"] == f"alpaca-{hashlib.sha1(b'Say hi').hexdigest()[:16]}"
     assert (alpaca["prompt"], alpaca["chosen"], alpaca["chat"]) == ("Say hi", "Hi!", True)

@@ -29,7 +29,11 @@ def test_assignment_and_tie_rule():
 
 def test_split_stats_by_hand():
     stats = split_stats(CONF, DIST, assign(CONF, DIST, 5.0, 0.30))
-    assert stats["easy"] == {"count": 3, "mean_confidence": round((9 + 5 + 6) / 3, 4), "mean_distance": 0.4667}
+    assert stats["easy"] == {
+        "count": 3,
+        "mean_confidence": round((9 + 5 + 6) / 3, 4),
+        "mean_distance": 0.4667,
+    }
     assert stats["hard"] == {"count": 2, "mean_confidence": 2.0, "mean_distance": 0.125}
     assert stats["full"]["count"] == 8
     assert stats["full"]["mean_confidence"] == round(34 / 7, 4)  # over rated rows only

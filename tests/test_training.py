@@ -20,7 +20,9 @@ ROWS = 32  # 2 workers x micro-batch 4 -> 4 optimizer steps per epoch
 
 
 def _metrics(summary: dict) -> list[dict]:
-    return [json.loads(line) for line in (Path(summary["train_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (Path(summary["train_dir"]) / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 def _epoch_losses(rows: list[dict], steps_per_epoch: int = 4) -> list[float]:
@@ -35,8 +37,18 @@ def _weights(folder: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _train(tmp: Path, **kw) -> TrainConfig:
-    base = dict(run_dir=str(tmp / "run"), micro_batch_size=4, grad_accum=1, num_workers=2, lr=2e-3,
-                warmup_steps=0, weight_decay=0.0, checkpoint_every=4, max_steps=12, log_every=1)
+    base = dict(
+        run_dir=str(tmp / "run"),
+        micro_batch_size=4,
+        grad_accum=1,
+        num_workers=2,
+        lr=2e-3,
+        warmup_steps=0,
+        weight_decay=0.0,
+        checkpoint_every=4,
+        max_steps=12,
+        log_every=1,
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -51,17 +63,47 @@ def pipeline(tmp_path_factory, ray_session, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("pipeline")
     lines = sample_path(SOURCES["ultrafeedback"]).read_text().splitlines()[:ROWS]
     (tmp / "uf.jsonl").write_text("\n".join(lines) + "\n")
-    prepare(PrepareConfig(source="ultrafeedback", input=str(tmp / "uf.jsonl"), out=str(tmp / "data"),
-                          tokenizer=str(tiny_model_dir)))
+    prepare(
+        PrepareConfig(
+            source="ultrafeedback",
+            input=str(tmp / "uf.jsonl"),
+            out=str(tmp / "data"),
+            tokenizer=str(tiny_model_dir),
+        )
+    )
     out: dict = {"tmp": tmp, "base": tiny_model_dir}
     out["sft"] = fit(_train(tmp, stage="sft", model=str(tiny_model_dir), data=str(tmp / "data")))
-    out["oracle"] = fit_oracles(_train(tmp, stage="oracle", model=out["sft"]["model"], data=str(tmp / "data"),
-                                       deepspeed={"enabled": True, "zero_stage": 2}))[0]
-    score(ScoreConfig(data=str(tmp / "data"), out=str(tmp / "scored"), oracles=[out["oracle"]["model"]],
-                      reference=out["sft"]["model"], reduction="sum"))
-    out["drdo"] = fit(_train(tmp, stage="align", loss="drdo", model=out["sft"]["model"], data=str(tmp / "scored"),
-                             deepspeed={"enabled": True, "zero_stage": 2}))
-    out["dpo"] = fit(_train(tmp, stage="align", loss="dpo", model=out["sft"]["model"], data=str(tmp / "scored")))
+    out["oracle"] = fit_oracles(
+        _train(
+            tmp,
+            stage="oracle",
+            model=out["sft"]["model"],
+            data=str(tmp / "data"),
+            deepspeed={"enabled": True, "zero_stage": 2},
+        )
+    )[0]
+    score(
+        ScoreConfig(
+            data=str(tmp / "data"),
+            out=str(tmp / "scored"),
+            oracles=[out["oracle"]["model"]],
+            reference=out["sft"]["model"],
+            reduction="sum",
+        )
+    )
+    out["drdo"] = fit(
+        _train(
+            tmp,
+            stage="align",
+            loss="drdo",
+            model=out["sft"]["model"],
+            data=str(tmp / "scored"),
+            deepspeed={"enabled": True, "zero_stage": 2},
+        )
+    )
+    out["dpo"] = fit(
+        _train(tmp, stage="align", loss="dpo", model=out["sft"]["model"], data=str(tmp / "scored"))
+    )
     return out
 
 
@@ -96,10 +138,13 @@ def test_reward_head_only_where_it_belongs(pipeline):
         assert not (folder / "reward_head.safetensors").exists()
         assert AutoModelForCausalLM.from_pretrained(folder).config.vocab_size > 0
     # Training checkpoints: DRDO's (DeepSpeed) holds the head; DPO's (torch) does not.
-    drdo_states = torch.load(next(Path(pipeline["drdo"]["checkpoint"]).rglob("mp_rank_00_model_states.pt")),
-                             weights_only=False)["module"]
+    drdo_states = torch.load(
+        next(Path(pipeline["drdo"]["checkpoint"]).rglob("mp_rank_00_model_states.pt")), weights_only=False
+    )["module"]
     assert any(k.startswith("reward_head.") for k in drdo_states)
-    dpo_state = torch.load(Path(pipeline["dpo"]["checkpoint"]) / "torch_state.pt", weights_only=False)["model"]
+    dpo_state = torch.load(Path(pipeline["dpo"]["checkpoint"]) / "torch_state.pt", weights_only=False)[
+        "model"
+    ]
     assert not any("reward_head" in k for k in dpo_state)
     # The DRDO head learned: its weights moved away from the seeded initialization.
     from drdo_ray.models import PolicyWithRewardHead
@@ -111,8 +156,15 @@ def test_reward_head_only_where_it_belongs(pipeline):
 @pytest.mark.slow
 def test_killed_worker_resumes_to_the_same_result(pipeline):
     tmp = pipeline["tmp"]
-    common = dict(stage="align", loss="drdo", model=pipeline["sft"]["model"], data=str(tmp / "scored"),
-                  checkpoint_every=2, max_steps=6, max_failures=1)
+    common = dict(
+        stage="align",
+        loss="drdo",
+        model=pipeline["sft"]["model"],
+        data=str(tmp / "scored"),
+        checkpoint_every=2,
+        max_steps=6,
+        max_failures=1,
+    )
     clean = fit(_train(tmp, name="resume-clean", **common))
     broken = fit(_train(tmp, name="resume-killed", fail_at_step=3, **common))
     assert (Path(broken["train_dir"]) / ".injected_failure").exists()  # it really failed once
@@ -140,8 +192,10 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(pipeline):
         column = table["oracle_chosen"].to_pylist()
         for i in rows_bad:
             column[i] = float("nan")
-        pq.write_table(table.set_column(table.schema.get_field_index("oracle_chosen"), "oracle_chosen",
-                                        [column]), folder / "data" / "part.parquet")
+        pq.write_table(
+            table.set_column(table.schema.get_field_index("oracle_chosen"), "oracle_chosen", [column]),
+            folder / "data" / "part.parquet",
+        )
         for meta in ("scoring.json", "source_stats.json"):
             if (scored / meta).exists():
                 (folder / meta).write_text((scored / meta).read_text())
@@ -160,7 +214,11 @@ def prepared(tmp_path_factory, ray_session, tiny_model_dir):
     from drdo_ray.data.prepare import prepare
 
     tmp = tmp_path_factory.mktemp("prepared")
-    prepare(PrepareConfig(source="ultrafeedback", input="sample", out=str(tmp / "data"), tokenizer=str(tiny_model_dir)))
+    prepare(
+        PrepareConfig(
+            source="ultrafeedback", input="sample", out=str(tmp / "data"), tokenizer=str(tiny_model_dir)
+        )
+    )
     prepare(PrepareConfig(source="ultrafeedback", input="sample", out=str(tmp / "text")))
     return tmp
 
@@ -184,8 +242,12 @@ def test_invalid_configs_fail_before_workers_start(prepared, tiny_model_dir, ove
     overrides = dict(overrides)
     if overrides.get("data") == "TEXT":
         overrides["data"] = str(prepared / "text")
-    cfg = TrainConfig(**({"stage": "oracle", "model": str(tiny_model_dir), "data": data, "run_dir": "/tmp/unused"}
-                         | overrides))
+    cfg = TrainConfig(
+        **(
+            {"stage": "oracle", "model": str(tiny_model_dir), "data": data, "run_dir": "/tmp/unused"}
+            | overrides
+        )
+    )
     with pytest.raises(UserError, match=message):
         validate(cfg)
 

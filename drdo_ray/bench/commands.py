@@ -14,19 +14,37 @@ console = Console(stderr=True)
 def cmd_bench_serve(args: argparse.Namespace) -> None:
     from ..config import BenchServeConfig, load_config
 
-    flags = {name: getattr(args, name) for name in
-             ("model", "out", "requests", "concurrency", "max_tokens", "max_batch_size", "port", "backend")}
-    cfg = load_config(BenchServeConfig, config_file=args.config, section="bench_serve", flags=flags,
-                      overrides=args.overrides)
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "model",
+            "out",
+            "requests",
+            "concurrency",
+            "max_tokens",
+            "max_batch_size",
+            "port",
+            "backend",
+        )
+    }
+    cfg = load_config(
+        BenchServeConfig,
+        config_file=args.config,
+        section="bench_serve",
+        flags=flags,
+        overrides=args.overrides,
+    )
     from .serve import bench_serve
 
     report = bench_serve(cfg, console)
     for mode in ("batched", "sequential"):
         if mode in report:
             r = report[mode]
-            console.print(f"  {mode:10s} max_batch_size {r['max_batch_size']:3d}: {r['succeeded']}/{r['requests']} ok, "
-                          f"{r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.0f} tokens/s, "
-                          f"p50 {r['latency_p50_s']}s, p99 {r['latency_p99_s']}s, mean batch {r['mean_batch_size']}")
+            console.print(
+                f"  {mode:10s} max_batch_size {r['max_batch_size']:3d}: {r['succeeded']}/{r['requests']} ok, "
+                f"{r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.0f} tokens/s, "
+                f"p50 {r['latency_p50_s']}s, p99 {r['latency_p99_s']}s, mean batch {r['mean_batch_size']}"
+            )
     if "batching_speedup" in report:
         console.print(f"  @serve.batch speed-up: {report['batching_speedup']}x")
     console.print(f"  report     {report['outputs']['report']}")
@@ -35,9 +53,17 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from ..config import BenchTrainConfig, load_config
 
-    flags = {name: getattr(args, name) for name in ("model", "shape", "seq_len", "out", "pairs", "steps", "repeats")}
-    cfg = load_config(BenchTrainConfig, config_file=args.config, section="bench_train", flags=flags,
-                      overrides=args.overrides)
+    flags = {
+        name: getattr(args, name)
+        for name in ("model", "shape", "seq_len", "out", "pairs", "steps", "repeats")
+    }
+    cfg = load_config(
+        BenchTrainConfig,
+        config_file=args.config,
+        section="bench_train",
+        flags=flags,
+        overrides=args.overrides,
+    )
     from .train import bench_train
 
     report = bench_train(cfg, console)
@@ -50,8 +76,13 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     flags = {name: getattr(args, name) for name in ("out", "scale", "seeds", "flip")}
     if args.fractions:
         flags["fractions"] = [float(x) for x in args.fractions.split(",")]
-    cfg = load_config(BenchQualityConfig, config_file=args.config, section="bench_quality", flags=flags,
-                      overrides=args.overrides)
+    cfg = load_config(
+        BenchQualityConfig,
+        config_file=args.config,
+        section="bench_quality",
+        flags=flags,
+        overrides=args.overrides,
+    )
     from .quality import bench_quality
 
     report = bench_quality(cfg, console)
@@ -61,37 +92,57 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add this package's subcommands. `common` adds --config and --set to a parser."""
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True,
-                                                                      metavar="BENCH")
-    s = bench.add_parser("serve", help="load test of the OpenAI-compatible app: @serve.batch vs one at a time")
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True, metavar="BENCH"
+    )
+    s = bench.add_parser(
+        "serve", help="load test of the OpenAI-compatible app: @serve.batch vs one at a time"
+    )
     common(s)
     s.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
     s.add_argument("--out", help="output folder for bench_serve.json (default bench_serve)")
     s.add_argument("--requests", type=int, help="requests per mode (default 64)")
     s.add_argument("--concurrency", type=int, help="requests in flight (default 64)")
-    s.add_argument("--max-tokens", dest="max_tokens", type=int, help="tokens generated per request (default 32)")
+    s.add_argument(
+        "--max-tokens", dest="max_tokens", type=int, help="tokens generated per request (default 32)"
+    )
     s.add_argument("--max-batch-size", dest="max_batch_size", type=int, help="@serve.batch size (default 16)")
-    s.add_argument("--port", type=int, help="HTTP port (default: a free one; the running Serve's port if any)")
+    s.add_argument(
+        "--port", type=int, help="HTTP port (default: a free one; the running Serve's port if any)"
+    )
     s.add_argument("--backend", choices=["auto", "vllm", "transformers"], help="default transformers")
     s.set_defaults(func=cmd_bench_serve)
 
-    t = bench.add_parser("train", help="s/step, tokens/s, memory (MFU on GPU) of the training loop per method (drdo, "
-                                       "dpo, dpo with a live reference, edpo, sft), same model and batches, ratios to "
-                                       "drdo; Ray overhead; TRL anchor")
+    t = bench.add_parser(
+        "train",
+        help="s/step, tokens/s, memory (MFU on GPU) of the training loop per method (drdo, "
+        "dpo, dpo with a live reference, edpo, sft), same model and batches, ratios to "
+        "drdo; Ray overhead; TRL anchor",
+    )
     common(t)
     t.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
-    t.add_argument("--shape", choices=["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"],
-                   help="a random-init model of this shape instead (no download)")
-    t.add_argument("--seq-len", dest="seq_len", type=int,
-                   help="synthetic rows of exactly this many tokens (default: shipped Ultrafeedback rows)")
+    t.add_argument(
+        "--shape",
+        choices=["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"],
+        help="a random-init model of this shape instead (no download)",
+    )
+    t.add_argument(
+        "--seq-len",
+        dest="seq_len",
+        type=int,
+        help="synthetic rows of exactly this many tokens (default: shipped Ultrafeedback rows)",
+    )
     t.add_argument("--out", help="output folder for bench_train.json (default bench_train)")
     t.add_argument("--pairs", type=int, help="pairs per step (default 8)")
     t.add_argument("--steps", type=int, help="timed steps per repetition (default 12)")
     t.add_argument("--repeats", type=int, help="interleaved repetitions (default 3)")
     t.set_defaults(func=cmd_bench_train)
 
-    q = bench.add_parser("quality", help="alignment quality on a synthetic task with a known true reward: DRDO vs "
-                                         "DPO, IPO, e-DPO by non-deterministic fraction")
+    q = bench.add_parser(
+        "quality",
+        help="alignment quality on a synthetic task with a known true reward: DRDO vs "
+        "DPO, IPO, e-DPO by non-deterministic fraction",
+    )
     common(q)
     q.add_argument("--out", help="output folder for bench_quality.json/.png (default bench_quality)")
     q.add_argument("--scale", type=float, help="multiplies data sizes and training steps (default 1)")

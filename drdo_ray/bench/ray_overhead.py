@@ -15,8 +15,9 @@ from ..config import TrainConfig
 from . import train_inputs as inputs
 
 
-def drdo_under_ray_train(cfg: TrainConfig, cols: dict[str, list[Any]], pad_id: int, extra: tuple[str, ...],
-                         threads: int) -> list[float]:
+def drdo_under_ray_train(
+    cfg: TrainConfig, cols: dict[str, list[Any]], pad_id: int, extra: tuple[str, ...], threads: int
+) -> list[float]:
     """Step times (s) of every logged step of the run."""
     import ray
     from ray.data import ExecutionOptions
@@ -33,17 +34,29 @@ def drdo_under_ray_train(cfg: TrainConfig, cols: dict[str, list[Any]], pad_id: i
     ensure_ray()
     dataset = ray.data.read_parquet(str(root / "rows.parquet"))
     dataset.context.enable_progress_bars = False
-    run_cfg = cfg.model_copy(update={"run_dir": str(root), "name": "drdo-under-ray", "cpus_per_worker": float(threads)})
+    run_cfg = cfg.model_copy(
+        update={"run_dir": str(root), "name": "drdo-under-ray", "cpus_per_worker": float(threads)}
+    )
     gpu = torch.cuda.is_available()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": run_cfg.model_dump(mode="json"), "num_rows": rows, "pad_id": pad_id,
-                           "extra": list(extra), "ensemble": 0},
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=gpu, resources_per_worker={"CPU": float(threads)}
-                                     | ({"GPU": 1} if gpu else {})),
+        train_loop_config={
+            "train": run_cfg.model_dump(mode="json"),
+            "num_rows": rows,
+            "pad_id": pad_id,
+            "extra": list(extra),
+            "ensemble": 0,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=1,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": float(threads)} | ({"GPU": 1} if gpu else {}),
+        ),
         run_config=RunConfig(name="drdo-under-ray", storage_path=str(root / "ray")),
         datasets={"train": dataset},
-        dataset_config=DataConfig(datasets_to_split="all", execution_options=ExecutionOptions(preserve_order=True)),
+        dataset_config=DataConfig(
+            datasets_to_split="all", execution_options=ExecutionOptions(preserve_order=True)
+        ),
     )
     trainer.fit()
     metrics = root / "train" / "drdo-under-ray" / "metrics.jsonl"

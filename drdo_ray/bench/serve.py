@@ -32,12 +32,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-async def run_load(base_url: str, *, model: str, api_key: str | None, requests: int, concurrency: int,
-                   max_tokens: int, prompt: str = "The quick brown fox") -> dict[str, Any]:
+async def run_load(
+    base_url: str,
+    *,
+    model: str,
+    api_key: str | None,
+    requests: int,
+    concurrency: int,
+    max_tokens: int,
+    prompt: str = "The quick brown fox",
+) -> dict[str, Any]:
     """``requests`` completions, at most ``concurrency`` in flight; latency per request."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0, timeout=600)
+    client = openai.AsyncOpenAI(
+        base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0, timeout=600
+    )
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     failures: list[str] = []
@@ -49,8 +59,14 @@ async def run_load(base_url: str, *, model: str, api_key: str | None, requests: 
             t0 = time.perf_counter()
             try:
                 response = await client.completions.create(
-                    model=model, prompt=f"{prompt} {i}", max_tokens=max_tokens, temperature=0.7, top_p=0.8,
-                    seed=i, extra_body={"ignore_eos": True})
+                    model=model,
+                    prompt=f"{prompt} {i}",
+                    max_tokens=max_tokens,
+                    temperature=0.7,
+                    top_p=0.8,
+                    seed=i,
+                    extra_body={"ignore_eos": True},
+                )
             except Exception as err:  # counted, not raised: the report says how many failed
                 failures.append(f"{type(err).__name__}: {err}")
                 return
@@ -81,7 +97,9 @@ async def run_load(base_url: str, *, model: str, api_key: str | None, requests: 
 def _serve_running() -> bool:
     import ray
 
-    return any(a.get("name") == "SERVE_CONTROLLER_ACTOR" for a in ray.util.list_named_actors(all_namespaces=True))
+    return any(
+        a.get("name") == "SERVE_CONTROLLER_ACTOR" for a in ray.util.list_named_actors(all_namespaces=True)
+    )
 
 
 def _replica_stats(base_url: str) -> dict[str, Any]:
@@ -122,9 +140,16 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
         # Only user_config differs between modes: Serve reconfigures the live replica
         # (same process, same weights, warm caches) instead of starting a new one.
         serve_cfg = ServeConfig(
-            model=model, backend=cfg.backend, api_key=API_KEY, served_model_name="bench", app_name=APP_NAME,
-            route_prefix=ROUTE, max_batch_size=max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s,
-            max_ongoing_requests=max(cfg.concurrency, cfg.max_batch_size) + 8, max_tokens_cap=max(1024, cfg.max_tokens),
+            model=model,
+            backend=cfg.backend,
+            api_key=API_KEY,
+            served_model_name="bench",
+            app_name=APP_NAME,
+            route_prefix=ROUTE,
+            max_batch_size=max_batch_size,
+            batch_wait_timeout_s=cfg.batch_wait_timeout_s,
+            max_ongoing_requests=max(cfg.concurrency, cfg.max_batch_size) + 8,
+            max_tokens_cap=max(1024, cfg.max_tokens),
         )
         serve.run(build_app(serve_cfg), name=APP_NAME, route_prefix=ROUTE)
 
@@ -135,15 +160,20 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
             load = {"model": "bench", "api_key": API_KEY, "max_tokens": cfg.max_tokens}
             asyncio.run(run_load(base_url, requests=min(8, cfg.requests), concurrency=8, **load))  # warm-up
             before = _replica_stats(base_url)
-            console.print(f"[bold]bench serve[/] {mode}: {cfg.requests} requests, {cfg.concurrency} in flight, "
-                          f"{cfg.max_tokens} tokens each")
+            console.print(
+                f"[bold]bench serve[/] {mode}: {cfg.requests} requests, {cfg.concurrency} in flight, "
+                f"{cfg.max_tokens} tokens each"
+            )
             run = asyncio.run(run_load(base_url, requests=cfg.requests, concurrency=cfg.concurrency, **load))
             after = _replica_stats(base_url)
             batches = after["batches"] - before["batches"]
             run["max_batch_size"] = cfg.max_batch_size if mode == "batched" else 1
             run["batches"] = batches
-            run["mean_batch_size"] = round((after["batched_requests"] - before["batched_requests"]) / batches, 2) \
-                if batches else None
+            run["mean_batch_size"] = (
+                round((after["batched_requests"] - before["batched_requests"]) / batches, 2)
+                if batches
+                else None
+            )
             results[mode] = run
     finally:
         serve.delete(APP_NAME)
@@ -152,11 +182,18 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
         if tmp is not None:
             tmp.cleanup()
 
-    report: dict[str, Any] = {"model": cfg.model or "tiny (built on the fly)", "backend": cfg.backend,
-                              "requests": cfg.requests, "concurrency": cfg.concurrency,
-                              "max_tokens": cfg.max_tokens, **results}
+    report: dict[str, Any] = {
+        "model": cfg.model or "tiny (built on the fly)",
+        "backend": cfg.backend,
+        "requests": cfg.requests,
+        "concurrency": cfg.concurrency,
+        "max_tokens": cfg.max_tokens,
+        **results,
+    }
     if "batched" in results and "sequential" in results and results["sequential"]["requests_per_s"]:
-        report["batching_speedup"] = round(results["batched"]["requests_per_s"] / results["sequential"]["requests_per_s"], 2)
+        report["batching_speedup"] = round(
+            results["batched"]["requests_per_s"] / results["sequential"]["requests_per_s"], 2
+        )
     storage.makedirs(cfg.out)
     report["outputs"] = {"report": storage.join(cfg.out, "bench_serve.json")}
     storage.write_json(report["outputs"]["report"], report)

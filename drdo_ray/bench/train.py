@@ -83,18 +83,35 @@ class PeakMemory:
 def _variants(cfg: BenchTrainConfig) -> list[Variant]:
     out = []
     for engine in cfg.engines:
-        suffix = "" if engine == cfg.engines[0] else f"+{engine}" + (f"-zero{cfg.zero_stage}" if engine == "deepspeed" else "")
+        suffix = (
+            ""
+            if engine == cfg.engines[0]
+            else f"+{engine}" + (f"-zero{cfg.zero_stage}" if engine == "deepspeed" else "")
+        )
         out += [Variant(m + suffix, m, engine) for m in cfg.methods]
     out += [Variant(f"drdo+chunk{c}", "drdo", cfg.engines[0], c) for c in cfg.logps_chunk_sizes]
     return out
 
 
-def _train_config(v: Variant, model: str, cfg: BenchTrainConfig, steps: int) -> tuple[TrainConfig, tuple, int]:
+def _train_config(
+    v: Variant, model: str, cfg: BenchTrainConfig, steps: int
+) -> tuple[TrainConfig, tuple, int]:
     sft = v.method == "sft"
-    common = dict(model=model, data="-", run_dir="-", micro_batch_size=cfg.pairs * (2 if sft else 1), num_workers=1,
-                  max_steps=steps, checkpoint_every=0, lr=1e-5, warmup_steps=0, use_gpu=torch.cuda.is_available(),
-                  bf16=cfg.bf16, logps_chunk_size=v.chunk,
-                  deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage})
+    common = dict(
+        model=model,
+        data="-",
+        run_dir="-",
+        micro_batch_size=cfg.pairs * (2 if sft else 1),
+        num_workers=1,
+        max_steps=steps,
+        checkpoint_every=0,
+        lr=1e-5,
+        warmup_steps=0,
+        use_gpu=torch.cuda.is_available(),
+        bf16=cfg.bf16,
+        logps_chunk_size=v.chunk,
+        deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage},
+    )
     if sft:
         return TrainConfig(stage="sft", **common), (), 0
     if v.method == "drdo":
@@ -108,8 +125,12 @@ def _train_config(v: Variant, model: str, cfg: BenchTrainConfig, steps: int) -> 
 
 def _sft_view(cols: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """Pair rows as SFT rows: per pair, prompt + chosen then prompt + rejected."""
-    return {"prompt_ids": [p for p in cols["prompt_ids"] for _ in (0, 1)],
-            "chosen_ids": [r for pair in zip(cols["chosen_ids"], cols["rejected_ids"], strict=True) for r in pair]}
+    return {
+        "prompt_ids": [p for p in cols["prompt_ids"] for _ in (0, 1)],
+        "chosen_ids": [
+            r for pair in zip(cols["chosen_ids"], cols["rejected_ids"], strict=True) for r in pair
+        ],
+    }
 
 
 def _feed(cols: dict[str, list[Any]], collate: Collator, batch: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -117,12 +138,15 @@ def _feed(cols: dict[str, list[Any]], collate: Collator, batch: int) -> Iterator
     arrays = {k: np.array(v, dtype=object) for k, v in cols.items() if k != "text"}
     rows = len(cols["prompt_ids"])
     for i in range(0, rows - batch + 1, batch):
-        yield collate({k: v[i:i + batch] for k, v in arrays.items()})
+        yield collate({k: v[i : i + batch] for k, v in arrays.items()})
 
 
 def _lengths(cols: dict[str, list[Any]], rows: int) -> list[int]:
-    return [len(cols["prompt_ids"][i]) + len(cols[side][i]) for i in range(rows) for side in ("chosen_ids",
-                                                                                            "rejected_ids")]
+    return [
+        len(cols["prompt_ids"][i]) + len(cols[side][i])
+        for i in range(rows)
+        for side in ("chosen_ids", "rejected_ids")
+    ]
 
 
 def _init_single_process_group() -> None:
@@ -189,7 +213,9 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     if any(v.engine == "deepspeed" for v in variants):
         _init_single_process_group()
     lengths = _lengths(cols, rows)
-    tokens_per_step = statistics.mean(sum(lengths[i:i + 2 * cfg.pairs]) for i in range(0, 2 * rows, 2 * cfg.pairs))
+    tokens_per_step = statistics.mean(
+        sum(lengths[i : i + 2 * cfg.pairs]) for i in range(0, 2 * rows, 2 * cfg.pairs)
+    )
 
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     mem: dict[str, float | None] = {}
@@ -204,29 +230,45 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
             metrics_dir = inputs.temp_dir("metrics")
             started = time.perf_counter()
             with PeakMemory() as peak_mem:
-                run(train_cfg, batches=lambda _e, s=source, c=collate, b=train_cfg.micro_batch_size: _feed(s, c, b),
-                    num_rows=rows * (2 if sft else 1), world=World(), metrics_dir=metrics_dir)
+                run(
+                    train_cfg,
+                    batches=lambda _e, s=source, c=collate, b=train_cfg.micro_batch_size: _feed(s, c, b),
+                    num_rows=rows * (2 if sft else 1),
+                    world=World(),
+                    metrics_dir=metrics_dir,
+                )
             times[v.name].append(statistics.median(_step_times(metrics_dir, cfg.warmup)))
             mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
-            console.print(f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "
-                          f"peak {peak_mem.gb:.2f} GB ({time.perf_counter() - started:.1f}s)")
+            console.print(
+                f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "
+                f"peak {peak_mem.gb:.2f} GB ({time.perf_counter() - started:.1f}s)"
+            )
         if cfg.ray_overhead and _installed("ray") and "drdo" in times:
             from .ray_overhead import drdo_under_ray_train
 
             train_cfg, extra, _ = _train_config(Variant("drdo", "drdo", cfg.engines[0]), model, cfg, steps)
-            ray_times.append(statistics.median(
-                drdo_under_ray_train(train_cfg, cols, pad_id, extra, cfg.threads)[cfg.warmup:]))
-            console.print(f"rep {rep + 1}/{cfg.repeats} {'drdo under Ray Train':22s} {ray_times[-1] * 1000:9.1f} ms/step")
+            ray_times.append(
+                statistics.median(
+                    drdo_under_ray_train(train_cfg, cols, pad_id, extra, cfg.threads)[cfg.warmup :]
+                )
+            )
+            console.print(
+                f"rep {rep + 1}/{cfg.repeats} {'drdo under Ray Train':22s} {ray_times[-1] * 1000:9.1f} ms/step"
+            )
         if cfg.trl and _installed("trl") and "text" in cols:
             from .trl_anchor import trl_dpo_step_times
 
             for precompute in (False, True):
                 name = "trl_dpo_precomputed_ref" if precompute else "trl_dpo_live_ref"
                 step_times = trl_dpo_step_times(model, cols["text"], cfg, steps, precompute=precompute)
-                trl_times.setdefault(name, []).append(statistics.median(step_times[cfg.warmup:]))
-                console.print(f"rep {rep + 1}/{cfg.repeats} {name:22s} {trl_times[name][-1] * 1000:9.1f} ms/step")
+                trl_times.setdefault(name, []).append(statistics.median(step_times[cfg.warmup :]))
+                console.print(
+                    f"rep {rep + 1}/{cfg.repeats} {name:22s} {trl_times[name][-1] * 1000:9.1f} ms/step"
+                )
 
-    report = _summarize(cfg, model, device, variants, times, mem, tokens_per_step, dims, peak, ray_times, trl_times)
+    report = _summarize(
+        cfg, model, device, variants, times, mem, tokens_per_step, dims, peak, ray_times, trl_times
+    )
     storage.makedirs(cfg.out)
     storage.write_json(storage.join(cfg.out, "bench_train.json"), report)
     _print(console, report)
@@ -234,59 +276,107 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     return report
 
 
-def _summarize(cfg: BenchTrainConfig, model: str, device: str, variants: list[Variant], times: dict[str, list[float]],
-               mem: dict[str, float | None], tokens_per_step: float, dims: dict[str, int], peak: float | None,
-               ray_times: list[float], trl_times: dict[str, list[float]]) -> dict[str, Any]:
+def _summarize(
+    cfg: BenchTrainConfig,
+    model: str,
+    device: str,
+    variants: list[Variant],
+    times: dict[str, list[float]],
+    mem: dict[str, float | None],
+    tokens_per_step: float,
+    dims: dict[str, int],
+    peak: float | None,
+    ray_times: list[float],
+    trl_times: dict[str, list[float]],
+) -> dict[str, Any]:
     med = {name: statistics.median(values) for name, values in times.items()}
     base = med.get("drdo")
     avg_len = tokens_per_step / (2 * cfg.pairs)
     methods: dict[str, Any] = {}
     for v in variants:
         step = med[v.name]
-        flops = inputs.step_flops([round(avg_len)] * 2 * cfg.pairs, dims,
-                                  forward_only_passes=1 if v.method == "dpo_live_ref" else 0)
+        flops = inputs.step_flops(
+            [round(avg_len)] * 2 * cfg.pairs, dims, forward_only_passes=1 if v.method == "dpo_live_ref" else 0
+        )
         methods[v.name] = {
-            "method": v.method, "engine": v.engine, "logps_chunk_size": v.chunk,
-            "step_s": step, "step_s_reps": times[v.name], "tokens_per_s": tokens_per_step / step,
-            "peak_mem_gb": mem[v.name], "ratio_to_drdo": step / base if base else None,
+            "method": v.method,
+            "engine": v.engine,
+            "logps_chunk_size": v.chunk,
+            "step_s": step,
+            "step_s_reps": times[v.name],
+            "tokens_per_s": tokens_per_step / step,
+            "peak_mem_gb": mem[v.name],
+            "ratio_to_drdo": step / base if base else None,
             "mfu": flops / step / peak if peak else None,
         }
     for name, values in trl_times.items():
         step = statistics.median(values)
-        methods[name] = {"method": name, "engine": "trl", "step_s": step, "step_s_reps": values,
-                         "tokens_per_s": None, "peak_mem_gb": None, "ratio_to_drdo": step / base if base else None,
-                         "mfu": None}
+        methods[name] = {
+            "method": name,
+            "engine": "trl",
+            "step_s": step,
+            "step_s_reps": values,
+            "tokens_per_s": None,
+            "peak_mem_gb": None,
+            "ratio_to_drdo": step / base if base else None,
+            "mfu": None,
+        }
     ratios: dict[str, float | None] = {
         "drdo_over_dpo_live_ref": base / med["dpo_live_ref"] if base and "dpo_live_ref" in med else None,
         "drdo_tokens_per_s_over_sft": med["sft"] / base if base and "sft" in med else None,
-        "drdo_over_trl_dpo_live_ref": (base / statistics.median(trl_times["trl_dpo_live_ref"])
-                                       if base and "trl_dpo_live_ref" in trl_times else None),
+        "drdo_over_trl_dpo_live_ref": (
+            base / statistics.median(trl_times["trl_dpo_live_ref"])
+            if base and "trl_dpo_live_ref" in trl_times
+            else None
+        ),
     }
     return {
-        "device": device, "model": model, "shape": cfg.shape, "seq_len": cfg.seq_len, "pairs_per_step": cfg.pairs,
-        "tokens_per_step": tokens_per_step, "timed_steps": cfg.steps, "warmup": cfg.warmup, "repeats": cfg.repeats,
-        "matmul_params": dims["matmul_params"], "peak_flops": peak, "methods": methods,
+        "device": device,
+        "model": model,
+        "shape": cfg.shape,
+        "seq_len": cfg.seq_len,
+        "pairs_per_step": cfg.pairs,
+        "tokens_per_step": tokens_per_step,
+        "timed_steps": cfg.steps,
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+        "matmul_params": dims["matmul_params"],
+        "peak_flops": peak,
+        "methods": methods,
         "ray_overhead_ratio": statistics.median(ray_times) / base if ray_times and base else None,
-        "ray_step_s_reps": ray_times, "ratios": ratios,
-        "targets": {"drdo_over_dpo_live_ref": 0.80, "ray_overhead_ratio": 1.05,
-                    "drdo_tokens_per_s_over_sft": 0.95, "drdo_over_trl_dpo_live_ref": 0.55},
-        "note": ("peak_mem_gb: max GPU memory allocated, or on CPU the peak RSS growth during the run; "
-                 "mfu counts 6·N·T + 12·L·d·T² per sequence (plus a forward for a live reference) over real "
-                 "tokens against the device's dense bf16 peak; dpo reads reference log-probs precomputed like "
-                 "`score`; sft trains on the same sequences as drdo; TRL tokenizes the same rows itself"),
+        "ray_step_s_reps": ray_times,
+        "ratios": ratios,
+        "targets": {
+            "drdo_over_dpo_live_ref": 0.80,
+            "ray_overhead_ratio": 1.05,
+            "drdo_tokens_per_s_over_sft": 0.95,
+            "drdo_over_trl_dpo_live_ref": 0.55,
+        },
+        "note": (
+            "peak_mem_gb: max GPU memory allocated, or on CPU the peak RSS growth during the run; "
+            "mfu counts 6·N·T + 12·L·d·T² per sequence (plus a forward for a live reference) over real "
+            "tokens against the device's dense bf16 peak; dpo reads reference log-probs precomputed like "
+            "`score`; sft trains on the same sequences as drdo; TRL tokenizes the same rows itself"
+        ),
     }
 
 
 def _print(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title=f"bench train: {report['device']}, {report['pairs_per_step']} pairs/step, "
-                        f"{report['tokens_per_step']:.0f} tokens/step, median of {report['timed_steps']} steps")
+    table = Table(
+        title=f"bench train: {report['device']}, {report['pairs_per_step']} pairs/step, "
+        f"{report['tokens_per_step']:.0f} tokens/step, median of {report['timed_steps']} steps"
+    )
     for column in ("variant", "ms/step", "tokens/s", "peak GB", "MFU", "ratio to drdo"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for name, r in report["methods"].items():
-        table.add_row(name, f"{r['step_s'] * 1000:.1f}", f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] else "-",
-                      f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] is not None else "-",
-                      f"{r['mfu']:.1%}" if r["mfu"] else "-",
-                      f"{r['ratio_to_drdo']:.2f}" if r["ratio_to_drdo"] else "-")
+        table.add_row(
+            name,
+            f"{r['step_s'] * 1000:.1f}",
+            f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] else "-",
+            f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] is not None else "-",
+            f"{r['mfu']:.1%}" if r["mfu"] else "-",
+            f"{r['ratio_to_drdo']:.2f}" if r["ratio_to_drdo"] else "-",
+        )
     console.print(table)
     measured = {**report["ratios"], "ray_overhead_ratio": report["ray_overhead_ratio"]}
     for key, target in report["targets"].items():

@@ -21,15 +21,23 @@ from ..train.batches import Collator
 # Random-init OPT shapes (the paper's Ultrafeedback models), built from a config: no download.
 SHAPES: dict[str, dict[str, int]] = {
     "opt-125m": dict(hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12),
-    "opt-350m": dict(hidden_size=1024, num_hidden_layers=24, ffn_dim=4096, num_attention_heads=16,
-                     word_embed_proj_dim=512),
+    "opt-350m": dict(
+        hidden_size=1024, num_hidden_layers=24, ffn_dim=4096, num_attention_heads=16, word_embed_proj_dim=512
+    ),
     "opt-1.3b": dict(hidden_size=2048, num_hidden_layers=24, ffn_dim=8192, num_attention_heads=32),
     "opt-2.7b": dict(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32),
 }
 
 # Dense bf16 peak per device, FLOP/s (vendor figures), for MFU.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H20": 148e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12,
-             "L40S": 362e12}
+PEAK_BF16 = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "H20": 148e12,
+    "A100": 312e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "L40S": 362e12,
+}
 
 
 def build_shaped_model(shape: str, out_dir: Path) -> str:
@@ -37,10 +45,17 @@ def build_shaped_model(shape: str, out_dir: Path) -> str:
     from transformers import AutoModelForCausalLM, OPTConfig
 
     dims = SHAPES[shape]
-    config = OPTConfig(vocab_size=50272, max_position_embeddings=2048, dropout=0.0, attention_dropout=0.0,
-                       pad_token_id=1, bos_token_id=2, eos_token_id=2,
-                       word_embed_proj_dim=dims.get("word_embed_proj_dim", dims["hidden_size"]),
-                       **{k: v for k, v in dims.items() if k != "word_embed_proj_dim"})
+    config = OPTConfig(
+        vocab_size=50272,
+        max_position_embeddings=2048,
+        dropout=0.0,
+        attention_dropout=0.0,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=2,
+        word_embed_proj_dim=dims.get("word_embed_proj_dim", dims["hidden_size"]),
+        **{k: v for k, v in dims.items() if k != "word_embed_proj_dim"},
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         torch.manual_seed(0)
@@ -76,20 +91,28 @@ def synthetic_columns(vocab_size: int, rows: int, seq_len: int, seed: int = 0) -
     def ids(n: int) -> list[list[int]]:
         return rng.integers(3, vocab_size, size=(rows, n)).tolist()
 
-    return {"prompt_ids": ids(prompt), "chosen_ids": ids(seq_len - prompt), "rejected_ids": ids(seq_len - prompt)}
+    return {
+        "prompt_ids": ids(prompt),
+        "chosen_ids": ids(seq_len - prompt),
+        "rejected_ids": ids(seq_len - prompt),
+    }
 
 
 def add_scores(cols: dict[str, list[Any]], rows: int, ensemble: int = 3, seed: int = 0) -> None:
     """Oracle rewards (one Oracle and an e-DPO ensemble) drawn with chosen ahead on average."""
     rng = np.random.default_rng(seed)
-    cols["oracle_chosen"], cols["oracle_rejected"] = list(rng.normal(0.5, 1, rows)), list(rng.normal(-0.5, 1, rows))
+    cols["oracle_chosen"], cols["oracle_rejected"] = (
+        list(rng.normal(0.5, 1, rows)),
+        list(rng.normal(-0.5, 1, rows)),
+    )
     for k in range(ensemble):
         cols[f"oracle_chosen_{k}"] = list(rng.normal(0.5, 1, rows))
         cols[f"oracle_rejected_{k}"] = list(rng.normal(-0.5, 1, rows))
 
 
-def add_reference_logps(cols: dict[str, list[Any]], model: str, pad_id: int, batch: int,
-                        chunk_size: int | None) -> None:
+def add_reference_logps(
+    cols: dict[str, list[Any]], model: str, pad_id: int, batch: int, chunk_size: int | None
+) -> None:
     """Sum log-probs of the starting model, as `drdo-ray score` precomputes them: random values
     would saturate the DPO loss and send denormal floats through its backward pass."""
     from transformers import AutoModelForCausalLM
@@ -102,11 +125,19 @@ def add_reference_logps(cols: dict[str, list[Any]], model: str, pad_id: int, bat
     rows = len(cols["prompt_ids"])
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for i in range(0, rows, batch):
-            collated = collate({k: np.array(cols[k][i:i + batch], dtype=object)
-                                for k in ("prompt_ids", "chosen_ids", "rejected_ids")})
+            collated = collate(
+                {
+                    k: np.array(cols[k][i : i + batch], dtype=object)
+                    for k in ("prompt_ids", "chosen_ids", "rejected_ids")
+                }
+            )
             collated.pop("num_rows")
-            out = pair_forward(reference, {k: v.to(device) for k, v in collated.items()}, reduction="sum",
-                               chunk_size=chunk_size)
+            out = pair_forward(
+                reference,
+                {k: v.to(device) for k, v in collated.items()},
+                reduction="sum",
+                chunk_size=chunk_size,
+            )
             chosen += out.chosen_logps.tolist()
             rejected += out.rejected_logps.tolist()
     cols["ref_chosen_logps"], cols["ref_rejected_logps"] = chosen, rejected
@@ -125,7 +156,11 @@ def model_dims(model: str) -> dict[str, int]:
         skeleton = AutoModelForCausalLM.from_config(config)
     linear = sum(m.weight.numel() for m in skeleton.modules() if isinstance(m, nn.Linear))
     text = config.get_text_config()
-    return {"matmul_params": int(linear), "layers": int(text.num_hidden_layers), "width": int(text.hidden_size)}
+    return {
+        "matmul_params": int(linear),
+        "layers": int(text.num_hidden_layers),
+        "width": int(text.hidden_size),
+    }
 
 
 def step_flops(lengths: list[int], dims: dict[str, int], *, forward_only_passes: int = 0) -> float:
@@ -140,7 +175,9 @@ def step_flops(lengths: list[int], dims: dict[str, int], *, forward_only_passes:
 def device_peak(name: str, override: float | None) -> float | None:
     if override:
         return override * 1e12
-    return next((flops for key, flops in sorted(PEAK_BF16.items(), key=lambda kv: -len(kv[0])) if key in name), None)
+    return next(
+        (flops for key, flops in sorted(PEAK_BF16.items(), key=lambda kv: -len(kv[0])) if key in name), None
+    )
 
 
 def temp_dir(tag: str) -> Path:

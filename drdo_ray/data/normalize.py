@@ -38,7 +38,9 @@ def _preview(raw: bytes | dict[str, Any] | None) -> str | None:
     return json.dumps(raw, ensure_ascii=False, default=str)[:RAW_PREVIEW_CHARS]
 
 
-def normalize_one(source: Source, raw: bytes | dict[str, Any], origin: str, split: str | None) -> dict[str, Any]:
+def normalize_one(
+    source: Source, raw: bytes | dict[str, Any], origin: str, split: str | None
+) -> dict[str, Any]:
     """A canonical row, or a reject row carrying reason, detail, origin and a raw preview."""
     try:
         record = decode_line(raw) if isinstance(raw, bytes) else raw

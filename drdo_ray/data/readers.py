@@ -69,7 +69,9 @@ class RawJsonRecordsDatasource(FileBasedDatasource):
             yield pa.table({"raw": pa.array(raws, pa.binary()), "origin": origins})
 
     @staticmethod
-    def _add(raws: list[bytes], origins: list[str], line: bytes, origin: str) -> tuple[list[bytes], list[str]]:
+    def _add(
+        raws: list[bytes], origins: list[str], line: bytes, origin: str
+    ) -> tuple[list[bytes], list[str]]:
         line = line.rstrip(b"\r")
         if line.strip():  # blank lines separate nothing and are no records
             raws.append(line)
@@ -94,7 +96,9 @@ class RawJsonRecordsDatasource(FileBasedDatasource):
 def _local_files(path: Path) -> list[str]:
     if path.is_file():
         return [str(path)]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS))
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS)
+    )
     if not files:
         raise UserError(f"no .jsonl, .json or .parquet files under {path}")
     return [str(p) for p in files]
@@ -117,14 +121,21 @@ def _remote_files(uri: str) -> list[str]:
     except Exception as err:
         raise UserError(f"cannot list {uri}: {err}") from err
     scheme = uri.split("://", 1)[0]
-    files = sorted(f"{scheme}://{i.path}" for i in infos if i.is_file and i.path.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS))
+    files = sorted(
+        f"{scheme}://{i.path}"
+        for i in infos
+        if i.is_file and i.path.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS)
+    )
     if not files:
         raise UserError(f"no .jsonl, .json or .parquet files under {uri}")
     return files
 
 
 def _format_of(files: list[str]) -> str:
-    kinds = {"parquet" if f.endswith(PARQUET_EXTENSIONS) else "text" if f.endswith(TEXT_EXTENSIONS) else "?" for f in files}
+    kinds = {
+        "parquet" if f.endswith(PARQUET_EXTENSIONS) else "text" if f.endswith(TEXT_EXTENSIONS) else "?"
+        for f in files
+    }
     if "?" in kinds:
         bad = next(f for f in files if not f.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS))
         raise UserError(f"unsupported file type: {bad} (expected .jsonl, .json or .parquet)")
@@ -148,12 +159,18 @@ def describe_input(source: Source, spec: str) -> tuple[str, str]:
     raise UserError(f"input path does not exist: {spec}")
 
 
-def read_rows(source: Source, spec: str, *, hub_split: str | None = None, streaming: bool | None = None) -> Dataset:
+def read_rows(
+    source: Source, spec: str, *, hub_split: str | None = None, streaming: bool | None = None
+) -> Dataset:
     """A Ray dataset of raw rows for ``source`` from ``spec`` (a path, ``sample``, or a hub id)."""
     kind, location = describe_input(source, spec)
     if kind == "hub":
         return _read_hub(source, location, hub_split or source.hub_split, streaming)
-    files = _local_files(Path(location)) if kind == "sample" or not _REMOTE.match(location) else _remote_files(location)
+    files = (
+        _local_files(Path(location))
+        if kind == "sample" or not _REMOTE.match(location)
+        else _remote_files(location)
+    )
     fmt = _format_of(files)
     if fmt == "parquet":
         return ray.data.read_parquet(files)
@@ -169,7 +186,9 @@ def _read_hub(source: Source, hub_id: str, split: str, streaming: bool | None) -
     try:
         hf = datasets.load_dataset(hub_id, config, split=split, revision=revision, streaming=stream)
     except Exception as err:  # network, auth, unknown id: one clear line for the user
-        raise UserError(f"could not load {hub_id} ({config or 'default'}, split {split}) from the hub: {err}") from err
+        raise UserError(
+            f"could not load {hub_id} ({config or 'default'}, split {split}) from the hub: {err}"
+        ) from err
     from huggingface_hub import constants
 
     if not constants.HF_HUB_OFFLINE:

@@ -29,7 +29,9 @@ def check_tokenizer(path: str, *, role: str) -> None:
 
         AutoTokenizer.from_pretrained(path)
     except Exception as err:  # missing files, offline hub id: one line for the user
-        raise UserError(f"{role} {path} has no loadable tokenizer ({str(err).splitlines()[0][:200]})") from err
+        raise UserError(
+            f"{role} {path} has no loadable tokenizer ({str(err).splitlines()[0][:200]})"
+        ) from err
 
 
 def gpus_per_actor(requested: float | None) -> float:

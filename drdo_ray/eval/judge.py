@@ -70,8 +70,11 @@ RETRYABLE_STATUS = {408, 409, 429}
 _MIN_TOKENS_PER_CHAR = 1 / 3  # cost-cap estimate: English runs ~4 chars a token; be pessimistic
 
 
-def price_for(model: str, overrides: dict[str, tuple[float, float]] | None = None,
-              explicit: tuple[float, float] | None = None) -> tuple[tuple[float, float], bool]:
+def price_for(
+    model: str,
+    overrides: dict[str, tuple[float, float]] | None = None,
+    explicit: tuple[float, float] | None = None,
+) -> tuple[tuple[float, float], bool]:
     """((input, output) USD per 1k tokens, whether the price is known) for ``model``."""
     if explicit is not None:
         return (float(explicit[0]), float(explicit[1])), True
@@ -127,7 +130,9 @@ class Ledger:
 
     def reserve(self, amount: float) -> bool:
         with self.lock:
-            if self.stopped or (self.max_cost is not None and self.spent + self.reserved + amount > self.max_cost + 1e-12):
+            if self.stopped or (
+                self.max_cost is not None and self.spent + self.reserved + amount > self.max_cost + 1e-12
+            ):
                 self.stopped = True
                 return False
             self.reserved += amount
@@ -196,8 +201,14 @@ def _retry_after(err: Exception) -> float | None:
 class JudgeClient:
     """One judge model behind one endpoint: cache first, then the API with retries."""
 
-    def __init__(self, cfg: JudgeConfig, cache: JudgeCache, ledger: Ledger, api_key: str,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        cfg: JudgeConfig,
+        cache: JudgeCache,
+        ledger: Ledger,
+        api_key: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         import openai
 
         self.cfg = cfg
@@ -206,7 +217,9 @@ class JudgeClient:
         self.secrets = [api_key]
         self.sleep = sleep
         # max_retries=0: retries happen in ask(), where they are counted and backed off with jitter.
-        self.client = openai.OpenAI(api_key=api_key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0)
+        self.client = openai.OpenAI(
+            api_key=api_key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=0
+        )
         self._jitter = random.Random()
         self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
@@ -228,8 +241,13 @@ class JudgeClient:
         """The judge's answer to ``prompt``. ``attempt`` 1 is the retry after an unparseable
         answer (a separate cache entry). Raises CostCapReached when the request cannot be paid."""
         messages = [{"role": "user", "content": prompt}]
-        key = cache_key(self.cfg.model, messages, temperature=self.cfg.temperature,
-                        max_tokens=self.cfg.max_tokens, attempt=attempt)
+        key = cache_key(
+            self.cfg.model,
+            messages,
+            temperature=self.cfg.temperature,
+            max_tokens=self.cfg.max_tokens,
+            attempt=attempt,
+        )
         # Two pairs with the same prompt (identical samples) wait for each other: one pays.
         with self._key_lock(key):
             cached = self.cache.get(key)
@@ -248,7 +266,10 @@ class JudgeClient:
                 raise CostCapReached
             try:
                 response = self.client.chat.completions.create(
-                    model=cfg.model, messages=messages, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                    model=cfg.model,
+                    messages=messages,
+                    temperature=cfg.temperature,
+                    max_tokens=cfg.max_tokens,
                 )
             except openai.OpenAIError as err:
                 # Not billed: rate limits and server errors are not charged; a timed-out
@@ -292,27 +313,55 @@ def combine(winners: list[str]) -> str:
     return "win" if total > 0 else "loss" if total < 0 else "tie"
 
 
-def judge_pair(client: JudgeClient, row: dict[str, Any], *, task: str, orders: str, seed: int, scores: bool,
-               reference_is_candidate: bool) -> dict[str, Any]:
+def judge_pair(
+    client: JudgeClient,
+    row: dict[str, Any],
+    *,
+    task: str,
+    orders: str,
+    seed: int,
+    scores: bool,
+    reference_is_candidate: bool,
+) -> dict[str, Any]:
     """Judge one pair; returns its verdicts.jsonl record (``outcome``: win, tie, loss, dropped,
     not_judged)."""
     key = tuple(row[k] for k in KEY)
     record: dict[str, Any] = {
-        "prompt_id": row["prompt_id"], "temperature": row["temperature"], "sample_idx": int(row["sample_idx"]),
-        "prompt_tokens": row.get("prompt_tokens"), "outcome": None, "reason": None, "orders": [],
+        "prompt_id": row["prompt_id"],
+        "temperature": row["temperature"],
+        "sample_idx": int(row["sample_idx"]),
+        "prompt_tokens": row.get("prompt_tokens"),
+        "outcome": None,
+        "reason": None,
+        "orders": [],
     }
     if row["text_a"].strip() == row["text_b"].strip():
         record.update(outcome="tie", reason="identical")
         return record
     winners = []
     for shown_first in order_plan(orders, seed, key):
-        first, second = (row["text_a"], row["text_b"]) if shown_first == "a" else (row["text_b"], row["text_a"])
-        template, prompt = build_prompt(
-            task, prompt=row["prompt"], first=first, second=second, reference=row.get("reference"),
-            reference_is_candidate=reference_is_candidate, scores=scores,
+        first, second = (
+            (row["text_a"], row["text_b"]) if shown_first == "a" else (row["text_b"], row["text_a"])
         )
-        entry: dict[str, Any] = {"shown_first": shown_first, "template": template, "preferred": None,
-                                 "winner": None, "scores": {}, "raw": [], "cached": [], "error": None}
+        template, prompt = build_prompt(
+            task,
+            prompt=row["prompt"],
+            first=first,
+            second=second,
+            reference=row.get("reference"),
+            reference_is_candidate=reference_is_candidate,
+            scores=scores,
+        )
+        entry: dict[str, Any] = {
+            "shown_first": shown_first,
+            "template": template,
+            "preferred": None,
+            "winner": None,
+            "scores": {},
+            "raw": [],
+            "cached": [],
+            "error": None,
+        }
         record["orders"].append(entry)
         verdict = None
         try:
@@ -350,7 +399,9 @@ def judge_pair(client: JudgeClient, row: dict[str, Any], *, task: str, orders: s
 # ------------------------------------------------------------------------------- driver
 
 
-def _prompt_lengths(prompts: pd.DataFrame, tokenizer_path: str | None) -> tuple[dict[str, int] | None, str | None]:
+def _prompt_lengths(
+    prompts: pd.DataFrame, tokenizer_path: str | None
+) -> tuple[dict[str, int] | None, str | None]:
     """Prompt token counts per prompt_id (for the OOD bins), with the policy's tokenizer; None
     when no tokenizer is at hand (the judge itself needs none)."""
     if not tokenizer_path:
@@ -365,7 +416,9 @@ def _prompt_lengths(prompts: pd.DataFrame, tokenizer_path: str | None) -> tuple[
         return None, None
     lengths = {
         pid: len(encode_prompt(tok, prompt, chat=bool(chat)))
-        for pid, prompt, chat in prompts[["prompt_id", "prompt", "chat"]].drop_duplicates("prompt_id").itertuples(index=False)
+        for pid, prompt, chat in prompts[["prompt_id", "prompt", "chat"]]
+        .drop_duplicates("prompt_id")
+        .itertuples(index=False)
     }
     return lengths, tokenizer_path
 
@@ -381,20 +434,29 @@ def _summaries(records: list[dict[str, Any]], cfg: JudgeConfig) -> dict[str, Any
     clusters = [r["prompt_id"] for r in decided]
     summary = stats.summarize(outcomes, clusters, n_boot=cfg.bootstrap, seed=cfg.seed, label="all")
     summary["by_temperature"] = stats.by_group(
-        outcomes, [stats.temperature_key(r["temperature"]) for r in decided], clusters,
-        n_boot=cfg.bootstrap, seed=cfg.seed,
+        outcomes,
+        [stats.temperature_key(r["temperature"]) for r in decided],
+        clusters,
+        n_boot=cfg.bootstrap,
+        seed=cfg.seed,
     )
     for key, group in summary["by_temperature"].items():
-        group["dropped"] = sum(1 for r in records if r["outcome"] == "dropped"
-                               and stats.temperature_key(r["temperature"]) == key)
+        group["dropped"] = sum(
+            1 for r in records if r["outcome"] == "dropped" and stats.temperature_key(r["temperature"]) == key
+        )
     reasons = Counter(r["reason"] for r in records if r["outcome"] == "dropped")
     summary["dropped"] = sum(reasons.values())
     summary["dropped_by_reason"] = dict(reasons)
     summary["not_judged"] = sum(1 for r in records if r["outcome"] == "not_judged")
     summary["identical"] = sum(1 for r in records if r["reason"] == "identical")
     # Position bias: how often the response shown first wins a decisive single verdict.
-    firsts = [o["winner"] == o["shown_first"] for r in records for o in r["orders"] if o.get("winner") in ("a", "b")]
-    summary["position_bias"] = {"first_shown_wins": sum(firsts) / len(firsts) if firsts else None, "n": len(firsts)}
+    firsts = [
+        o["winner"] == o["shown_first"] for r in records for o in r["orders"] if o.get("winner") in ("a", "b")
+    ]
+    summary["position_bias"] = {
+        "first_shown_wins": sum(firsts) / len(firsts) if firsts else None,
+        "n": len(firsts),
+    }
     with_scores = [r for r in decided if r.get("score_a") is not None and r.get("score_b") is not None]
     summary["scores"] = {
         "a": stats.mean_std([r["score_a"] for r in with_scores]),
@@ -404,8 +466,9 @@ def _summaries(records: list[dict[str, Any]], cfg: JudgeConfig) -> dict[str, Any
     return summary
 
 
-def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
-              sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def run_judge(
+    cfg: JudgeConfig, console: Console | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
     """Judge every pair (or a seeded subset), write OUT/; returns the judge.json content."""
     from .ood import ood_result, write_ood
 
@@ -415,7 +478,9 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
     pairing = pair(a, b)
     pairs = select_pairs(pairing.pairs, max_pairs=cfg.max_pairs, seed=cfg.seed)
     if pairs.empty:
-        raise UserError(f"nothing to judge: {a.name} and {b.name} share no (prompt_id, temperature, sample_idx)")
+        raise UserError(
+            f"nothing to judge: {a.name} and {b.name} share no (prompt_id, temperature, sample_idx)"
+        )
     task = cfg.task
     if task == "auto":
         task = "instruct" if bool(pairs["chat"].any()) else "summarize"
@@ -423,12 +488,16 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
     api_key = os.environ.get(cfg.api_key_env) or ""
     if not api_key:
         if cfg.base_url is None:
-            raise UserError(f"set {cfg.api_key_env} (the OpenAI API key), or pass --base-url for another server")
+            raise UserError(
+                f"set {cfg.api_key_env} (the OpenAI API key), or pass --base-url for another server"
+            )
         api_key = "EMPTY"  # vLLM and other local servers accept any key
     price, price_known = price_for(cfg.model, cfg.prices, cfg.price_per_1k)
     if cfg.max_cost is not None and not price_known:
-        console.print(f"[yellow]warning:[/] no price known for {cfg.model}: --max-cost cannot bind "
-                      "(set price_per_1k to enforce it)")
+        console.print(
+            f"[yellow]warning:[/] no price known for {cfg.model}: --max-cost cannot bind "
+            "(set price_per_1k to enforce it)"
+        )
     storage.makedirs(cfg.out)
     if cfg.cache:
         cache_path = cfg.cache
@@ -437,7 +506,12 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
     else:  # SQLite needs a local file: keep one per remote OUT on this machine
         import hashlib
 
-        cache_path = str(Path.home() / ".cache" / "drdo-ray" / f"judge-{hashlib.sha1(cfg.out.encode()).hexdigest()[:16]}.sqlite")
+        cache_path = str(
+            Path.home()
+            / ".cache"
+            / "drdo-ray"
+            / f"judge-{hashlib.sha1(cfg.out.encode()).hexdigest()[:16]}.sqlite"
+        )
 
     lengths, tokenizer = _prompt_lengths(pairs, cfg.tokenizer or _default_tokenizer(a.meta))
     rows = pairs.to_dict("records")
@@ -459,15 +533,25 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
         pool = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="judge")
         try:
             futures = {
-                pool.submit(judge_pair, client, row, task=task, orders=cfg.orders, seed=cfg.seed,
-                            scores=cfg.scores, reference_is_candidate=reference_is_candidate): i
+                pool.submit(
+                    judge_pair,
+                    client,
+                    row,
+                    task=task,
+                    orders=cfg.orders,
+                    seed=cfg.seed,
+                    scores=cfg.scores,
+                    reference_is_candidate=reference_is_candidate,
+                ): i
                 for i, row in enumerate(rows)
             }
             for done, future in enumerate(as_completed(futures), 1):
                 records[futures[future]] = future.result()
                 if done % every == 0 or done == len(rows):
-                    console.print(f"  {done}/{len(rows)} pairs, {ledger.counts['requests']} requests, "
-                                  f"{ledger.counts['cache_hits']} cache hits, ${ledger.spent:.4f}")
+                    console.print(
+                        f"  {done}/{len(rows)} pairs, {ledger.counts['requests']} requests, "
+                        f"{ledger.counts['cache_hits']} cache hits, ${ledger.spent:.4f}"
+                    )
         except BaseException:
             # Ctrl-C or a bug: stop queued pairs now; every answer paid for so far is in the
             # cache, so the rerun resumes without paying twice.
@@ -479,19 +563,38 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
 
     summary = _summaries(done_records, cfg)
     storage.write_jsonl(storage.join(cfg.out, "verdicts.jsonl"), done_records)
-    outputs = {"judge": storage.join(cfg.out, "judge.json"), "verdicts": storage.join(cfg.out, "verdicts.jsonl"),
-               "cache": cache_path}
+    outputs = {
+        "judge": storage.join(cfg.out, "judge.json"),
+        "verdicts": storage.join(cfg.out, "verdicts.jsonl"),
+        "cache": cache_path,
+    }
     if lengths is not None:
-        ood = ood_result(done_records, width=cfg.bin_width, n_boot=cfg.bootstrap, seed=cfg.seed,
-                         temperature=cfg.ood_temperature, source="judge", a=a.name, b=b.name, tokenizer=tokenizer)
+        ood = ood_result(
+            done_records,
+            width=cfg.bin_width,
+            n_boot=cfg.bootstrap,
+            seed=cfg.seed,
+            temperature=cfg.ood_temperature,
+            source="judge",
+            a=a.name,
+            b=b.name,
+            tokenizer=tokenizer,
+        )
         outputs.update(write_ood(cfg.out, ood))
     counts = ledger.counts
     result = {
         "kind": "judge",
         "a": a.describe(),
         "b": b.describe() if not reference_is_candidate else {"name": b.name, "samples": REFERENCE},
-        "judge": {"model": cfg.model, "base_url": public_url(cfg.base_url), "task": task, "orders": cfg.orders,
-                  "scores": cfg.scores, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens},
+        "judge": {
+            "model": cfg.model,
+            "base_url": public_url(cfg.base_url),
+            "task": task,
+            "orders": cfg.orders,
+            "scores": cfg.scores,
+            "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens,
+        },
         **summary,
         "pairs": len(rows),
         "unpaired": {"a": pairing.unpaired_a, "b": 0 if reference_is_candidate else pairing.unpaired_b},
@@ -500,8 +603,11 @@ def run_judge(cfg: JudgeConfig, console: Console | None = None, *,
         "parse_retries": counts["parse_retries"],
         "cache_hits": counts["cache_hits"],
         "errors": dict(ledger.errors),
-        "tokens": {"prompt": counts["prompt_tokens"], "completion": counts["completion_tokens"],
-                   "total": counts["prompt_tokens"] + counts["completion_tokens"]},
+        "tokens": {
+            "prompt": counts["prompt_tokens"],
+            "completion": counts["completion_tokens"],
+            "total": counts["prompt_tokens"] + counts["completion_tokens"],
+        },
         "cost_usd": round(ledger.spent, 6),
         "cost_usd_cached": round(ledger.cost_cached, 6),
         "price_per_1k": {"input": price[0], "output": price[1], "known": price_known},

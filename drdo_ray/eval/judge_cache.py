@@ -38,10 +38,19 @@ class CachedAnswer:
     cost_usd: float
 
 
-def cache_key(model: str, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, attempt: int) -> str:
+def cache_key(
+    model: str, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, attempt: int
+) -> str:
     payload = json.dumps(
-        {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "attempt": attempt},
-        sort_keys=True, ensure_ascii=False,
+        {
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "attempt": attempt,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -70,7 +79,15 @@ class JudgeCache:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, model, answer.text, answer.prompt_tokens, answer.completion_tokens, answer.cost_usd, time.time()),
+                (
+                    key,
+                    model,
+                    answer.text,
+                    answer.prompt_tokens,
+                    answer.completion_tokens,
+                    answer.cost_usd,
+                    time.time(),
+                ),
             )
             self._conn.commit()
 

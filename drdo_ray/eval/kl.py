@@ -61,10 +61,12 @@ def sample_kl(
     batch = {k: v.to(device) for k, v in batch.items()}
     positions = position_ids_from_mask(batch["attention_mask"])
     with torch.inference_mode():
-        logits_p = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          position_ids=positions).logits
-        logits_q = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             position_ids=positions).logits
+        logits_p = policy(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions
+        ).logits
+        logits_q = reference(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions
+        ).logits
         if logits_p.shape[-1] != logits_q.shape[-1]:
             raise ValueError(
                 f"policy and reference vocabularies differ ({logits_p.shape[-1]} vs {logits_q.shape[-1]}): "
@@ -89,8 +91,14 @@ def sample_kl(
         sampled_sum = torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, rows, sampled)
     out = []
     for t, k, s in zip(tokens.tolist(), kl_sum.tolist(), sampled_sum.tolist()):
-        out.append({"tokens": int(t), "kl_sum": k, "kl": k / t if t else float("nan"),
-                    "kl_sampled": s / t if t else float("nan")})
+        out.append(
+            {
+                "tokens": int(t),
+                "kl_sum": k,
+                "kl": k / t if t else float("nan"),
+                "kl_sampled": s / t if t else float("nan"),
+            }
+        )
     return out
 
 
@@ -99,7 +107,12 @@ def response_ids_for_kl(tokenizer: Any, text: str, finish_reason: str | None) ->
     from ..data.tokenize import encode_response
 
     ids = encode_response(tokenizer, text)
-    if finish_reason == "length" and ids and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
+    if (
+        finish_reason == "length"
+        and ids
+        and tokenizer.eos_token_id is not None
+        and ids[-1] == tokenizer.eos_token_id
+    ):
         ids = ids[:-1]
     return ids
 
@@ -124,12 +137,27 @@ class KLScorer:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from ..data.tokenize import encode_prompt
 
-        prompts = [encode_prompt(self.tokenizer, p, chat=bool(c)) for p, c in zip(batch["prompt"], batch["chat"])]
-        responses = [response_ids_for_kl(self.tokenizer, t, f) for t, f in zip(batch["text"], batch["finish_reason"])]
+        prompts = [
+            encode_prompt(self.tokenizer, p, chat=bool(c)) for p, c in zip(batch["prompt"], batch["chat"])
+        ]
+        responses = [
+            response_ids_for_kl(self.tokenizer, t, f) for t, f in zip(batch["text"], batch["finish_reason"])
+        ]
         keep = [i for i, r in enumerate(responses) if r]  # nothing sampled: no tokens to average over
-        values = sample_kl(*self.models, [prompts[i] for i in keep], [responses[i] for i in keep],
-                           pad_id=self.pad_id, max_length=self.max_length) if keep else []
-        rows = [{"tokens": 0, "kl_sum": 0.0, "kl": float("nan"), "kl_sampled": float("nan")} for _ in responses]
+        values = (
+            sample_kl(
+                *self.models,
+                [prompts[i] for i in keep],
+                [responses[i] for i in keep],
+                pad_id=self.pad_id,
+                max_length=self.max_length,
+            )
+            if keep
+            else []
+        )
+        rows = [
+            {"tokens": 0, "kl_sum": 0.0, "kl": float("nan"), "kl_sampled": float("nan")} for _ in responses
+        ]
         for i, value in zip(keep, values):
             rows[i] = value
         frame = pd.DataFrame(rows)
@@ -156,11 +184,22 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
     frame["finish_reason"] = frame["finish_reason"].astype(object).where(frame["finish_reason"].notna(), None)
     frame.insert(0, "row", np.arange(len(frame)))
     label = cfg.label or PurePosixPath(policy.rstrip("/")).name
-    console.print(f"[bold]eval kl[/] {label}: KL(policy || reference) over {len(frame)} samples of {samples.name}")
-    scored = map_with_actors(
-        frame, KLScorer, args=(policy, reference), kwargs={"dtype": cfg.dtype},
-        batch_size=cfg.batch_size, num_actors=cfg.num_actors, num_gpus=cfg.num_gpus_per_actor,
-    ).set_index("row").sort_index()
+    console.print(
+        f"[bold]eval kl[/] {label}: KL(policy || reference) over {len(frame)} samples of {samples.name}"
+    )
+    scored = (
+        map_with_actors(
+            frame,
+            KLScorer,
+            args=(policy, reference),
+            kwargs={"dtype": cfg.dtype},
+            batch_size=cfg.batch_size,
+            num_actors=cfg.num_actors,
+            num_gpus=cfg.num_gpus_per_actor,
+        )
+        .set_index("row")
+        .sort_index()
+    )
 
     per = rows.reset_index(drop=True)[["prompt_id", "temperature", "sample_idx"]].copy()
     per = per.join(scored[["tokens", "kl", "kl_sum", "kl_sampled"]])
@@ -170,16 +209,27 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
 
     def summary(group: pd.DataFrame) -> dict[str, Any]:
         kl = stats.mean_std(group["kl"])
-        return {"kl": kl["mean"], "kl_std": kl["std"], "kl_token_weighted": float(group["kl_sum"].sum() / group["tokens"].sum()),
-                "kl_sampled": stats.mean_std(group["kl_sampled"])["mean"], "n_samples": len(group),
-                "n_tokens": int(group["tokens"].sum())}
+        return {
+            "kl": kl["mean"],
+            "kl_std": kl["std"],
+            "kl_token_weighted": float(group["kl_sum"].sum() / group["tokens"].sum()),
+            "kl_sampled": stats.mean_std(group["kl_sampled"])["mean"],
+            "n_samples": len(group),
+            "n_tokens": int(group["tokens"].sum()),
+        }
 
     result: dict[str, Any] = {
-        "kind": "kl", "label": label, "step": cfg.step,
+        "kind": "kl",
+        "label": label,
+        "step": cfg.step,
         **summary(scored_rows),
         "skipped_empty": int((per["tokens"] == 0).sum()),
-        "by_temperature": {key: summary(g) for key, g in
-                           scored_rows.groupby(scored_rows["temperature"].map(stats.temperature_key), sort=True)},
+        "by_temperature": {
+            key: summary(g)
+            for key, g in scored_rows.groupby(
+                scored_rows["temperature"].map(stats.temperature_key), sort=True
+            )
+        },
         "policy": {"path": policy, "fingerprint": fingerprint(policy)},
         "reference": {"path": reference, "fingerprint": fingerprint(reference)},
         "samples": samples.describe(),
@@ -188,12 +238,20 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
     }
     storage.makedirs(cfg.out)
     outputs = {"kl": storage.join(cfg.out, "kl.json"), "samples": storage.join(cfg.out, "kl_samples.jsonl")}
-    storage.write_jsonl(outputs["samples"], [
-        {"prompt_id": r.prompt_id, "temperature": None if pd.isna(r.temperature) else float(r.temperature),
-         "sample_idx": int(r.sample_idx), "tokens": int(r.tokens),
-         "kl": None if pd.isna(r.kl) else float(r.kl), "kl_sampled": None if pd.isna(r.kl_sampled) else float(r.kl_sampled)}
-        for r in per.itertuples()
-    ])
+    storage.write_jsonl(
+        outputs["samples"],
+        [
+            {
+                "prompt_id": r.prompt_id,
+                "temperature": None if pd.isna(r.temperature) else float(r.temperature),
+                "sample_idx": int(r.sample_idx),
+                "tokens": int(r.tokens),
+                "kl": None if pd.isna(r.kl) else float(r.kl),
+                "kl_sampled": None if pd.isna(r.kl_sampled) else float(r.kl_sampled),
+            }
+            for r in per.itertuples()
+        ],
+    )
     result["outputs"] = outputs
     write_result(outputs["kl"], result)
     return result

@@ -45,29 +45,49 @@ def ood_result(
     for row in rows:
         if row.get("outcome") not in DECIDED:
             continue
-        if temperature is not None and row.get("temperature") is not None \
-                and round(float(row["temperature"]), 4) != round(float(temperature), 4):
+        if (
+            temperature is not None
+            and row.get("temperature") is not None
+            and round(float(row["temperature"]), 4) != round(float(temperature), 4)
+        ):
             continue
         if row.get("prompt_tokens") is None:
             no_length += 1
             continue
         kept.append(row)
     bins = stats.length_bins(
-        [stats.OUTCOME_VALUES[r["outcome"]] for r in kept], [int(r["prompt_tokens"]) for r in kept],
-        [r.get("prompt_id") for r in kept], width=width, n_boot=n_boot, seed=seed,
+        [stats.OUTCOME_VALUES[r["outcome"]] for r in kept],
+        [int(r["prompt_tokens"]) for r in kept],
+        [r.get("prompt_id") for r in kept],
+        width=width,
+        n_boot=n_boot,
+        seed=seed,
     )
     return {
-        "kind": "ood", "source": source, "a": a, "b": b, "bin_width": width, "temperature": temperature,
-        "tokenizer": tokenizer, "n": len(kept), "no_prompt_length": no_length, "bins": bins,
+        "kind": "ood",
+        "source": source,
+        "a": a,
+        "b": b,
+        "bin_width": width,
+        "temperature": temperature,
+        "tokenizer": tokenizer,
+        "n": len(kept),
+        "no_prompt_length": no_length,
+        "bins": bins,
         "bootstrap": {"n": n_boot, "seed": seed, "unit": "prompt"},
     }
 
 
 def markdown_table(ood: Mapping[str, Any]) -> str:
-    lines = ["| prompt tokens | pairs | wins | ties | losses | win rate [95% CI] |", "|---|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| prompt tokens | pairs | wins | ties | losses | win rate [95% CI] |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
     for b in ood["bins"]:
-        lines.append(f"| {b['label']} | {b['n']} | {b['wins']} | {b['ties']} | {b['losses']} | "
-                     f"{stats.fmt_rate(b['win_rate'], b['ci95'])} |")
+        lines.append(
+            f"| {b['label']} | {b['n']} | {b['wins']} | {b['ties']} | {b['losses']} | "
+            f"{stats.fmt_rate(b['win_rate'], b['ci95'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -82,7 +102,11 @@ def write_ood(out: str, ood: dict[str, Any]) -> dict[str, str]:
 
     paths = {"ood": storage.join(out, "ood.json"), "ood_table": storage.join(out, "ood.md")}
     write_result(paths["ood"], ood)
-    note = f"\n\n{ood['no_prompt_length']} pair(s) without a prompt length left out." if ood["no_prompt_length"] else ""
+    note = (
+        f"\n\n{ood['no_prompt_length']} pair(s) without a prompt length left out."
+        if ood["no_prompt_length"]
+        else ""
+    )
     fs, root = fsspec.core.url_to_fs(paths["ood_table"])
     with fs.open(root, "w", encoding="utf-8") as f:
         f.write(f"# {title(ood)}\n\n{markdown_table(ood)}{note}\n")
@@ -112,9 +136,15 @@ def rebin(cfg: OODConfig) -> dict[str, Any]:
     previous = storage.join(cfg.result, "ood.json")
     tokenizer = storage.read_json(previous).get("tokenizer") if storage.exists(previous) else None
     ood = ood_result(
-        rows, width=cfg.bin_width, n_boot=cfg.bootstrap, seed=cfg.seed, temperature=cfg.temperature,
-        source=summary.get("kind", name.split(".")[0]), a=(summary.get("a") or {}).get("name", "A"),
-        b=(summary.get("b") or {}).get("name", "B"), tokenizer=tokenizer,
+        rows,
+        width=cfg.bin_width,
+        n_boot=cfg.bootstrap,
+        seed=cfg.seed,
+        temperature=cfg.temperature,
+        source=summary.get("kind", name.split(".")[0]),
+        a=(summary.get("a") or {}).get("name", "A"),
+        b=(summary.get("b") or {}).get("name", "B"),
+        tokenizer=tokenizer,
     )
     if ood["n"] == 0:
         raise UserError(f"{path}: no decided pair with a prompt length to bin")

@@ -54,7 +54,9 @@ def _smooth(values: np.ndarray, points: int) -> np.ndarray:
     return out
 
 
-def _training_panels(runs: Mapping[str, Mapping[str, Any]]) -> list[tuple[tuple[str, ...], str, str, set[str]]]:
+def _training_panels(
+    runs: Mapping[str, Mapping[str, Any]],
+) -> list[tuple[tuple[str, ...], str, str, set[str]]]:
     """(keys, title, y label, runs drawn) per panel. Log-probs summed over tokens (DPO family)
     and averaged over tokens (DRDO family) differ ~100x in scale: when both are present, each
     reduction gets its own log-prob panels instead of one unreadable shared axis."""
@@ -113,13 +115,15 @@ def plot_training_curves(runs: Mapping[str, Mapping[str, Any]], path: str, *, ti
                 smooth = _smooth(values, len(values))
                 if smooth is not values:
                     ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
-                ax.plot(steps, smooth, color=color, linewidth=1.6, label=label, linestyle="-" if j == 0 else "--")
+                ax.plot(
+                    steps, smooth, color=color, linewidth=1.6, label=label, linestyle="-" if j == 0 else "--"
+                )
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=12)
@@ -128,7 +132,9 @@ def plot_training_curves(runs: Mapping[str, Mapping[str, Any]], path: str, *, ti
 
 
 def plot_winrate_vs_temperature(
-    panels: Mapping[str, Mapping[str, Mapping[float, tuple[float, Sequence[float] | None]]]], path: str, *,
+    panels: Mapping[str, Mapping[str, Mapping[float, tuple[float, Sequence[float] | None]]]],
+    path: str,
+    *,
     ylabel: str = "Oracle win rate (%)",
 ) -> str | None:
     """Fig. 2: ``panels[A][opponent][temperature] = (win_rate, ci95)``; one panel per A, one
@@ -147,8 +153,15 @@ def plot_winrate_vs_temperature(
             hi = np.array([100 * (points[t][1] or (points[t][0],) * 2)[1] for t in temps])
             # Small horizontal offsets keep overlapping error bars readable.
             xs = np.array(temps) + (i - (len(opponents) - 1) / 2) * width * 0.05
-            ax.errorbar(xs, rates, yerr=[rates - lo, hi - rates], marker="o", capsize=3,
-                        color=COLORS[i % len(COLORS)], label=f"vs {opponent}")
+            ax.errorbar(
+                xs,
+                rates,
+                yerr=[rates - lo, hi - rates],
+                marker="o",
+                capsize=3,
+                color=COLORS[i % len(COLORS)],
+                label=f"vs {opponent}",
+            )
         ax.axhline(50, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"{a}: win rate vs temperature", fontsize=10)
         ax.set_xlabel("sampling temperature")
@@ -160,15 +173,21 @@ def plot_winrate_vs_temperature(
     return _save(fig, path)
 
 
-def plot_ood(series: Mapping[str, Sequence[Mapping[str, Any]]], path: str, *, title: str = "",
-             ylabel: str = "win rate (%)") -> str | None:
+def plot_ood(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str,
+    *,
+    title: str = "",
+    ylabel: str = "win rate (%)",
+) -> str | None:
     """Fig. 6: win rate (with 95% interval) per prompt-length bin, one line per comparison;
     the bars below show how many pairs each bin holds (sparse bins are noisy)."""
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(7.5, 5.2), sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=(7.5, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     width = min(b["hi"] - b["lo"] + 1 for bins in series.values() for b in bins)
     for i, (name, bins) in enumerate(series.items()):
         centers = np.array([(b["lo"] + b["hi"] + 1) / 2 for b in bins], dtype=float)
@@ -177,11 +196,23 @@ def plot_ood(series: Mapping[str, Sequence[Mapping[str, Any]]], path: str, *, ti
         hi = np.array([100 * (b["ci95"] or (b["win_rate"],) * 2)[1] for b in bins])
         offset = (i - (len(series) - 1) / 2) * width * 0.08
         color = COLORS[i % len(COLORS)]
-        ax.errorbar(centers + offset, rates, yerr=[rates - lo, hi - rates], marker="o", capsize=3,
-                    color=color, label=name)
+        ax.errorbar(
+            centers + offset,
+            rates,
+            yerr=[rates - lo, hi - rates],
+            marker="o",
+            capsize=3,
+            color=color,
+            label=name,
+        )
         bar_w = width * 0.8 / len(series)
-        ax_n.bar(centers + (i - (len(series) - 1) / 2) * bar_w, [b["n"] for b in bins], width=bar_w,
-                 color=color, alpha=0.6)
+        ax_n.bar(
+            centers + (i - (len(series) - 1) / 2) * bar_w,
+            [b["n"] for b in bins],
+            width=bar_w,
+            color=color,
+            alpha=0.6,
+        )
     ax.axhline(50, color="grey", linestyle=":", linewidth=1)
     ax.set_ylim(-3, 103)  # markers at 0% / 100% stay whole
     ax.set_ylabel(ylabel)

@@ -70,7 +70,9 @@ def load_training(run: str) -> dict[str, dict[str, Any]]:
             row = by_step[step]
             for key in keys:
                 value = row.get(key)
-                columns[key].append(float(value) if isinstance(value, (int, float)) and value is not None else math.nan)
+                columns[key].append(
+                    float(value) if isinstance(value, (int, float)) and value is not None else math.nan
+                )
         status_path = storage.join(base, "status.json")
         config_path = storage.join(run, "models", name, "drdo_training.json")
         runs[name] = {
@@ -149,7 +151,7 @@ def _mean(entry: Any) -> Any:
 
 
 def _rel(path: str, run_out: str) -> str:
-    return path[len(run_out.rstrip("/")) + 1:] if path.startswith(run_out.rstrip("/") + "/") else path
+    return path[len(run_out.rstrip("/")) + 1 :] if path.startswith(run_out.rstrip("/") + "/") else path
 
 
 def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
@@ -163,16 +165,50 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
 def _headline(results: dict[str, list[dict[str, Any]]]) -> str:
     rows = []
     for r in results["winrate"]:
-        rows.append([f"{_name(r['a'])} vs {_name(r['b'])}", "Oracle", _dataset(r), str(r["n"]), str(r["wins"]),
-                     str(r["ties"]), str(r["losses"]), "-", fmt_rate(r["win_rate"], r.get("ci95"))])
+        rows.append(
+            [
+                f"{_name(r['a'])} vs {_name(r['b'])}",
+                "Oracle",
+                _dataset(r),
+                str(r["n"]),
+                str(r["wins"]),
+                str(r["ties"]),
+                str(r["losses"]),
+                "-",
+                fmt_rate(r["win_rate"], r.get("ci95")),
+            ]
+        )
     for r in results["judge"]:
-        rows.append([f"{_name(r['a'])} vs {_name(r['b'])}", f"judge {r['judge']['model']}", _dataset(r), str(r["n"]),
-                     str(r["wins"]), str(r["ties"]), str(r["losses"]), str(r["dropped"]),
-                     fmt_rate(r["win_rate"], r.get("ci95"))])
+        rows.append(
+            [
+                f"{_name(r['a'])} vs {_name(r['b'])}",
+                f"judge {r['judge']['model']}",
+                _dataset(r),
+                str(r["n"]),
+                str(r["wins"]),
+                str(r["ties"]),
+                str(r["losses"]),
+                str(r["dropped"]),
+                fmt_rate(r["win_rate"], r.get("ci95")),
+            ]
+        )
     if not rows:
         return "_No win-rate results under RUN/eval yet._"
-    return _table(["comparison", "evaluator", "prompts", "pairs", "wins", "ties", "losses", "dropped",
-                   "win rate of A [95% CI]"], rows, "lllrrrrrr")
+    return _table(
+        [
+            "comparison",
+            "evaluator",
+            "prompts",
+            "pairs",
+            "wins",
+            "ties",
+            "losses",
+            "dropped",
+            "win rate of A [95% CI]",
+        ],
+        rows,
+        "lllrrrrrr",
+    )
 
 
 def _training_section(runs: dict[str, dict[str, Any]], figures: str, out: str) -> str:
@@ -182,12 +218,22 @@ def _training_section(runs: dict[str, dict[str, Any]], figures: str, out: str) -
     groups: dict[str, dict[str, Any]] = defaultdict(dict)
     for name, info in runs.items():
         groups[_stage(name, info)][name] = info
-    titles = {"align": "Policy alignment (paper Fig. 5)", "oracle": "Oracle", "sft": "SFT", "other": "Other runs"}
+    titles = {
+        "align": "Policy alignment (paper Fig. 5)",
+        "oracle": "Oracle",
+        "sft": "SFT",
+        "other": "Other runs",
+    }
     for stage in ("align", "oracle", "sft", "other"):
         if stage not in groups:
             continue
-        series = {name: {**info["metrics"], "_reduction": _reduction(name, info)} for name, info in groups[stage].items()}
-        png = plots.plot_training_curves(series, storage.join(figures, f"training_{stage}.png"), title=titles[stage])
+        series = {
+            name: {**info["metrics"], "_reduction": _reduction(name, info)}
+            for name, info in groups[stage].items()
+        }
+        png = plots.plot_training_curves(
+            series, storage.join(figures, f"training_{stage}.png"), title=titles[stage]
+        )
         if png:
             parts.append(f"### {titles[stage]}\n\n![{titles[stage]}]({_rel(png, out)})")
     rows = []
@@ -199,11 +245,38 @@ def _training_section(runs: dict[str, dict[str, Any]], figures: str, out: str) -
             values = [v for v in m.get(key, []) if math.isfinite(v)]
             return _num(values[-1]) if values else "-"
 
-        rows.append([name, str(cfg.get("stage") or _stage(name, info)), str(cfg.get("loss") or "-"),
-                     str(status.get("global_step", len(m.get("step", [])))), str(status.get("status", "-")),
-                     last("loss"), last("reward_accuracy"), last("margin"), last("chosen_logps"), last("rejected_logps")])
-    parts.append(_table(["run", "stage", "loss", "steps", "status", "final loss", "reward acc", "margin",
-                         "chosen logp", "rejected logp"], rows, "llllrrrrrr"))
+        rows.append(
+            [
+                name,
+                str(cfg.get("stage") or _stage(name, info)),
+                str(cfg.get("loss") or "-"),
+                str(status.get("global_step", len(m.get("step", [])))),
+                str(status.get("status", "-")),
+                last("loss"),
+                last("reward_accuracy"),
+                last("margin"),
+                last("chosen_logps"),
+                last("rejected_logps"),
+            ]
+        )
+    parts.append(
+        _table(
+            [
+                "run",
+                "stage",
+                "loss",
+                "steps",
+                "status",
+                "final loss",
+                "reward acc",
+                "margin",
+                "chosen logp",
+                "rejected logp",
+            ],
+            rows,
+            "llllrrrrrr",
+        )
+    )
     return "\n\n".join(parts)
 
 
@@ -226,17 +299,44 @@ def _winrate_section(results: list[dict[str, Any]], figures: str, out: str) -> s
             panels[a][b] = points
         for key, g in [*r.get("by_temperature", {}).items(), ("all", r)]:
             adv = g.get("reward_advantage") or {}
-            rows.append([f"{a} vs {b}", key, str(g["n"]), f"{g['wins']}/{g['ties']}/{g['losses']}",
-                         fmt_rate(g["win_rate"], g.get("ci95")), _num(g.get("mean_reward_a")),
-                         _num(g.get("mean_reward_b")), _num(_mean(adv.get("a"))), _num(_mean(adv.get("b")))])
+            rows.append(
+                [
+                    f"{a} vs {b}",
+                    key,
+                    str(g["n"]),
+                    f"{g['wins']}/{g['ties']}/{g['losses']}",
+                    fmt_rate(g["win_rate"], g.get("ci95")),
+                    _num(g.get("mean_reward_a")),
+                    _num(g.get("mean_reward_b")),
+                    _num(_mean(adv.get("a"))),
+                    _num(_mean(adv.get("b"))),
+                ]
+            )
     parts = []
     png = plots.plot_winrate_vs_temperature(panels, storage.join(figures, "winrate_vs_temperature.png"))
     if png:
         parts.append(f"![Oracle win rate vs temperature]({_rel(png, out)})")
-    parts.append(_table(["comparison", "T", "pairs", "W/T/L", "win rate of A [95% CI]", "mean r*(A)", "mean r*(B)",
-                         "adv. A over ref", "adv. B over ref"], rows, "llrrrrrrr"))
-    parts.append("Ties count half. Reward advantage: mean r*(x, y) − r*(x, y_ref) over prompts with a "
-                 "reference response (paper Fig. 5b).")
+    parts.append(
+        _table(
+            [
+                "comparison",
+                "T",
+                "pairs",
+                "W/T/L",
+                "win rate of A [95% CI]",
+                "mean r*(A)",
+                "mean r*(B)",
+                "adv. A over ref",
+                "adv. B over ref",
+            ],
+            rows,
+            "llrrrrrrr",
+        )
+    )
+    parts.append(
+        "Ties count half. Reward advantage: mean r*(x, y) − r*(x, y_ref) over prompts with a "
+        "reference response (paper Fig. 5b)."
+    )
     return "\n\n".join(parts)
 
 
@@ -250,14 +350,45 @@ def _judge_section(results: list[dict[str, Any]]) -> str:
     for dataset, items in sorted(by_dataset.items()):
         rows = []
         for r in items:
-            rows.append([f"{_name(r['a'])} vs. {_name(r['b'])}", str(r["wins"]), fmt_rate(r["win_rate"]),
-                         str(r["ties"]), str(r["losses"]), str(r["dropped"]), fmt_ci(r.get("ci95")), r["judge"]["model"], str(r["requests"]), str(r["cache_hits"]),
-                         f"${r['cost_usd']:.2f}"])
-        parts.append(f"**Comparison ({dataset})**\n\n" + _table(
-            ["Comparison", "# Wins", "Win Rate", "ties", "losses", "dropped", "95% CI", "judge", "requests",
-             "cache hits", "cost"], rows, "lrrrrrrlrrr"))
-    parts.append("Win rate of the first-named policy; ties count half; dropped pairs (no parseable verdict) are "
-                 "out of the denominator (paper Table 1).")
+            rows.append(
+                [
+                    f"{_name(r['a'])} vs. {_name(r['b'])}",
+                    str(r["wins"]),
+                    fmt_rate(r["win_rate"]),
+                    str(r["ties"]),
+                    str(r["losses"]),
+                    str(r["dropped"]),
+                    fmt_ci(r.get("ci95")),
+                    r["judge"]["model"],
+                    str(r["requests"]),
+                    str(r["cache_hits"]),
+                    f"${r['cost_usd']:.2f}",
+                ]
+            )
+        parts.append(
+            f"**Comparison ({dataset})**\n\n"
+            + _table(
+                [
+                    "Comparison",
+                    "# Wins",
+                    "Win Rate",
+                    "ties",
+                    "losses",
+                    "dropped",
+                    "95% CI",
+                    "judge",
+                    "requests",
+                    "cache hits",
+                    "cost",
+                ],
+                rows,
+                "lrrrrrrlrrr",
+            )
+        )
+    parts.append(
+        "Win rate of the first-named policy; ties count half; dropped pairs (no parseable verdict) are "
+        "out of the denominator (paper Table 1)."
+    )
     return "\n\n".join(parts)
 
 
@@ -270,19 +401,31 @@ def _ood_section(results: list[dict[str, Any]], figures: str, out: str) -> str:
         by_source[r.get("source") or "winrate"][f"{r.get('a')} vs {r.get('b')}"] = r.get("bins", [])
     for source, series in sorted(by_source.items()):
         label = "judge" if source == "judge" else "Oracle"
-        png = plots.plot_ood(series, storage.join(figures, f"ood_{source}.png"),
-                             title=f"{label} win rate by prompt length (paper Fig. 6)")
+        png = plots.plot_ood(
+            series,
+            storage.join(figures, f"ood_{source}.png"),
+            title=f"{label} win rate by prompt length (paper Fig. 6)",
+        )
         if png:
             parts.append(f"![{label} win rate by prompt length]({_rel(png, out)})")
     for r in results:
         evaluator = "judge" if r.get("source") == "judge" else "Oracle"
-        rows = [[b["label"], str(b["n"]), f"{b['wins']}/{b['ties']}/{b['losses']}", fmt_rate(b["win_rate"], b.get("ci95"))]
-                for b in r.get("bins", [])]
+        rows = [
+            [
+                b["label"],
+                str(b["n"]),
+                f"{b['wins']}/{b['ties']}/{b['losses']}",
+                fmt_rate(b["win_rate"], b.get("ci95")),
+            ]
+            for b in r.get("bins", [])
+        ]
         temp = f", T={r['temperature']:g}" if r.get("temperature") is not None else ""
-        parts.append(f"<details><summary>{r.get('a')} vs {r.get('b')} ({evaluator}{temp}): {len(rows)} bins of "
-                     f"{r.get('bin_width')} tokens</summary>\n\n"
-                     + _table(["prompt tokens", "pairs", "W/T/L", "win rate of A [95% CI]"], rows, "lrrr")
-                     + "\n\n</details>")
+        parts.append(
+            f"<details><summary>{r.get('a')} vs {r.get('b')} ({evaluator}{temp}): {len(rows)} bins of "
+            f"{r.get('bin_width')} tokens</summary>\n\n"
+            + _table(["prompt tokens", "pairs", "W/T/L", "win rate of A [95% CI]"], rows, "lrrr")
+            + "\n\n</details>"
+        )
     return "\n\n".join(parts)
 
 
@@ -296,11 +439,14 @@ def _kl_section(results: list[dict[str, Any]]) -> str:
         cells[step][str(r.get("label"))] = _num(r.get("kl"), 3)
     steps = sorted(cells, key=lambda s: (s == "final", int(s) if s.isdigit() else 0))
     table = _table(["Step", *labels], [[s, *[cells[s].get(label, "-") for label in labels]] for s in steps])
-    return table + ("\n\nToken-averaged KL(policy ‖ SFT) on each policy's own samples, mean over samples "
-                    "(paper Table 7).")
+    return table + (
+        "\n\nToken-averaged KL(policy ‖ SFT) on each policy's own samples, mean over samples (paper Table 7)."
+    )
 
 
-def _configs_section(runs: dict[str, dict[str, Any]], results: dict[str, list[dict[str, Any]]], run: str) -> str:
+def _configs_section(
+    runs: dict[str, dict[str, Any]], results: dict[str, list[dict[str, Any]]], run: str
+) -> str:
     blocks = []
 
     def block(title: str, data: Any) -> None:
@@ -317,12 +463,30 @@ def _configs_section(runs: dict[str, dict[str, Any]], results: dict[str, list[di
                 gen = (r.get(side) or {}).get("generation")
                 if kind == "kl":
                     gen = (r.get("samples") or {}).get("generation") if side == "a" else None
-                sample_path = (r.get(side) or {}).get("samples") if kind != "kl" else (r.get("samples") or {}).get("samples")
+                sample_path = (
+                    (r.get(side) or {}).get("samples")
+                    if kind != "kl"
+                    else (r.get("samples") or {}).get("samples")
+                )
                 if gen and sample_path not in seen:
                     seen.add(sample_path)
                     block(f"generation: {sample_path}", gen)
-            settings = {k: v for k, v in r.items() if k in ("judge", "oracle", "tie_margin", "bootstrap", "policy",
-                                                             "reference", "max_cost", "price_per_1k", "step")}
+            settings = {
+                k: v
+                for k, v in r.items()
+                if k
+                in (
+                    "judge",
+                    "oracle",
+                    "tie_margin",
+                    "bootstrap",
+                    "policy",
+                    "reference",
+                    "max_cost",
+                    "price_per_1k",
+                    "step",
+                )
+            }
             block(f"{kind}: {_rel(r['_dir'], run)}", settings)
     return "\n\n".join(blocks) if blocks else "_No configs found._"
 
@@ -339,13 +503,16 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
     runs = load_training(run)
     results = load_results(run)
     if not runs and not any(results.values()):
-        raise UserError(f"{run} holds neither training runs (train/*/metrics.jsonl) nor results (eval/**/*.json)")
+        raise UserError(
+            f"{run} holds neither training runs (train/*/metrics.jsonl) nor results (eval/**/*.json)"
+        )
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         f"# {cfg.title or 'DRDO run report'}\n\nRun: `{run}` · generated {now} by `drdo-ray report`.",
         "## Headline\n\n" + _headline(results),
         "## Training curves\n\n" + _training_section(runs, figures, out),
-        "## Oracle win rate vs sampling temperature (paper Fig. 2)\n\n" + _winrate_section(results["winrate"], figures, out),
+        "## Oracle win rate vs sampling temperature (paper Fig. 2)\n\n"
+        + _winrate_section(results["winrate"], figures, out),
         "## Judge win rates (paper Table 1)\n\n" + _judge_section(results["judge"]),
         "## Win rate by prompt length: OOD (paper Fig. 6)\n\n" + _ood_section(results["ood"], figures, out),
         "## KL divergence from the SFT model (paper Table 7)\n\n" + _kl_section(results["kl"]),
@@ -356,8 +523,14 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
     with fs.open(root, "w", encoding="utf-8") as f:
         f.write("\n\n".join(sections) + "\n")
     fs_fig, fig_root = fsspec.core.url_to_fs(figures)
-    pngs = sorted(p for p in fs_fig.ls(fig_root, detail=False) if p.endswith(".png")) if fs_fig.isdir(fig_root) else []
+    pngs = (
+        sorted(p for p in fs_fig.ls(fig_root, detail=False) if p.endswith(".png"))
+        if fs_fig.isdir(fig_root)
+        else []
+    )
     return {
-        "report": report_path, "figures": pngs, "training_runs": sorted(runs),
+        "report": report_path,
+        "figures": pngs,
+        "training_runs": sorted(runs),
         "results": {k: len(v) for k, v in results.items()},
     }

@@ -43,7 +43,12 @@ class SampleSet:
 
     def describe(self) -> dict[str, Any]:
         """What a result file records about this side of a comparison."""
-        return {"name": self.name, "samples": self.path, "rows": len(self.rows), "generation": self.meta or None}
+        return {
+            "name": self.name,
+            "samples": self.path,
+            "rows": len(self.rows),
+            "generation": self.meta or None,
+        }
 
 
 def _find(path: str) -> tuple[str, str]:
@@ -111,14 +116,20 @@ def load_samples(path: str, *, name: str | None = None) -> SampleSet:
     rows["sample_idx"] = pd.to_numeric(rows["sample_idx"], errors="coerce").fillna(0).astype(int)
     rows["chat"] = rows["chat"].fillna(False).astype(bool)
     rows["text"] = rows["text"].fillna("").astype(str)
-    rows["reference"] = rows["reference"].where(rows["reference"].notna() & (rows["reference"].astype(str) != ""), None)
+    rows["reference"] = rows["reference"].where(
+        rows["reference"].notna() & (rows["reference"].astype(str) != ""), None
+    )
     duplicated = rows.duplicated(KEY)
     if duplicated.any():
         first = rows.loc[duplicated, KEY].iloc[0].tolist()
-        raise UserError(f"{file}: {int(duplicated.sum())} duplicate (prompt_id, temperature, sample_idx) keys, e.g. {first}")
+        raise UserError(
+            f"{file}: {int(duplicated.sum())} duplicate (prompt_id, temperature, sample_idx) keys, e.g. {first}"
+        )
     meta_path = storage.join(folder, "generation.json")
     meta = storage.read_json(meta_path) if storage.exists(meta_path) else {}
-    return SampleSet(path=path, rows=rows.reset_index(drop=True), meta=meta, name=name or default_name(meta, folder))
+    return SampleSet(
+        path=path, rows=rows.reset_index(drop=True), meta=meta, name=name or default_name(meta, folder)
+    )
 
 
 def reference_set(a: SampleSet) -> SampleSet:
@@ -157,7 +168,9 @@ def pair(a: SampleSet, b: SampleSet) -> Pairing:
     return Pairing(pairs=merged, unpaired_a=len(a.rows) - len(merged), unpaired_b=len(b.rows) - len(merged))
 
 
-def load_sides(a: str, b: str, *, a_name: str | None = None, b_name: str | None = None) -> tuple[SampleSet, SampleSet, bool]:
+def load_sides(
+    a: str, b: str, *, a_name: str | None = None, b_name: str | None = None
+) -> tuple[SampleSet, SampleSet, bool]:
     """The two sides of a comparison: A's samples, and B's samples or (``b == "reference"``) the
     reference responses of A's prompts. The bool says B is the reference."""
     side_a = load_samples(a, name=a_name)

@@ -35,33 +35,50 @@ from ..config import API_KEY_ENV, GenerateConfig
 from ..errors import UserError
 
 GENERATION_FILE = "generation.json"
-SAMPLES_SCHEMA = pa.schema([
-    ("prompt_id", pa.string()),
-    ("prompt", pa.string()),
-    ("chat", pa.bool_()),
-    ("reference", pa.string()),
-    ("model", pa.string()),
-    ("temperature", pa.float64()),
-    ("sample_idx", pa.int32()),
-    ("text", pa.string()),
-    ("num_tokens", pa.int32()),
-    ("finish_reason", pa.string()),
-])
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("prompt", pa.string()),
+        ("chat", pa.bool_()),
+        ("reference", pa.string()),
+        ("model", pa.string()),
+        ("temperature", pa.float64()),
+        ("sample_idx", pa.int32()),
+        ("text", pa.string()),
+        ("num_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+    ]
+)
 # Work rows: one per (prompt, temperature, sample); `order` restores the dataset order.
-WORK_SCHEMA = pa.schema([
-    ("order", pa.int64()),
-    ("prompt_id", pa.string()),
-    ("prompt_text", pa.string()),
-    ("chat", pa.bool_()),
-    ("reference", pa.string()),
-    ("temperature", pa.float64()),
-    ("sample_idx", pa.int32()),
-    ("seed", pa.int64()),
-])
+WORK_SCHEMA = pa.schema(
+    [
+        ("order", pa.int64()),
+        ("prompt_id", pa.string()),
+        ("prompt_text", pa.string()),
+        ("chat", pa.bool_()),
+        ("reference", pa.string()),
+        ("temperature", pa.float64()),
+        ("sample_idx", pa.int32()),
+        ("seed", pa.int64()),
+    ]
+)
 RESULT_FIELDS = [("text", pa.string()), ("num_tokens", pa.int32()), ("finish_reason", pa.string())]
 # Settings that define a generation: a rerun with the same ones reuses OUT.
-REQUEST_KEYS = ("model", "model_fingerprint", "prompts", "prompts_fingerprint", "backend", "endpoint",
-                "temperatures", "top_p", "max_new_tokens", "samples_per_prompt", "seed", "limit", "format")
+REQUEST_KEYS = (
+    "model",
+    "model_fingerprint",
+    "prompts",
+    "prompts_fingerprint",
+    "backend",
+    "endpoint",
+    "temperatures",
+    "top_p",
+    "max_new_tokens",
+    "samples_per_prompt",
+    "seed",
+    "limit",
+    "format",
+)
 
 
 # ------------------------------------------------------------------------------- inputs
@@ -80,7 +97,9 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
     if not storage.exists(folder):
         raise UserError(f"prompts folder does not exist: {folder}")
     if not storage.exists(storage.join(folder, "stats.json")):
-        raise UserError(f"{folder} is not a prepared dataset (no stats.json); run drdo-ray data prepare first")
+        raise UserError(
+            f"{folder} is not a prepared dataset (no stats.json); run drdo-ray data prepare first"
+        )
     files = _parquet_files(folder)
     if not files:
         raise UserError(f"{folder} holds no data/*.parquet files")
@@ -96,8 +115,10 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
         ids, prompts = table["id"].to_pylist()[:n], table["prompt"].to_pylist()[:n]
         chats = table["chat"].to_pylist()[:n] if "chat" in table.column_names else [False] * n
         refs = table["chosen"].to_pylist()[:n] if "chosen" in table.column_names else [None] * n
-        rows += [{"prompt_id": str(i), "prompt_text": p, "chat": bool(c), "reference": r}
-                 for i, p, c, r in zip(ids, prompts, chats, refs)]
+        rows += [
+            {"prompt_id": str(i), "prompt_text": p, "chat": bool(c), "reference": r}
+            for i, p, c, r in zip(ids, prompts, chats, refs)
+        ]
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
@@ -105,13 +126,22 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def work_rows(prompts: list[dict[str, Any]], temperatures: list[float], samples: int, seed: int) -> list[dict[str, Any]]:
+def work_rows(
+    prompts: list[dict[str, Any]], temperatures: list[float], samples: int, seed: int
+) -> list[dict[str, Any]]:
     from ..serve.engines import mix_seed
 
     return [
-        {"order": k, **p, "temperature": float(t), "sample_idx": s,
-         "seed": mix_seed(seed, p["prompt_id"], repr(float(t)), s)}
-        for k, p in enumerate(prompts) for t in temperatures for s in range(samples)
+        {
+            "order": k,
+            **p,
+            "temperature": float(t),
+            "sample_idx": s,
+            "seed": mix_seed(seed, p["prompt_id"], repr(float(t)), s),
+        }
+        for k, p in enumerate(prompts)
+        for t in temperatures
+        for s in range(samples)
     ]
 
 
@@ -153,8 +183,10 @@ class EncodePrompts:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from ..data.tokenize import encode_prompt
 
-        ids = [encode_prompt(self.tokenizer, p, chat=c)
-               for p, c in zip(batch["prompt_text"].to_pylist(), batch["chat"].to_pylist())]
+        ids = [
+            encode_prompt(self.tokenizer, p, chat=c)
+            for p, c in zip(batch["prompt_text"].to_pylist(), batch["chat"].to_pylist())
+        ]
         return batch.append_column("prompt_ids", pa.array(ids, pa.list_(pa.int32())))
 
 
@@ -177,13 +209,20 @@ class TransformersSampler:
         requests = [
             GenerationRequest(
                 encode_prompt(self.engine.tokenizer, r["prompt_text"], chat=r["chat"]),
-                SamplingParams(temperature=r["temperature"], top_p=self.top_p, max_tokens=self.max_new_tokens,
-                               n=1, seed=r["seed"]),
+                SamplingParams(
+                    temperature=r["temperature"],
+                    top_p=self.top_p,
+                    max_tokens=self.max_new_tokens,
+                    n=1,
+                    seed=r["seed"],
+                ),
             )
             for r in rows
         ]
         for row, (completion,) in zip(rows, self.engine.generate_requests(requests)):
-            row.update(text=completion.text, num_tokens=completion.num_tokens, finish_reason=completion.finish_reason)
+            row.update(
+                text=completion.text, num_tokens=completion.num_tokens, finish_reason=completion.finish_reason
+            )
         return pa.Table.from_pylist(rows, schema=_result_schema())
 
 
@@ -212,16 +251,29 @@ def vllm_processor(cfg: GenerateConfig, model: str) -> Any:
     top_p, max_new = cfg.top_p, cfg.max_new_tokens
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "tokenized_prompt": [int(i) for i in row["prompt_ids"]], "prompt": row["prompt_text"],
-                "sampling_params": {"temperature": float(row["temperature"]), "top_p": top_p,
-                                    "max_tokens": max_new, "n": 1, "seed": int(row["seed"])}}
+        return {
+            **row,
+            "tokenized_prompt": [int(i) for i in row["prompt_ids"]],
+            "prompt": row["prompt_text"],
+            "sampling_params": {
+                "temperature": float(row["temperature"]),
+                "top_p": top_p,
+                "max_tokens": max_new,
+                "n": 1,
+                "seed": int(row["seed"]),
+            },
+        }
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         n = int(row["num_generated_tokens"])
         # Ray Data LLM does not pass vLLM's finish_reason on; a completion that used the whole
         # budget ran out of length (one ending exactly there on EOS is counted as length too).
-        return {**_keep(row), "text": row["generated_text"], "num_tokens": n,
-                "finish_reason": "length" if n >= max_new else "stop"}
+        return {
+            **_keep(row),
+            "text": row["generated_text"],
+            "num_tokens": n,
+            "finish_reason": "length" if n >= max_new else "stop",
+        }
 
     return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
@@ -237,8 +289,10 @@ def _served_model(endpoint: str, headers: dict[str, str]) -> str:
         with urllib.request.urlopen(request, timeout=30) as response:
             models = json.load(response)["data"]
     except urllib.error.HTTPError as err:
-        raise UserError(f"{endpoint}/v1/models answered {err.code}"
-                        + (": wrong or missing --api-key" if err.code == 401 else "")) from None
+        raise UserError(
+            f"{endpoint}/v1/models answered {err.code}"
+            + (": wrong or missing --api-key" if err.code == 401 else "")
+        ) from None
     except (urllib.error.URLError, OSError, ValueError, KeyError) as err:
         raise UserError(f"cannot reach an OpenAI-compatible endpoint at {endpoint}: {err}") from None
     if not models:
@@ -251,23 +305,39 @@ def http_processor(cfg: GenerateConfig, served: str, headers: dict[str, str]) ->
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
     config = HttpRequestProcessorConfig(
-        url=f"{cfg.endpoint}/v1/completions", headers=headers, batch_size=cfg.batch_size,
-        concurrency=cfg.num_actors, max_retries=2,
+        url=f"{cfg.endpoint}/v1/completions",
+        headers=headers,
+        batch_size=cfg.batch_size,
+        concurrency=cfg.num_actors,
+        max_retries=2,
     )
     top_p, max_new = cfg.top_p, cfg.max_new_tokens
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "payload": {"model": served, "prompt": [int(i) for i in row["prompt_ids"]],
-                                   "temperature": float(row["temperature"]), "top_p": top_p,
-                                   "max_tokens": max_new, "n": 1, "seed": int(row["seed"])}}
+        return {
+            **row,
+            "payload": {
+                "model": served,
+                "prompt": [int(i) for i in row["prompt_ids"]],
+                "temperature": float(row["temperature"]),
+                "top_p": top_p,
+                "max_tokens": max_new,
+                "n": 1,
+                "seed": int(row["seed"]),
+            },
+        }
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         response = row["http_response"]
         if "error" in response or not response.get("choices"):
             raise RuntimeError(f"the endpoint refused a request: {response.get('error')}")
         choice = response["choices"][0]
-        return {**_keep(row), "text": choice["text"], "num_tokens": int(response["usage"]["completion_tokens"]),
-                "finish_reason": choice["finish_reason"]}
+        return {
+            **_keep(row),
+            "text": choice["text"],
+            "num_tokens": int(response["usage"]["completion_tokens"]),
+            "finish_reason": choice["finish_reason"],
+        }
 
     return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
@@ -325,11 +395,15 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
         try:
             old = storage.read_json(meta_path)
         except ValueError as err:
-            raise UserError(f"{meta_path} is unreadable ({err}); pass --force or choose another --out") from err
+            raise UserError(
+                f"{meta_path} is unreadable ({err}); pass --force or choose another --out"
+            ) from err
         diffs = [k for k in REQUEST_KEYS if old.get(k) != request[k]]
         if diffs:
-            raise UserError(f"{out} holds samples generated with other {', '.join(diffs)}; "
-                            "pass --force or choose another --out")
+            raise UserError(
+                f"{out} holds samples generated with other {', '.join(diffs)}; "
+                "pass --force or choose another --out"
+            )
         if storage.exists(samples_path):
             return {**old, "reused": True}
 
@@ -344,8 +418,10 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
 
     started = time.perf_counter()  # throughput excludes cluster start-up
     work = work_rows(prompts, cfg.temperatures, cfg.samples_per_prompt, cfg.seed)
-    console.print(f"[bold]generate[/] {len(prompts)} prompts x {len(cfg.temperatures)} temperatures x "
-                  f"{cfg.samples_per_prompt} with {backend} ({served or model})")
+    console.print(
+        f"[bold]generate[/] {len(prompts)} prompts x {len(cfg.temperatures)} temperatures x "
+        f"{cfg.samples_per_prompt} with {backend} ({served or model})"
+    )
     for target in (GENERATION_FILE, "samples.jsonl", "samples.parquet"):
         storage.remove(storage.join(out, target))
     storage.makedirs(out)
@@ -361,15 +437,27 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
         gpus = 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
     if backend == "transformers":
         ds = ds.map_batches(
-            TransformersSampler, fn_constructor_args=(model,),
-            fn_constructor_kwargs={"top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype,
-                                   "batch_rows": cfg.batch_size},
-            batch_format="pyarrow", batch_size=None,
-            compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), num_gpus=gpus,
+            TransformersSampler,
+            fn_constructor_args=(model,),
+            fn_constructor_kwargs={
+                "top_p": cfg.top_p,
+                "max_new_tokens": cfg.max_new_tokens,
+                "dtype": cfg.dtype,
+                "batch_rows": cfg.batch_size,
+            },
+            batch_format="pyarrow",
+            batch_size=None,
+            compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+            num_gpus=gpus,
         )
     else:
-        ds = ds.map_batches(EncodePrompts, fn_constructor_args=(model,), batch_format="pyarrow", batch_size=256,
-                            compute=ray.data.ActorPoolStrategy(size=1))
+        ds = ds.map_batches(
+            EncodePrompts,
+            fn_constructor_args=(model,),
+            batch_format="pyarrow",
+            batch_size=256,
+            compute=ray.data.ActorPoolStrategy(size=1),
+        )
         processor = vllm_processor(cfg, model) if backend == "vllm" else http_processor(cfg, served, headers)  # type: ignore[arg-type]
         ds = processor(ds)
     try:
@@ -384,10 +472,18 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
     name = served or model
     results.sort(key=lambda r: (r["order"], cfg.temperatures.index(r["temperature"]), r["sample_idx"]))
     rows = [
-        {"prompt_id": r["prompt_id"], "prompt": r["prompt_text"], "chat": bool(r["chat"]),
-         "reference": r["reference"], "model": name, "temperature": float(r["temperature"]),
-         "sample_idx": int(r["sample_idx"]), "text": r["text"], "num_tokens": int(r["num_tokens"]),
-         "finish_reason": r["finish_reason"]}
+        {
+            "prompt_id": r["prompt_id"],
+            "prompt": r["prompt_text"],
+            "chat": bool(r["chat"]),
+            "reference": r["reference"],
+            "model": name,
+            "temperature": float(r["temperature"]),
+            "sample_idx": int(r["sample_idx"]),
+            "text": r["text"],
+            "num_tokens": int(r["num_tokens"]),
+            "finish_reason": r["finish_reason"],
+        }
         for r in results
     ]
     if len(rows) != len(work):

@@ -33,7 +33,10 @@ _CHUNK = 256  # bootstrap replicates drawn at a time: bounds memory to 256 x clu
 
 
 def outcomes_from_rewards(
-    rewards_a: Sequence[float] | np.ndarray, rewards_b: Sequence[float] | np.ndarray, *, tie_margin: float = 0.0
+    rewards_a: Sequence[float] | np.ndarray,
+    rewards_b: Sequence[float] | np.ndarray,
+    *,
+    tie_margin: float = 0.0,
 ) -> np.ndarray:
     """+1 where ``r_A > r_B + tie_margin``, -1 where ``r_B > r_A + tie_margin``, else 0 (a tie).
     ``tie_margin=0`` ties only exactly equal rewards (the paper's ``r(x, y1) > r(x, y2)``)."""
@@ -140,7 +143,11 @@ def mean_std(values: Sequence[float] | np.ndarray) -> dict[str, float | int | No
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0, "n": int(arr.size)}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+        "n": int(arr.size),
+    }
 
 
 def temperature_key(t: float | None) -> str:
@@ -165,8 +172,12 @@ def by_group(
     for key in sorted(set(group_arr.tolist()), key=_natural):
         mask = group_arr == key
         result[key] = summarize(
-            arr[mask], None if cluster_arr is None else cluster_arr[mask],
-            n_boot=n_boot, seed=seed, level=level, label=key,
+            arr[mask],
+            None if cluster_arr is None else cluster_arr[mask],
+            n_boot=n_boot,
+            seed=seed,
+            level=level,
+            label=key,
         )
     return result
 
@@ -213,11 +224,21 @@ def length_bins(
     for lo in sorted(set(starts.tolist())):
         mask = starts == lo
         label = f"{lo}-{lo + width - 1}"
-        rows.append({
-            "lo": int(lo), "hi": int(lo + width - 1), "label": label,
-            **summarize(arr[mask], None if cluster_arr is None else cluster_arr[mask],
-                        n_boot=n_boot, seed=seed, level=level, label=label),
-        })
+        rows.append(
+            {
+                "lo": int(lo),
+                "hi": int(lo + width - 1),
+                "label": label,
+                **summarize(
+                    arr[mask],
+                    None if cluster_arr is None else cluster_arr[mask],
+                    n_boot=n_boot,
+                    seed=seed,
+                    level=level,
+                    label=label,
+                ),
+            }
+        )
     return rows
 
 

@@ -51,7 +51,9 @@ class SampleScorer:
         from ..data.tokenize import encode_prompt, encode_response
         from ..scoring import sequence_rewards
 
-        prompts = [encode_prompt(self.tokenizer, p, chat=bool(c)) for p, c in zip(batch["prompt"], batch["chat"])]
+        prompts = [
+            encode_prompt(self.tokenizer, p, chat=bool(c)) for p, c in zip(batch["prompt"], batch["chat"])
+        ]
         responses = [encode_response(self.tokenizer, t) for t in batch["text"]]
         lengths = [len(p) for p in prompts]
         truncated = []
@@ -60,13 +62,22 @@ class SampleScorer:
             # end (the part next to the response) and is counted rather than failing the job.
             cut = self.max_length is not None and len(ids) >= self.max_length
             if cut:
-                prompts[i] = ids[-(self.max_length // 2):]
-            truncated.append(cut or (self.max_length is not None and len(prompts[i]) + len(responses[i]) > self.max_length))
-        rewards = sequence_rewards(self.model, prompts, responses, pad_id=self.pad_id, max_length=self.max_length)
-        return pd.DataFrame({
-            "uid": batch["uid"].to_numpy(), "reward": rewards, "prompt_tokens": lengths,
-            "response_tokens": [len(r) for r in responses], "truncated": truncated,
-        })
+                prompts[i] = ids[-(self.max_length // 2) :]
+            truncated.append(
+                cut or (self.max_length is not None and len(prompts[i]) + len(responses[i]) > self.max_length)
+            )
+        rewards = sequence_rewards(
+            self.model, prompts, responses, pad_id=self.pad_id, max_length=self.max_length
+        )
+        return pd.DataFrame(
+            {
+                "uid": batch["uid"].to_numpy(),
+                "reward": rewards,
+                "prompt_tokens": lengths,
+                "response_tokens": [len(r) for r in responses],
+                "truncated": truncated,
+            }
+        )
 
 
 def _finite(value: float | None) -> float | None:
@@ -91,7 +102,12 @@ def _side_stats(frame: pd.DataFrame, *, has_reference_side: bool) -> dict[str, A
 
 
 def compute_winrate(
-    pairs: pd.DataFrame, *, tie_margin: float = 0.0, n_boot: int = 2000, seed: int = 0, b_is_reference: bool = False
+    pairs: pd.DataFrame,
+    *,
+    tie_margin: float = 0.0,
+    n_boot: int = 2000,
+    seed: int = 0,
+    b_is_reference: bool = False,
 ) -> dict[str, Any]:
     """Statistics of scored pairs (columns: the key, ``reward_a``, ``reward_b``, ``reward_ref``
     (NaN where a prompt has none)): adds ``outcome`` to ``pairs`` in place and returns the
@@ -122,7 +138,11 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
     pairing = pair(a, b)
     pairs = pairing.pairs
     if pairs.empty:
-        what = "no A sample has a reference response" if b_is_reference else "no (prompt_id, temperature, sample_idx) in common"
+        what = (
+            "no A sample has a reference response"
+            if b_is_reference
+            else "no (prompt_id, temperature, sample_idx) in common"
+        )
         raise UserError(f"nothing to compare: {what} ({a.path} vs {b.path})")
     oracle = _resolve(cfg.oracle)
     _check_model(oracle, role="oracle", oracle=True)
@@ -135,20 +155,36 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
         text_uid(p, c, r) if isinstance(r, str) else None
         for p, c, r in zip(pairs["prompt"], pairs["chat"], pairs["reference"])
     ]
-    texts = pd.concat([
-        pairs[["uid_a", "prompt", "chat", "text_a"]].set_axis(["uid", "prompt", "chat", "text"], axis=1),
-        pairs[["uid_b", "prompt", "chat", "text_b"]].set_axis(["uid", "prompt", "chat", "text"], axis=1),
-        pairs.loc[pairs["uid_ref"].notna(), ["uid_ref", "prompt", "chat", "reference"]].set_axis(
-            ["uid", "prompt", "chat", "text"], axis=1),
-    ]).drop_duplicates("uid").reset_index(drop=True)
+    texts = (
+        pd.concat(
+            [
+                pairs[["uid_a", "prompt", "chat", "text_a"]].set_axis(
+                    ["uid", "prompt", "chat", "text"], axis=1
+                ),
+                pairs[["uid_b", "prompt", "chat", "text_b"]].set_axis(
+                    ["uid", "prompt", "chat", "text"], axis=1
+                ),
+                pairs.loc[pairs["uid_ref"].notna(), ["uid_ref", "prompt", "chat", "reference"]].set_axis(
+                    ["uid", "prompt", "chat", "text"], axis=1
+                ),
+            ]
+        )
+        .drop_duplicates("uid")
+        .reset_index(drop=True)
+    )
     console.print(
         f"[bold]eval winrate[/] {a.name} vs {b.name}: {len(pairs)} pairs, {len(texts)} distinct responses "
         f"scored by {oracle} ({cfg.num_actors} actor(s))"
     )
     scoring_started = time.perf_counter()
     scored = map_with_actors(
-        texts, SampleScorer, args=(oracle,), kwargs={"dtype": cfg.dtype, "max_length": cfg.max_length},
-        batch_size=cfg.batch_size, num_actors=cfg.num_actors, num_gpus=cfg.num_gpus_per_actor,
+        texts,
+        SampleScorer,
+        args=(oracle,),
+        kwargs={"dtype": cfg.dtype, "max_length": cfg.max_length},
+        batch_size=cfg.batch_size,
+        num_actors=cfg.num_actors,
+        num_gpus=cfg.num_gpus_per_actor,
     ).set_index("uid")
     scoring_s = time.perf_counter() - scoring_started
 
@@ -156,22 +192,36 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
     pairs["reward_b"] = pairs["uid_b"].map(scored["reward"])
     pairs["reward_ref"] = pairs["uid_ref"].map(scored["reward"]).astype(float)
     pairs["prompt_tokens"] = pairs["uid_a"].map(scored["prompt_tokens"]).astype(int)
-    result = compute_winrate(pairs, tie_margin=cfg.tie_margin, n_boot=cfg.bootstrap, seed=cfg.seed,
-                             b_is_reference=b_is_reference)
+    result = compute_winrate(
+        pairs, tie_margin=cfg.tie_margin, n_boot=cfg.bootstrap, seed=cfg.seed, b_is_reference=b_is_reference
+    )
 
     storage.makedirs(cfg.out)
     pair_rows = [
         {
-            "prompt_id": r.prompt_id, "temperature": _finite(r.temperature), "sample_idx": int(r.sample_idx),
-            "prompt_tokens": int(r.prompt_tokens), "reward_a": float(r.reward_a), "reward_b": float(r.reward_b),
-            "reward_ref": _finite(r.reward_ref), "outcome": r.outcome,
+            "prompt_id": r.prompt_id,
+            "temperature": _finite(r.temperature),
+            "sample_idx": int(r.sample_idx),
+            "prompt_tokens": int(r.prompt_tokens),
+            "reward_a": float(r.reward_a),
+            "reward_b": float(r.reward_b),
+            "reward_ref": _finite(r.reward_ref),
+            "outcome": r.outcome,
         }
         for r in pairs.itertuples()
     ]
     storage.write_jsonl(storage.join(cfg.out, "pairs.jsonl"), pair_rows)
-    ood = ood_result(pair_rows, width=cfg.bin_width, n_boot=cfg.bootstrap, seed=cfg.seed,
-                     temperature=cfg.ood_temperature, source="winrate", a=a.name, b=b.name,
-                     tokenizer=oracle)
+    ood = ood_result(
+        pair_rows,
+        width=cfg.bin_width,
+        n_boot=cfg.bootstrap,
+        seed=cfg.seed,
+        temperature=cfg.ood_temperature,
+        source="winrate",
+        a=a.name,
+        b=b.name,
+        tokenizer=oracle,
+    )
     ood_paths = write_ood(cfg.out, ood)
 
     result = {
@@ -188,9 +238,11 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
         "pair_key": KEY,
         "scoring_s": round(scoring_s, 3),
         "elapsed_s": round(time.perf_counter() - started, 3),
-        "outputs": {"winrate": storage.join(cfg.out, "winrate.json"), "pairs": storage.join(cfg.out, "pairs.jsonl"),
-                    **ood_paths},
+        "outputs": {
+            "winrate": storage.join(cfg.out, "winrate.json"),
+            "pairs": storage.join(cfg.out, "pairs.jsonl"),
+            **ood_paths,
+        },
     }
     write_result(storage.join(cfg.out, "winrate.json"), result)
     return result
-

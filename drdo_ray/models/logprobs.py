@@ -148,7 +148,9 @@ def output_head(model: Any) -> nn.Linear:
     lm = getattr(inner, "lm", inner)
     config = lm.config.get_text_config()
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
-        raise ValueError(f"{type(lm).__name__} transforms its logits after lm_head; use logps_chunk_size=None")
+        raise ValueError(
+            f"{type(lm).__name__} transforms its logits after lm_head; use logps_chunk_size=None"
+        )
     head = lm.get_output_embeddings()
     if not isinstance(head, nn.Linear):
         raise ValueError(f"{type(lm).__name__} has no nn.Linear output head; use logps_chunk_size=None")
@@ -173,7 +175,12 @@ def chunked_token_logps(
     target = input_ids[:, 1:][mask]
     pieces = []
     for start in range(0, states.shape[0], chunk_size):
-        args = (states[start:start + chunk_size], target[start:start + chunk_size], head.weight, head.bias)
+        args = (
+            states[start : start + chunk_size],
+            target[start : start + chunk_size],
+            head.weight,
+            head.bias,
+        )
         if torch.is_grad_enabled():
             pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False))
         else:
@@ -196,11 +203,14 @@ def _run(
     if chunk_size:
         # The model still runs through its wrapper (DDP hooks, DeepSpeed), keeping one logit row.
         out = model(**inputs, logits_to_keep=1, output_hidden_states=True)
-        token_logps = chunked_token_logps(out.hidden_states[-1], output_head(model), batch["input_ids"],
-                                          batch["response_mask"], chunk_size)
+        token_logps = chunked_token_logps(
+            out.hidden_states[-1], output_head(model), batch["input_ids"], batch["response_mask"], chunk_size
+        )
     else:
         out = model(**inputs)
-        _, token_logps = sequence_logps(out.logits, batch["input_ids"], batch["response_mask"], reduction="sum")
+        _, token_logps = sequence_logps(
+            out.logits, batch["input_ids"], batch["response_mask"], reduction="sum"
+        )
     num_tokens = batch["response_mask"][:, 1:].sum(-1)
     total = token_logps.sum(-1)
     mean = total / num_tokens.clamp(min=1)
@@ -214,7 +224,10 @@ def _run(
 
 
 def sequence_forward(
-    model: Callable[..., Any], batch: dict[str, Tensor], *, reduction: Reduction = "mean",
+    model: Callable[..., Any],
+    batch: dict[str, Tensor],
+    *,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
 ) -> SequenceOutput:
     """One forward pass over single sequences (SFT, scoring). ``model``: a
@@ -227,7 +240,10 @@ def sequence_forward(
 
 
 def pair_forward(
-    model: Callable[..., Any], batch: dict[str, Tensor], *, reduction: Reduction = "mean",
+    model: Callable[..., Any],
+    batch: dict[str, Tensor],
+    *,
+    reduction: Reduction = "mean",
     chunk_size: int | None = None,
 ) -> PairOutput:
     """One forward pass over a :func:`collate_pairs` batch, split back into chosen/rejected."""

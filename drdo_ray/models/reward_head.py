@@ -126,8 +126,11 @@ class PolicyWithRewardHead(nn.Module):
             rewards = F.linear(
                 last.float(), self.reward_head.weight.float(), self.reward_head.bias.float()
             ).squeeze(-1)
-        return PolicyOutput(logits=out.logits, rewards=rewards,
-                            hidden_states=out.hidden_states if output_hidden_states else None)
+        return PolicyOutput(
+            logits=out.logits,
+            rewards=rewards,
+            hidden_states=out.hidden_states if output_hidden_states else None,
+        )
 
     # ----------------------------------------------------------------------------- I/O
 

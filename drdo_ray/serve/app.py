@@ -82,8 +82,9 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 @api.exception_handler(Exception)
 async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("request failed")
-    return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}", type="internal_error"),
-                        status_code=500)
+    return JSONResponse(
+        error_body(500, f"internal error: {type(exc).__name__}", type="internal_error"), status_code=500
+    )
 
 
 @serve.deployment(max_constructor_retry_count=3, graceful_shutdown_timeout_s=10)
@@ -102,17 +103,29 @@ class OpenAIServer:
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.created = int(time.time())
-        self.max_prompt_tokens = min(self.cfg.max_prompt_tokens or self.engine.max_model_len, self.engine.max_model_len - 1)
+        self.max_prompt_tokens = min(
+            self.cfg.max_prompt_tokens or self.engine.max_model_len, self.engine.max_model_len - 1
+        )
         self.vocab_size = int(getattr(self.engine, "vocab_size", len(self.engine.tokenizer)))
         # cancelled_tokens: what generations whose client left had produced when they stopped.
-        self.stats = {"requests": 0, "rejected": 0, "batches": 0, "batched_requests": 0, "streams": 0,
-                      "cancelled": 0, "cancelled_tokens": 0, "active": 0, "completion_tokens": 0}
+        self.stats = {
+            "requests": 0,
+            "rejected": 0,
+            "batches": 0,
+            "batched_requests": 0,
+            "streams": 0,
+            "cancelled": 0,
+            "cancelled_tokens": 0,
+            "active": 0,
+            "completion_tokens": 0,
+        }
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings come as user_config, so `serve deploy` can retune them live."""
         self._batched.set_max_batch_size(int(user_config.get("max_batch_size", self.cfg.max_batch_size)))
-        self._batched.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s",
-                                                                     self.cfg.batch_wait_timeout_s)))
+        self._batched.set_batch_wait_timeout_s(
+            float(user_config.get("batch_wait_timeout_s", self.cfg.batch_wait_timeout_s))
+        )
 
     # ------------------------------------------------------------------------ routes
 
@@ -157,8 +170,12 @@ class OpenAIServer:
 
     def _check_model(self, model: str) -> None:
         if model != self.name:
-            raise APIError(404, f"model {model!r} does not exist; this server serves {self.name!r}",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"model {model!r} does not exist; this server serves {self.name!r}",
+                param="model",
+                code="model_not_found",
+            )
 
     async def _body(self, request: Request) -> bytes:
         limit = self.cfg.max_request_bytes
@@ -179,7 +196,9 @@ class OpenAIServer:
             try:
                 return [encode_chat(tok, messages)]
             except Exception as err:  # template errors (unsupported role order, ...) are the client's
-                raise APIError(400, f"messages: the chat template refused them: {err}", param="messages") from None
+                raise APIError(
+                    400, f"messages: the chat template refused them: {err}", param="messages"
+                ) from None
         prompts = req.prompts()
         if not prompts:
             raise APIError(400, "prompt: empty", param="prompt", code="empty_prompt")
@@ -192,37 +211,64 @@ class OpenAIServer:
                     raise APIError(400, "prompt: empty", param="prompt", code="empty_prompt")
                 # Cheap bound before tokenizing: a token is at least one character.
                 if len(p) > 64 * self.max_prompt_tokens:
-                    raise APIError(400, f"prompt: longer than {self.max_prompt_tokens} tokens",
-                                   param="prompt", code="context_length_exceeded")
+                    raise APIError(
+                        400,
+                        f"prompt: longer than {self.max_prompt_tokens} tokens",
+                        param="prompt",
+                        code="context_length_exceeded",
+                    )
                 ids = self.engine.encode(p)
             else:
                 ids = list(p)
                 if not ids:
                     raise APIError(400, "prompt: empty", param="prompt", code="empty_prompt")
                 if min(ids) < 0 or max(ids) >= self.vocab_size:
-                    raise APIError(400, f"prompt: token ids must lie in [0, {self.vocab_size})", param="prompt")
+                    raise APIError(
+                        400, f"prompt: token ids must lie in [0, {self.vocab_size})", param="prompt"
+                    )
             out.append(ids)
         return out
 
-    def _sampling(self, req: CompletionRequest | ChatCompletionRequest, prompt_lens: list[int]) -> SamplingParams:
+    def _sampling(
+        self, req: CompletionRequest | ChatCompletionRequest, prompt_lens: list[int]
+    ) -> SamplingParams:
         cfg = self.cfg
         longest = max(prompt_lens)
         if longest > self.max_prompt_tokens:
-            raise APIError(400, f"prompt: {longest} tokens, over the limit of {self.max_prompt_tokens}",
-                           param="prompt", code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"prompt: {longest} tokens, over the limit of {self.max_prompt_tokens}",
+                param="prompt",
+                code="context_length_exceeded",
+            )
         if req.max_tokens is not None and req.max_tokens > cfg.max_tokens_cap:
-            raise APIError(400, f"max_tokens: {req.max_tokens} is over this server's cap of {cfg.max_tokens_cap}",
-                           param="max_tokens", code="invalid_value")
+            raise APIError(
+                400,
+                f"max_tokens: {req.max_tokens} is over this server's cap of {cfg.max_tokens_cap}",
+                param="max_tokens",
+                code="invalid_value",
+            )
         room = self.engine.max_model_len - longest
         max_tokens = req.max_tokens if req.max_tokens is not None else min(cfg.default_max_tokens, room)
         if max_tokens > room:
-            raise APIError(400, f"max_tokens: prompt ({longest}) + max_tokens ({max_tokens}) exceed the model's "
-                           f"context of {self.engine.max_model_len} tokens", param="max_tokens",
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"max_tokens: prompt ({longest}) + max_tokens ({max_tokens}) exceed the model's "
+                f"context of {self.engine.max_model_len} tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         if req.n > cfg.max_n:
             raise APIError(400, f"n: at most {cfg.max_n}", param="n", code="invalid_value")
-        return SamplingParams(temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens, n=req.n,
-                              seed=req.seed, stop=tuple(req.stop) if req.stop else None, ignore_eos=req.ignore_eos)
+        return SamplingParams(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            max_tokens=max_tokens,
+            n=req.n,
+            seed=req.seed,
+            stop=tuple(req.stop) if req.stop else None,
+            ignore_eos=req.ignore_eos,
+        )
 
     # ------------------------------------------------------------------------ generation
 
@@ -244,8 +290,11 @@ class OpenAIServer:
         rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
         if req.stream:
             item = GenerationRequest(prompts[0], sampling)
-            return StreamingResponse(self._stream(kind, rid, item, prompt_tokens, req.include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                self._stream(kind, rid, item, prompt_tokens, req.include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         items = [GenerationRequest(p, sampling) for p in prompts]
         results = await asyncio.gather(*(self._generate(item) for item in items))
         choices = [(c.text, c.finish_reason) for completions in results for c in completions]
@@ -292,14 +341,16 @@ class OpenAIServer:
             on_delta(i, completion.text, completion)
         return completions
 
-    def _stream_done(self, item: GenerationRequest, future: asyncio.Future[list[Completion]],
-                     queue: asyncio.Queue[Any]) -> None:
+    def _stream_done(
+        self, item: GenerationRequest, future: asyncio.Future[list[Completion]], queue: asyncio.Queue[Any]
+    ) -> None:
         queue.put_nowait(None)
         if not future.cancelled() and future.exception() is None:
             self._count_cancelled(item, future.result())
 
-    async def _stream(self, kind: str, rid: str, item: GenerationRequest, prompt_tokens: int,
-                      include_usage: bool) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, kind: str, rid: str, item: GenerationRequest, prompt_tokens: int, include_usage: bool
+    ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, str, Completion | None] | None] = asyncio.Queue()
 
@@ -418,8 +469,10 @@ def start(cfg: ServeConfig, console: Console | None = None) -> str:
 
     console = console or Console(stderr=True)
     if cfg.host not in LOOPBACK and not (cfg.api_key or os.environ.get(API_KEY_ENV)):
-        console.print(f"[bold yellow]warning:[/] serving on {cfg.host} without an API key: anyone who can reach "
-                      f"this port can use the model (pass --api-key or set {API_KEY_ENV})")
+        console.print(
+            f"[bold yellow]warning:[/] serving on {cfg.host} without an API key: anyone who can reach "
+            f"this port can use the model (pass --api-key or set {API_KEY_ENV})"
+        )
     remote = bool(os.environ.get("RAY_ADDRESS"))
     port = cfg.port or free_port(cfg.host if cfg.host in LOOPBACK else "0.0.0.0")
     if not remote and not _port_free(cfg.host, port):
@@ -441,8 +494,10 @@ def run_server(cfg: ServeConfig, console: Console | None = None) -> None:
     if cfg.detach and not os.environ.get("RAY_ADDRESS"):
         raise UserError("--detach needs a running cluster (RAY_ADDRESS); a local one ends with this command")
     url = start(cfg, console)
-    console.print(f"[bold]serve[/] {cfg.model} ({cfg.backend}) at {url}/v1 as app {cfg.app_name!r}; "
-                  f"replicas {cfg.min_replicas}..{cfg.max_replicas}, batches up to {cfg.max_batch_size}")
+    console.print(
+        f"[bold]serve[/] {cfg.model} ({cfg.backend}) at {url}/v1 as app {cfg.app_name!r}; "
+        f"replicas {cfg.min_replicas}..{cfg.max_replicas}, batches up to {cfg.max_batch_size}"
+    )
     print(url, flush=True)
     if cfg.detach:
         return

@@ -15,10 +15,38 @@ from ..errors import UserError
 
 console = Console(stderr=True)
 
-SERVE_FLAGS = ["model", "backend", "host", "port", "api_key", "served_model_name", "min_replicas", "max_replicas",
-               "max_batch_size", "max_tokens_cap", "app_name", "detach"]
-GENERATE_FLAGS = ["model", "prompts", "out", "temperatures", "top_p", "max_new_tokens", "samples_per_prompt",
-                  "seed", "limit", "format", "backend", "endpoint", "api_key", "batch_size", "num_actors", "force"]
+SERVE_FLAGS = [
+    "model",
+    "backend",
+    "host",
+    "port",
+    "api_key",
+    "served_model_name",
+    "min_replicas",
+    "max_replicas",
+    "max_batch_size",
+    "max_tokens_cap",
+    "app_name",
+    "detach",
+]
+GENERATE_FLAGS = [
+    "model",
+    "prompts",
+    "out",
+    "temperatures",
+    "top_p",
+    "max_new_tokens",
+    "samples_per_prompt",
+    "seed",
+    "limit",
+    "format",
+    "backend",
+    "endpoint",
+    "api_key",
+    "batch_size",
+    "num_actors",
+    "force",
+]
 
 
 def _flags(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -41,7 +69,9 @@ def _temperatures(text: str | None) -> list[float] | None:
 def cmd_serve(args: argparse.Namespace) -> None:
     flags = _flags(args, SERVE_FLAGS)
     flags["api_key"] = flags["api_key"] or os.environ.get(API_KEY_ENV) or None
-    cfg = load_config(ServeConfig, config_file=args.config, section="serve", flags=flags, overrides=args.overrides)
+    cfg = load_config(
+        ServeConfig, config_file=args.config, section="serve", flags=flags, overrides=args.overrides
+    )
     from .app import run_server
 
     run_server(cfg, console)
@@ -49,17 +79,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     flags = _flags(args, GENERATE_FLAGS) | {"temperatures": _temperatures(args.temperatures)}
-    cfg = load_config(GenerateConfig, config_file=args.config, section="generate", flags=flags,
-                      overrides=args.overrides)
+    cfg = load_config(
+        GenerateConfig, config_file=args.config, section="generate", flags=flags, overrides=args.overrides
+    )
     from ..eval.sampling import generate_samples
 
     result = generate_samples(cfg, console)
     if result.get("reused"):
-        console.print(f"[bold]generate[/] reused: {cfg.out} already holds these samples (--force regenerates)")
+        console.print(
+            f"[bold]generate[/] reused: {cfg.out} already holds these samples (--force regenerates)"
+        )
     else:
-        console.print(f"generated {result['rows']} samples ({result['prompts_count']} prompts x "
-                      f"{len(cfg.temperatures)} temperatures x {cfg.samples_per_prompt}) in {result['elapsed_s']:.1f}s, "
-                      f"{result['tokens_per_s']:.0f} tokens/s")
+        console.print(
+            f"generated {result['rows']} samples ({result['prompts_count']} prompts x "
+            f"{len(cfg.temperatures)} temperatures x {cfg.samples_per_prompt}) in {result['elapsed_s']:.1f}s, "
+            f"{result['tokens_per_s']:.0f} tokens/s"
+        )
     for name, where in result["outputs"].items():
         console.print(f"  {name:10s} {where}")
 
@@ -69,24 +104,37 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     s = sub.add_parser("serve", help="serve a model with an OpenAI-compatible API on Ray Serve")
     common(s)
     s.add_argument("--model", help="model folder (local or s3://) or hub id")
-    s.add_argument("--backend", choices=["auto", "vllm", "transformers"],
-                   help="auto (default): vLLM where vLLM and a GPU exist, else transformers")
+    s.add_argument(
+        "--backend",
+        choices=["auto", "vllm", "transformers"],
+        help="auto (default): vLLM where vLLM and a GPU exist, else transformers",
+    )
     s.add_argument("--host", help="bind address (default 127.0.0.1; elsewhere, set an API key)")
     s.add_argument("--port", type=int, help="HTTP port (default 8000; 0 picks a free one)")
-    s.add_argument("--api-key", dest="api_key", help=f"require 'Authorization: Bearer KEY' (or ${API_KEY_ENV})")
+    s.add_argument(
+        "--api-key", dest="api_key", help=f"require 'Authorization: Bearer KEY' (or ${API_KEY_ENV})"
+    )
     s.add_argument("--served-model-name", dest="served_model_name", help="the model id clients ask for")
     s.add_argument("--min-replicas", dest="min_replicas", type=int)
     s.add_argument("--max-replicas", dest="max_replicas", type=int)
     s.add_argument("--max-batch-size", dest="max_batch_size", type=int, help="requests generated together")
-    s.add_argument("--max-tokens-cap", dest="max_tokens_cap", type=int, help="largest max_tokens a request may ask")
+    s.add_argument(
+        "--max-tokens-cap", dest="max_tokens_cap", type=int, help="largest max_tokens a request may ask"
+    )
     s.add_argument("--app-name", dest="app_name", help="Serve application name (default drdo-llm)")
-    s.add_argument("--detach", action="store_true", default=None,
-                   help="deploy to the running cluster (RAY_ADDRESS) and return")
+    s.add_argument(
+        "--detach",
+        action="store_true",
+        default=None,
+        help="deploy to the running cluster (RAY_ADDRESS) and return",
+    )
     s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="sample every prompt at every temperature (Ray Data batch inference)")
     common(g)
-    g.add_argument("--model", help="model folder or hub id (its tokenizer formats the prompts on every backend)")
+    g.add_argument(
+        "--model", help="model folder or hub id (its tokenizer formats the prompts on every backend)"
+    )
     g.add_argument("--prompts", help="prepared prompt dataset folder (drdo-ray data prepare output)")
     g.add_argument("--out", help="output folder: samples.jsonl|parquet and generation.json")
     g.add_argument("--temperatures", help="comma-separated (default 0.2,0.5,0.7,0.9)")
@@ -96,11 +144,20 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     g.add_argument("--seed", type=int, help="default 0: the same seed gives the same samples (transformers)")
     g.add_argument("--limit", type=int, help="take the first N prompts")
     g.add_argument("--format", choices=["jsonl", "parquet"], help="samples file format (default jsonl)")
-    g.add_argument("--backend", choices=["auto", "transformers", "vllm", "http"],
-                   help="auto: vLLM on a GPU, else transformers; http: a running endpoint (--endpoint)")
-    g.add_argument("--endpoint", help="http backend: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000")
+    g.add_argument(
+        "--backend",
+        choices=["auto", "transformers", "vllm", "http"],
+        help="auto: vLLM on a GPU, else transformers; http: a running endpoint (--endpoint)",
+    )
+    g.add_argument(
+        "--endpoint", help="http backend: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000"
+    )
     g.add_argument("--api-key", dest="api_key", help=f"http backend: the endpoint's key (or ${API_KEY_ENV})")
     g.add_argument("--batch-size", dest="batch_size", type=int, help="rows per engine call (default 16)")
-    g.add_argument("--num-actors", dest="num_actors", type=int, help="engine actors / concurrent HTTP clients")
-    g.add_argument("--force", action="store_true", default=None, help="regenerate even if OUT holds these samples")
+    g.add_argument(
+        "--num-actors", dest="num_actors", type=int, help="engine actors / concurrent HTTP clients"
+    )
+    g.add_argument(
+        "--force", action="store_true", default=None, help="regenerate even if OUT holds these samples"
+    )
     g.set_defaults(func=cmd_generate)

@@ -217,8 +217,14 @@ class _RowStopper:
     cancel flag. Records each row's Completion the step it ends; ``on_step`` sees every step
     (streaming)."""
 
-    def __init__(self, rows: list[_Row], prompt_len: int, eos_ids: set[int], tokenizer: Any,
-                 on_step: Callable[[list[_Row], Any], None] | None) -> None:
+    def __init__(
+        self,
+        rows: list[_Row],
+        prompt_len: int,
+        eos_ids: set[int],
+        tokenizer: Any,
+        on_step: Callable[[list[_Row], Any], None] | None,
+    ) -> None:
         self.rows = rows
         self.prompt_len = prompt_len
         self.eos_ids = eos_ids
@@ -231,7 +237,7 @@ class _RowStopper:
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        generated = input_ids[:, self.prompt_len:]
+        generated = input_ids[:, self.prompt_len :]
         steps = generated.shape[1]
         for i, row in enumerate(self.rows):
             if row.done is not None:
@@ -242,7 +248,10 @@ class _RowStopper:
                 row.done = Completion(self.decode(tokens), steps, "stop")
             elif last in self.eos_ids and not row.sampling.ignore_eos:
                 row.done = Completion(self.decode(tokens[:-1]), steps, "stop")
-            elif row.sampling.stop and (cut := find_stop(text := self.decode(tokens), row.sampling.stop)) is not None:
+            elif (
+                row.sampling.stop
+                and (cut := find_stop(text := self.decode(tokens), row.sampling.stop)) is not None
+            ):
                 row.done = Completion(text[:cut], steps, "stop")
             elif steps >= row.sampling.max_tokens:
                 row.done = Completion(self.decode(tokens), steps, "length")
@@ -254,12 +263,21 @@ class _RowStopper:
 class TransformersEngine(_EngineBase):
     """Batched ``generate()`` of a Hugging Face causal LM (left padding, KV cache)."""
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "auto",
-                 max_batch_rows: int = 64, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_rows: int = 64,
+        name: str | None = None,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
         if dtype == "auto":
             # bf16 on GPU (tensor cores, half the memory); CPU bf16 is slow and coarse.
             torch_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -272,7 +290,9 @@ class TransformersEngine(_EngineBase):
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
         self.model.requires_grad_(False)
         config = self.model.config.get_text_config()
-        self.max_model_len = int(getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length)
+        self.max_model_len = int(
+            getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        )
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self.max_batch_rows = max_batch_rows
         gen = self.model.generation_config
@@ -301,20 +321,33 @@ class TransformersEngine(_EngineBase):
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            input_ids[i, width - len(row.ids):] = torch.tensor(row.ids)
-            mask[i, width - len(row.ids):] = 1
+            input_ids[i, width - len(row.ids) :] = torch.tensor(row.ids)
+            mask[i, width - len(row.ids) :] = 1
         budget = min(max(r.sampling.max_tokens for r in rows), self.max_model_len - width)
         if budget < 1:
-            raise ValueError(f"prompt of {width} tokens leaves no room in the {self.max_model_len}-token context")
+            raise ValueError(
+                f"prompt of {width} tokens leaves no room in the {self.max_model_len}-token context"
+            )
         config = copy.deepcopy(self.model.generation_config)
         # Greedy over the sampler's one-hot scores; HF's own warpers would sample a second time.
-        config.update(do_sample=False, num_beams=1, max_new_tokens=budget, min_new_tokens=None, max_length=None,
-                      temperature=None, top_p=None, top_k=None, pad_token_id=self.pad_id,
-                      eos_token_id=sorted(self.eos_ids) or None)
+        config.update(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=budget,
+            min_new_tokens=None,
+            max_length=None,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids) or None,
+        )
         stopper = _RowStopper(rows, width, self.eos_ids, self.tokenizer, on_step)
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), generation_config=config,
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=config,
                 logits_processor=LogitsProcessorList([_RowSampler(rows, self.eos_ids)]),
                 stopping_criteria=StoppingCriteriaList([stopper]),
             )
@@ -326,7 +359,7 @@ class TransformersEngine(_EngineBase):
     def generate_requests(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         rows = self._rows(requests)
         for start in range(0, len(rows), self.max_batch_rows):
-            self._run(rows[start:start + self.max_batch_rows])
+            self._run(rows[start : start + self.max_batch_rows])
         results: list[list[Completion]] = [[] for _ in requests]
         for row in rows:
             assert row.done is not None
@@ -348,7 +381,7 @@ class TransformersEngine(_EngineBase):
                 if row.sent < 0:  # finished and flushed
                     continue
                 if row.done is not None:
-                    on_delta(row.idx, row.done.text[row.sent:], row.done)
+                    on_delta(row.idx, row.done.text[row.sent :], row.done)
                     row.sent = -1
                     continue
                 text = decode(generated[i])
@@ -356,13 +389,13 @@ class TransformersEngine(_EngineBase):
                 while safe > row.sent and text[safe - 1] == "\ufffd":
                     safe -= 1
                 if safe > row.sent:
-                    on_delta(row.idx, text[row.sent:safe], None)
+                    on_delta(row.idx, text[row.sent : safe], None)
                     row.sent = safe
 
         self._run(rows, on_step)
         for row in rows:  # rows finished by the context limit, after the last step
             if row.sent >= 0 and row.done is not None:
-                on_delta(row.idx, row.done.text[row.sent:], row.done)
+                on_delta(row.idx, row.done.text[row.sent :], row.done)
         return [row.done for row in rows if row.done is not None]
 
 
@@ -376,13 +409,23 @@ class VLLMEngine(_EngineBase):
     ``.outputs[i]`` carry ``.text``, ``.token_ids`` and ``.finish_reason``; prompts are
     ``{"prompt_token_ids": [...]}`` dicts; ``llm.get_tokenizer()``."""
 
-    def __init__(self, model: str, *, dtype: str = "auto", llm: Any = None, sampling_params_cls: Any = None,
-                 name: str | None = None, **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        llm: Any = None,
+        sampling_params_cls: Any = None,
+        name: str | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
         if llm is None:
             try:
                 import vllm
             except ImportError as err:
-                raise UserError("the vllm backend needs vLLM (pip install 'drdo-ray[gpu]' on a CUDA machine)") from err
+                raise UserError(
+                    "the vllm backend needs vLLM (pip install 'drdo-ray[gpu]' on a CUDA machine)"
+                ) from err
             llm = vllm.LLM(model=model, dtype=dtype, **engine_kwargs)
             sampling_params_cls = vllm.SamplingParams
         if sampling_params_cls is None:
@@ -398,16 +441,25 @@ class VLLMEngine(_EngineBase):
         self.vocab_size = len(self.tokenizer)
 
     def _params(self, s: SamplingParams) -> Any:
-        return self._sampling_cls(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                                  seed=s.seed, stop=list(s.stop) if s.stop else None, ignore_eos=s.ignore_eos)
+        return self._sampling_cls(
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            seed=s.seed,
+            stop=list(s.stop) if s.stop else None,
+            ignore_eos=s.ignore_eos,
+        )
 
     def generate_requests(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         # Token ids, not text: vLLM would add special tokens to chat-formatted text a second time.
         prompts = [{"prompt_token_ids": self.encode(r.prompt)} for r in requests]
         outputs = self.llm.generate(prompts, [self._params(r.sampling) for r in requests], use_tqdm=False)
         return [
-            [Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
-             for o in out.outputs]
+            [
+                Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
+                for o in out.outputs
+            ]
             for out in outputs
         ]
 

@@ -15,8 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 class APIError(Exception):
     """An error answered to the client as OpenAI-style JSON with ``status``."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -156,7 +163,10 @@ class ChatCompletionRequest(_Request):
 
     def chat(self) -> list[dict[str, str]]:
         # "developer" is the newer name of "system"; templates know only the latter.
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages
+        ]
 
 
 def parse_request(cls: type[_Request], raw: bytes) -> Any:
@@ -173,8 +183,9 @@ def parse_request(cls: type[_Request], raw: bytes) -> Any:
         first = err.errors()[0]
         param = ".".join(str(x) for x in first["loc"]) or None
         message = first["msg"].removeprefix("Value error, ")
-        raise APIError(400, f"{param}: {message}" if param else message, param=param,
-                       code="invalid_value") from None
+        raise APIError(
+            400, f"{param}: {message}" if param else message, param=param, code="invalid_value"
+        ) from None
 
 
 # ------------------------------------------------------------------------------ responses
@@ -185,39 +196,63 @@ def new_id(prefix: str) -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def model_card(name: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": "drdo-ray"}
 
 
-def completion_response(rid: str, model: str, choices: list[tuple[str, str]], use: dict[str, int]) -> dict[str, Any]:
+def completion_response(
+    rid: str, model: str, choices: list[tuple[str, str]], use: dict[str, int]
+) -> dict[str, Any]:
     """choices: (text, finish_reason) in index order."""
     return {
-        "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-                    for i, (text, reason) in enumerate(choices)],
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+            for i, (text, reason) in enumerate(choices)
+        ],
         "usage": use,
     }
 
 
-def chat_response(rid: str, model: str, choices: list[tuple[str, str]], use: dict[str, int]) -> dict[str, Any]:
+def chat_response(
+    rid: str, model: str, choices: list[tuple[str, str]], use: dict[str, int]
+) -> dict[str, Any]:
     return {
-        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                     "finish_reason": reason} for i, (text, reason) in enumerate(choices)],
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            for i, (text, reason) in enumerate(choices)
+        ],
         "usage": use,
     }
 
 
-def stream_chunk(kind: str, rid: str, model: str, index: int, text: str | None, finish: str | None, *,
-                 first: bool = False) -> dict[str, Any]:
+def stream_chunk(
+    kind: str, rid: str, model: str, index: int, text: str | None, finish: str | None, *, first: bool = False
+) -> dict[str, Any]:
     """One SSE chunk: a text delta (and/or a finish reason) of one choice."""
     if kind == "chat":
-        delta: dict[str, Any] = {"role": "assistant", "content": text or ""} if first else (
-            {"content": text} if text else {})
+        delta: dict[str, Any] = (
+            {"role": "assistant", "content": text or ""} if first else ({"content": text} if text else {})
+        )
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         obj = "chat.completion.chunk"
     else:
@@ -228,7 +263,14 @@ def stream_chunk(kind: str, rid: str, model: str, index: int, text: str | None, 
 
 def usage_chunk(kind: str, rid: str, model: str, use: dict[str, int]) -> dict[str, Any]:
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": [], "usage": use}
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [],
+        "usage": use,
+    }
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

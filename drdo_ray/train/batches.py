@@ -22,7 +22,12 @@ class Collator:
     float32 tensors; ``oracle_chosen_k`` columns stack into (K, B) ``oracle_chosen``."""
 
     def __init__(
-        self, *, pad_id: int, pairs: bool, extra: Sequence[str] = (), ensemble: int = 0,
+        self,
+        *,
+        pad_id: int,
+        pairs: bool,
+        extra: Sequence[str] = (),
+        ensemble: int = 0,
         padding_side: str = "right",
     ) -> None:
         self.pad_id = pad_id
@@ -34,11 +39,17 @@ class Collator:
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         prompts = _lists(batch["prompt_ids"])
         if self.pairs:
-            out = collate_pairs(prompts, _lists(batch["chosen_ids"]), _lists(batch["rejected_ids"]),
-                                pad_id=self.pad_id, padding_side=self.padding_side)
+            out = collate_pairs(
+                prompts,
+                _lists(batch["chosen_ids"]),
+                _lists(batch["rejected_ids"]),
+                pad_id=self.pad_id,
+                padding_side=self.padding_side,
+            )
         else:
-            out = collate_sequences(prompts, _lists(batch["chosen_ids"]), pad_id=self.pad_id,
-                                    padding_side=self.padding_side)
+            out = collate_sequences(
+                prompts, _lists(batch["chosen_ids"]), pad_id=self.pad_id, padding_side=self.padding_side
+            )
         for name in self.extra:
             if self.ensemble and name in ("oracle_chosen", "oracle_rejected"):
                 members = [np.asarray(batch[f"{name}_{k}"], dtype=np.float32) for k in range(self.ensemble)]

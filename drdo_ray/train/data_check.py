@@ -41,11 +41,15 @@ def inspect_data(cfg: TrainConfig) -> DataInfo:
     token_columns = ["prompt_ids", "chosen_ids"] + ([] if cfg.stage == "sft" else ["rejected_ids"])
     missing = [c for c in token_columns if c not in names]
     if missing:
-        raise UserError(f"{cfg.data} has no token columns ({', '.join(missing)}): prepare it with --tokenizer")
+        raise UserError(
+            f"{cfg.data} has no token columns ({', '.join(missing)}): prepare it with --tokenizer"
+        )
     if cfg.stage != "sft":
         nulls = dataset.to_table(columns=["rejected_ids"]).column(0).null_count
         if nulls:
-            raise UserError(f"{cfg.data}: {nulls} rows have no rejected response; the {cfg.stage} stage needs pairs")
+            raise UserError(
+                f"{cfg.data}: {nulls} rows have no rejected response; the {cfg.stage} stage needs pairs"
+            )
 
     extra = score_columns(cfg)
     ensemble = 0
@@ -56,13 +60,18 @@ def inspect_data(cfg: TrainConfig) -> DataInfo:
 
         needs = [c for c in extra if not (ensemble and c.startswith("oracle_"))]
         needs += [f"{side}_{k}" for side in ("oracle_chosen", "oracle_rejected") for k in range(ensemble)]
-        check_scored(cfg.data, needs=needs,
-                     reduction=reduction_of(cfg) if any(c.startswith("ref_") for c in extra) else None)
+        check_scored(
+            cfg.data,
+            needs=needs,
+            reduction=reduction_of(cfg) if any(c.startswith("ref_") for c in extra) else None,
+        )
     try:
         plan(cfg, num_rows, cfg.num_workers)
     except ValueError as err:
         raise UserError(f"{cfg.data}: {err}") from None
     columns = tuple(token_columns) + tuple(
-        c for c in sorted(names) if c in extra or (ensemble and c.startswith(("oracle_chosen_", "oracle_rejected_")))
+        c
+        for c in sorted(names)
+        if c in extra or (ensemble and c.startswith(("oracle_chosen_", "oracle_rejected_")))
     )
     return DataInfo(path=path, num_rows=num_rows, columns=columns, extra=extra, ensemble=ensemble)

@@ -49,13 +49,19 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torc
     # A torch optimizer for both engines: DeepSpeed's own CPU Adam needs a 40 s build and its
     # fused CUDA Adam a compiler; torch's fused AdamW is as fast on GPU.
     return torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
+        _param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=cfg.adam_betas,
         fused=device.type == "cuda",
     )
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    fn = partial(warmup_cosine, total_steps=total_steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
+def _scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    fn = partial(
+        warmup_cosine, total_steps=total_steps, warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio
+    )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
@@ -121,8 +127,12 @@ class TorchEngine:
         # DDP replicas are identical: rank 0 writes the one copy.
         if self.world.rank == 0:
             torch.save(
-                {"model": self.unwrapped.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "micro": self.micro},
+                {
+                    "model": self.unwrapped.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "micro": self.micro,
+                },
                 directory / "torch_state.pt",
             )
 
@@ -153,8 +163,10 @@ class DeepSpeedEngine:
         zero: dict[str, Any] = {"stage": ds.zero_stage}
         if ds.zero_stage > 0:
             zero.update(
-                overlap_comm=ds.overlap_comm, contiguous_gradients=True,
-                reduce_bucket_size=ds.reduce_bucket_size, allgather_bucket_size=ds.allgather_bucket_size,
+                overlap_comm=ds.overlap_comm,
+                contiguous_gradients=True,
+                reduce_bucket_size=ds.reduce_bucket_size,
+                allgather_bucket_size=ds.allgather_bucket_size,
             )
         config = {
             "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
@@ -170,7 +182,10 @@ class DeepSpeedEngine:
         optimizer = _optimizer(model, cfg, world.device)
         scheduler = _scheduler(optimizer, cfg, total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config,
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=config,
             dist_init_required=False,
         )
         self.module = self.engine
@@ -206,8 +221,9 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(directory), tag="deepspeed")
 
     def load(self, directory: Path) -> None:
-        path, _ = self.engine.load_checkpoint(str(directory), tag="deepspeed", load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
+        path, _ = self.engine.load_checkpoint(
+            str(directory), tag="deepspeed", load_optimizer_states=True, load_lr_scheduler_states=True
+        )
         if path is None:
             raise RuntimeError(f"no DeepSpeed checkpoint under {directory}")
 

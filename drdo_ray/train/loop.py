@@ -82,8 +82,9 @@ def load_model(cfg: TrainConfig) -> nn.Module:
     # float32 master weights whatever the checkpoint's dtype (transformers 5 loads "auto": a
     # float16 hub checkpoint would otherwise train in float16); autocast / DeepSpeed do bf16.
     if uses_reward_head(cfg):
-        model = PolicyWithRewardHead.from_pretrained(localize(cfg.model), head_seed=cfg.head_seed,
-                                                     torch_dtype=torch.float32)
+        model = PolicyWithRewardHead.from_pretrained(
+            localize(cfg.model), head_seed=cfg.head_seed, torch_dtype=torch.float32
+        )
         # Every loss here reads reward *differences*: the head's bias gets no gradient, so it is
         # frozen rather than left as a parameter the optimizer decays for nothing.
         model.reward_head.bias.requires_grad_(False)
@@ -100,15 +101,21 @@ def load_model(cfg: TrainConfig) -> nn.Module:
     return model.train()
 
 
-def _loss(cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module | None) -> tuple[torch.Tensor, dict]:
+def _loss(
+    cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module | None
+) -> tuple[torch.Tensor, dict]:
     reduction = reduction_of(cfg)
     if cfg.stage == "sft":
         out = sequence_forward(model, batch, reduction="mean", chunk_size=cfg.logps_chunk_size)
         return losses.sft_loss(out.logps)
     pair = pair_forward(model, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size)
     if cfg.stage == "oracle":
-        return losses.oracle_loss(pair.chosen_rewards, pair.rejected_rewards, pair.chosen_nll,
-                                  alpha=cfg.oracle_alpha if cfg.ensemble == 1 else 0.0)
+        return losses.oracle_loss(
+            pair.chosen_rewards,
+            pair.rejected_rewards,
+            pair.chosen_nll,
+            alpha=cfg.oracle_alpha if cfg.ensemble == 1 else 0.0,
+        )
     if reference is not None:
         with torch.no_grad():
             ref = pair_forward(reference, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size)
@@ -120,18 +127,39 @@ def _loss(cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module
         rw = pair.chosen_rewards if pair.chosen_rewards is not None else zw.detach()
         rl = pair.rejected_rewards if pair.rejected_rewards is not None else zl.detach()
         return losses.drdo_loss(
-            zw, zl, rw, rl, batch.get("oracle_chosen"), batch.get("oracle_rejected"),
-            alpha=cfg.alpha, gamma=cfg.gamma, distill=loss != "drdo_minus_r", contrastive=loss != "drdo_minus_c",
+            zw,
+            zl,
+            rw,
+            rl,
+            batch.get("oracle_chosen"),
+            batch.get("oracle_rejected"),
+            alpha=cfg.alpha,
+            gamma=cfg.gamma,
+            distill=loss != "drdo_minus_r",
+            contrastive=loss != "drdo_minus_c",
         )
     refs = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
     if loss in ("dpo", "dpo_plus_c"):
-        return losses.dpo_loss(zw, zl, *refs, beta=cfg.beta, gamma=cfg.gamma,
-                               contrastive_alpha=cfg.contrastive_alpha if loss == "dpo_plus_c" else 0.0)
+        return losses.dpo_loss(
+            zw,
+            zl,
+            *refs,
+            beta=cfg.beta,
+            gamma=cfg.gamma,
+            contrastive_alpha=cfg.contrastive_alpha if loss == "dpo_plus_c" else 0.0,
+        )
     if loss == "ipo":
         return losses.ipo_loss(zw, zl, *refs, beta=cfg.beta)
     if loss == "edpo":
-        return losses.edpo_loss(zw, zl, *refs, batch["oracle_chosen"], batch["oracle_rejected"],
-                                beta=cfg.beta, reduce=cfg.edpo_reduce)
+        return losses.edpo_loss(
+            zw,
+            zl,
+            *refs,
+            batch["oracle_chosen"],
+            batch["oracle_rejected"],
+            beta=cfg.beta,
+            reduce=cfg.edpo_reduce,
+        )
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -181,7 +209,9 @@ def _mean_across(metrics: dict[str, float], world: World) -> dict[str, float]:
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
 
 
 def run(
@@ -216,8 +246,12 @@ def run(
     if restore_dir is not None:
         engine.load(restore_dir)
         state = load_trainer_state(restore_dir, world.rank)
-    log = MetricsLog(metrics_dir or Path(tempfile.mkdtemp()), total_steps=steps.total_steps,
-                     start_step=state.global_step, enabled=world.rank == 0 and metrics_dir is not None)
+    log = MetricsLog(
+        metrics_dir or Path(tempfile.mkdtemp()),
+        total_steps=steps.total_steps,
+        start_step=state.global_step,
+        enabled=world.rank == 0 and metrics_dir is not None,
+    )
     if log.enabled:
         _truncate_metrics(log.path, state.global_step)
 
@@ -248,8 +282,11 @@ def run(
             if not _all_true(bool(torch.isfinite(loss)), world):
                 state.bad_steps += 1
                 state.consecutive_bad += 1
-                print(f"rank {world.rank}: non-finite loss at step {state.global_step}, micro-batch skipped "
-                      f"({state.consecutive_bad} in a row, {state.bad_steps} in all)", flush=True)
+                print(
+                    f"rank {world.rank}: non-finite loss at step {state.global_step}, micro-batch skipped "
+                    f"({state.consecutive_bad} in a row, {state.bad_steps} in all)",
+                    flush=True,
+                )
                 if state.consecutive_bad > cfg.max_bad_steps:
                     status = "diverged"
                     break
@@ -265,12 +302,18 @@ def run(
             state.global_step += 1
             window_steps += 1
             step = state.global_step
-            if cfg.fail_at_step == step and world.rank == world.size - 1 and failure_marker is not None \
-                    and not failure_marker.exists():
+            if (
+                cfg.fail_at_step == step
+                and world.rank == world.size - 1
+                and failure_marker is not None
+                and not failure_marker.exists()
+            ):
                 failure_marker.parent.mkdir(parents=True, exist_ok=True)
                 failure_marker.write_text(f"failed once at step {step}\n")
                 raise InjectedFailure(f"injected failure at step {step} on rank {world.rank}")
-            is_ckpt = cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or step == steps.total_steps)
+            is_ckpt = cfg.checkpoint_every > 0 and (
+                step % cfg.checkpoint_every == 0 or step == steps.total_steps
+            )
             if step % cfg.log_every == 0 or is_ckpt:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 averaged = {k: sum(v) / len(v) for k, v in window.items()}
@@ -279,8 +322,12 @@ def run(
                 averaged["tokens_per_s"] *= world.size  # every worker processed its own tokens
                 averaged["samples_per_s"] = cfg.micro_batch_size * world.size * len(window["loss"]) / elapsed
                 last = {
-                    **averaged, "lr": engine.lr, "grad_norm": engine.grad_norm if engine.grad_norm is not None else math.nan,
-                    "epoch": state.epoch, "consumed_samples": state.consumed_samples, "bad_steps": state.bad_steps,
+                    **averaged,
+                    "lr": engine.lr,
+                    "grad_norm": engine.grad_norm if engine.grad_norm is not None else math.nan,
+                    "epoch": state.epoch,
+                    "consumed_samples": state.consumed_samples,
+                    "bad_steps": state.bad_steps,
                     "global_step": step,
                 }
                 log.log(step, last)
@@ -301,8 +348,13 @@ def run(
     if status == "finished" and export is not None:
         with engine.export() as model:
             export(model, engine)
-    final = {**last, "status": status, "global_step": state.global_step, "consumed_samples": state.consumed_samples,
-             "bad_steps": state.bad_steps}
+    final = {
+        **last,
+        "status": status,
+        "global_step": state.global_step,
+        "consumed_samples": state.consumed_samples,
+        "bad_steps": state.bad_steps,
+    }
     if log.enabled:
         # Ray Train keeps the metrics of the last checkpoint; the run's outcome is this file.
         (log.path.parent / "status.json").write_text(json.dumps(final, indent=2) + "\n")
@@ -315,5 +367,9 @@ def _truncate_metrics(path: Path, keep_through: int) -> None:
     """On resume, drop rows logged after the checkpoint we resumed from: they are redone."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= keep_through]
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line and json.loads(line).get("step", 0) <= keep_through
+    ]
     path.write_text("".join(line + "\n" for line in kept))

@@ -24,7 +24,9 @@ class MetricsLog:
 
     KEY_METRICS = ("loss", "reward_accuracy", "margin", "p_w", "grad_norm", "lr")
 
-    def __init__(self, directory: str | Path, *, total_steps: int, start_step: int = 0, enabled: bool = True) -> None:
+    def __init__(
+        self, directory: str | Path, *, total_steps: int, start_step: int = 0, enabled: bool = True
+    ) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
         self.start_step = start_step
@@ -43,7 +45,10 @@ class MetricsLog:
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        row = {"step": step, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}}
+        row = {
+            "step": step,
+            **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()},
+        }
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:

@@ -88,10 +88,17 @@ def _record_worker(cfg: TrainConfig, world: World) -> None:
 
     folder = storage.join(_train_dir(cfg), "workers")
     storage.makedirs(folder)
-    storage.write_json(storage.join(folder, f"rank-{world.rank}.json"), {
-        "rank": world.rank, "world_size": world.size, "node_id": ray.get_runtime_context().get_node_id(),
-        "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(), "pid": os.getpid(),
-    })
+    storage.write_json(
+        storage.join(folder, f"rank-{world.rank}.json"),
+        {
+            "rank": world.rank,
+            "world_size": world.size,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+        },
+    )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -103,8 +110,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.cuda.set_device(world.device)
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     shard = ray.train.get_dataset_shard("train")
-    collator = Collator(pad_id=config["pad_id"], pairs=cfg.stage != "sft", extra=config["extra"],
-                        ensemble=config["ensemble"], padding_side=cfg.padding_side)
+    collator = Collator(
+        pad_id=config["pad_id"],
+        pairs=cfg.stage != "sft",
+        extra=config["extra"],
+        ensemble=config["ensemble"],
+        padding_side=cfg.padding_side,
+    )
 
     def batches(_epoch: int):
         # Each call is a fresh pass over this worker's shard, in the same order every time
@@ -114,8 +126,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     _record_worker(cfg, world)
     metrics_dir = _local_or_temp(_train_dir(cfg), "metrics")
     common = dict(
-        batches=batches, num_rows=config["num_rows"], world=world, reporter=_RayReporter(),
-        metrics_dir=metrics_dir, export=_export_fn(cfg, world), failure_marker=metrics_dir / ".injected_failure",
+        batches=batches,
+        num_rows=config["num_rows"],
+        world=world,
+        reporter=_RayReporter(),
+        metrics_dir=metrics_dir,
+        export=_export_fn(cfg, world),
+        failure_marker=metrics_dir / ".injected_failure",
     )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -144,7 +161,9 @@ def _pad_id(model: str) -> int:
 def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
     """Every check that can fail before a worker starts, with one clear message each."""
     if cfg.stage == "align" and cfg.loss is None:
-        raise UserError("train align needs --loss (drdo, dpo, ipo, edpo, drdo_minus_r, drdo_minus_c, dpo_plus_c)")
+        raise UserError(
+            "train align needs --loss (drdo, dpo, ipo, edpo, drdo_minus_r, drdo_minus_c, dpo_plus_c)"
+        )
     if cfg.stage != "align" and cfg.loss is not None:
         raise UserError(f"--loss applies to the align stage, not {cfg.stage}")
     if cfg.live_reference and not (cfg.loss or "").startswith(("dpo", "ipo", "edpo")):
@@ -202,22 +221,36 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.model_dump(mode="json"), "num_rows": info.num_rows, "pad_id": pad_id,
-                           "extra": list(info.extra), "ensemble": info.ensemble},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources,
-                                     placement_strategy=cfg.placement_strategy),
+        train_loop_config={
+            "train": cfg.model_dump(mode="json"),
+            "num_rows": info.num_rows,
+            "pad_id": pad_id,
+            "extra": list(info.extra),
+            "ensemble": info.ensemble,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=cfg.placement_strategy,
+        ),
         run_config=RunConfig(
-            name=cfg.name, storage_path=train_root,
+            name=cfg.name,
+            storage_path=train_root,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
         datasets={"train": dataset},
-        dataset_config=DataConfig(datasets_to_split="all", execution_options=ExecutionOptions(preserve_order=True)),
+        dataset_config=DataConfig(
+            datasets_to_split="all", execution_options=ExecutionOptions(preserve_order=True)
+        ),
     )
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as err:
-        raise UserError(f"training {cfg.name} failed after {cfg.max_failures} retries: {str(err).splitlines()[0]}") from err
+        raise UserError(
+            f"training {cfg.name} failed after {cfg.max_failures} retries: {str(err).splitlines()[0]}"
+        ) from err
     train_dir = storage.join(train_root, cfg.name)
     status_file = storage.join(train_dir, "status.json")
     metrics = storage.read_json(status_file) if storage.exists(status_file) else dict(result.metrics or {})
@@ -227,7 +260,9 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             f"{metrics.get('global_step')}; the last good checkpoint is {result.checkpoint.path if result.checkpoint else 'none'}"
         )
     summary = {
-        "name": cfg.name, "model": model_dir(cfg), "metrics": metrics,
+        "name": cfg.name,
+        "model": model_dir(cfg),
+        "metrics": metrics,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "train_dir": train_dir,
     }
@@ -242,6 +277,6 @@ def fit_oracles(cfg: TrainConfig, console: Console | None = None) -> list[dict[s
         return [fit(cfg, console)]
     base = cfg.name or "oracle"
     return [
-        fit(cfg.model_copy(update={"head_seed": k, "name": f"{base}-{k}"}), console) for k in range(cfg.ensemble)
+        fit(cfg.model_copy(update={"head_seed": k, "name": f"{base}-{k}"}), console)
+        for k in range(cfg.ensemble)
     ]
-
