@@ -15,7 +15,7 @@ import torch
 
 from drdo_ray.data.tokenize import encode_prompt
 from drdo_ray.errors import UserError
-from drdo_ray.serve.engines import (
+from drdo_ray.generation.engines import (
     Completion,
     Engine,
     GenerationRequest,

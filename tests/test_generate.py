@@ -20,7 +20,7 @@ from drdo_ray.data.readers import sample_path
 from drdo_ray.data.sources import SOURCES
 from drdo_ray.data.tokenize import encode_prompt
 from drdo_ray.eval.sampling import SAMPLES_SCHEMA, read_prompts
-from drdo_ray.serve.engines import SamplingParams, TransformersEngine, mix_seed
+from drdo_ray.generation.engines import SamplingParams, TransformersEngine, mix_seed
 
 TEMPS = [0.2, 0.9]
 MAX_NEW = 8

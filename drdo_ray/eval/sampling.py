@@ -129,7 +129,7 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
 def work_rows(
     prompts: list[dict[str, Any]], temperatures: list[float], samples: int, seed: int
 ) -> list[dict[str, Any]]:
-    from ..serve.engines import mix_seed
+    from ..generation.engines import mix_seed
 
     return [
         {
@@ -195,7 +195,7 @@ class TransformersSampler:
     ``generate_requests`` call (each row its own temperature and seed)."""
 
     def __init__(self, model: str, *, top_p: float, max_new_tokens: int, dtype: str, batch_rows: int) -> None:
-        from ..serve.engines import TransformersEngine
+        from ..generation.engines import TransformersEngine
 
         self.engine = TransformersEngine(model, dtype=dtype, max_batch_rows=batch_rows)
         self.top_p = top_p
@@ -203,7 +203,7 @@ class TransformersSampler:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from ..data.tokenize import encode_prompt
-        from ..serve.engines import GenerationRequest, SamplingParams
+        from ..generation.engines import GenerationRequest, SamplingParams
 
         rows = batch.to_pylist()
         requests = [

@@ -1,1 +1,1 @@
-"""Ray Serve OpenAI-compatible generation app and its engines (vLLM on GPU, transformers on CPU)."""
+"""Ray Serve OpenAI-compatible generation app (its engines live in drdo_ray.generation)."""

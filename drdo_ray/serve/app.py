@@ -37,7 +37,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import storage
 from ..config import API_KEY_ENV, ServeConfig
 from ..errors import UserError
-from .engines import Completion, GenerationRequest, SamplingParams, encode_chat, make_engine, resolve_backend
+from ..generation.engines import (
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    encode_chat,
+    make_engine,
+    resolve_backend,
+)
 from .openai_schema import (
     APIError,
     ChatCompletionRequest,

@@ -1,0 +1,2 @@
+"""Text generation engines (vLLM, transformers) behind one interface; used by serving and by
+sampling for evaluation alike."""
