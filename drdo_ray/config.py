@@ -5,11 +5,12 @@ section named after the stage), the command's flags, then ``--set key=value`` ov
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -114,6 +115,26 @@ class ScoreConfig(StageConfig):
 LossName = Literal["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
 
 
+def distill_trunk_scale(mode: str) -> float:
+    """The factor on the distillation term's gradient into the LM trunk for a ``distill_trunk``
+    setting: ``full`` 1.0, ``detach`` 0.0, ``scaled:<f>`` f (finite, >= 0)."""
+    if mode == "full":
+        return 1.0
+    if mode == "detach":
+        return 0.0
+    prefix, sep, raw = mode.partition(":")
+    if prefix == "scaled" and sep:
+        try:
+            factor = float(raw)
+        except ValueError:
+            factor = math.nan
+        if factor >= 0 and math.isfinite(factor):
+            return factor
+    raise ValueError(
+        f"distill_trunk must be 'full', 'detach' or 'scaled:<f>' with a finite f >= 0, got {mode!r}"
+    )
+
+
 class DeepSpeedSettings(StageConfig):
     enabled: bool = False
     zero_stage: Literal[0, 1, 2, 3] = 2
@@ -157,6 +178,14 @@ class TrainConfig(StageConfig):
     gamma: float = Field(2.0, ge=0)
     beta: float = Field(0.1, gt=0)
     contrastive_alpha: float = Field(0.1, ge=0)
+    distill_weight: float = Field(
+        1.0, ge=0, description="DRDO: λ on the distillation term (1.0 = paper Eq. 5); metrics stay unweighted"
+    )
+    distill_trunk: str = Field(
+        "full",
+        description="DRDO: the distillation term's gradient into the LM trunk: full (paper), detach "
+        "(it trains the reward head only) or scaled:<f> (times f >= 0; the head's gradient unchanged)",
+    )
     edpo_reduce: Literal["max", "mean"] = "max"
     oracle_alpha: float = Field(0.01, ge=0, le=1)
     ensemble: int = Field(
@@ -198,6 +227,25 @@ class TrainConfig(StageConfig):
     fail_at_step: int | None = Field(
         None, description="testing: raise inside the loop once, on the last rank, at this step"
     )
+
+    @field_validator("distill_trunk")
+    @classmethod
+    def _check_distill_trunk(cls, value: str) -> str:
+        distill_trunk_scale(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_trunk_gets_gradient(self) -> TrainConfig:
+        if (
+            self.stage == "align"
+            and self.loss == "drdo_minus_c"
+            and distill_trunk_scale(self.distill_trunk) == 0
+        ):
+            raise ValueError(
+                f"loss drdo_minus_c with distill_trunk={self.distill_trunk} would train the reward head "
+                "only (the LM gets no gradient at all); use full or scaled:<f> with f > 0"
+            )
+        return self
 
 
 # ------------------------------------------------------------------ evaluation (drdo_ray/eval)

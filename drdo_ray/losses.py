@@ -183,25 +183,29 @@ def drdo_loss(
     gamma: float = 2.0,
     distill: bool = True,
     contrastive: bool = True,
+    distill_weight: float = 1.0,
 ) -> tuple[torch.Tensor, Metrics]:
     """DRDO knowledge-distillation loss (paper Eq. 5), batch mean of
 
-        distill·(Δr* - Δr̂)²  +  contrastive·[-α (1 - p_w)^γ (z_w - log(1 - exp(z_l)))]
+        distill·λ·(Δr* - Δr̂)²  +  contrastive·[-α (1 - p_w)^γ (z_w - log(1 - exp(z_l)))]
 
     ``chosen/rejected_logps`` are the policy's z_w, z_l; ``chosen/rejected_rewards`` its reward
     head r̂; ``oracle_*`` the frozen Oracle's r*. ``distill=False`` is DRDO(-R) (the Oracle
-    rewards may then be None), ``contrastive=False`` DRDO(-C).
+    rewards may then be None), ``contrastive=False`` DRDO(-C). ``distill_weight`` is λ >= 0
+    (1.0 is the paper's Eq. 5; the paper leaves the balance of the two terms to α alone, and
+    the distillation term's gradient can dwarf the contrastive one's).
 
     Metrics ``distill_loss`` and ``contrastive_loss`` are the two terms' batch means as computed,
-    whether or not a flag keeps them out of the loss; ``distill_loss`` and ``oracle_margin`` are
-    0.0 when the Oracle rewards are not given (only allowed with ``distill=False``).
+    unweighted by λ and whether or not a flag keeps them out of the loss; ``distill_loss`` and
+    ``oracle_margin`` are 0.0 when the Oracle rewards are not given (only allowed with
+    ``distill=False``).
     """
     if not (distill or contrastive):
         raise ValueError(
             "drdo_loss: distill=False and contrastive=False leave no loss term; "
             "enable at least one of the two"
         )
-    _check_nonneg(alpha=alpha, gamma=gamma)
+    _check_nonneg(alpha=alpha, gamma=gamma, distill_weight=distill_weight)
     have_oracle = oracle_chosen is not None and oracle_rejected is not None
     if distill and not have_oracle:
         raise ValueError("drdo_loss: oracle_chosen and oracle_rejected are required when distill=True")
@@ -224,7 +228,7 @@ def drdo_loss(
 
     rows = torch.zeros_like(zw)
     if distill:
-        rows = rows + distill_rows
+        rows = rows + distill_weight * distill_rows
     if contrastive:
         rows = rows + contrastive_rows
     loss = rows.mean()

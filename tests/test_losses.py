@@ -156,6 +156,31 @@ def test_drdo_terms_only_move_their_own_inputs() -> None:
     assert torch.all(g[1] == 0)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.25, 3.0])
+def test_drdo_distill_weight_scales_only_the_distillation_term(weight: float) -> None:
+    zw, zl, rw, rl, ow, ol = (x.requires_grad_() for x in drdo_inputs())
+    loss, m = drdo_loss(zw, zl, rw, rl, ow, ol, distill_weight=weight)
+    assert loss.item() == pytest.approx((weight * sum(DISTILL) + sum(CONTRASTIVE)) / 2, rel=1e-12)
+    # the metric is the term as computed, unweighted
+    assert m["distill_loss"] == pytest.approx(sum(DISTILL) / 2, rel=1e-12)
+    assert m["contrastive_loss"] == pytest.approx(sum(CONTRASTIVE) / 2, rel=1e-12)
+    g = torch.autograd.grad(loss, [zw, zl, rw, rl])
+    base = torch.autograd.grad(drdo_loss(zw, zl, rw, rl, ow, ol)[0], [zw, zl, rw, rl])
+    # rewards are read by the distillation term only: their gradient scales by λ exactly;
+    # log-probs by the contrastive term only: unchanged
+    torch.testing.assert_close(g[2], weight * base[2], rtol=1e-12, atol=0)
+    torch.testing.assert_close(g[3], weight * base[3], rtol=1e-12, atol=0)
+    assert torch.equal(g[0], base[0]) and torch.equal(g[1], base[1])
+    only_distill, _ = drdo_loss(zw, zl, rw, rl, ow, ol, contrastive=False, distill_weight=weight)
+    assert only_distill.item() == pytest.approx(weight * sum(DISTILL) / 2, rel=1e-12)
+
+
+def test_drdo_distill_weight_default_is_the_paper_loss() -> None:
+    assert torch.equal(drdo_loss(*drdo_inputs())[0], drdo_loss(*drdo_inputs(), distill_weight=1.0)[0])
+    with pytest.raises(ValueError, match="distill_weight"):
+        drdo_loss(*drdo_inputs(), distill_weight=-0.5)
+
+
 def test_drdo_both_flags_off_raises() -> None:
     with pytest.raises(ValueError, match="enable at least one"):
         drdo_loss(*drdo_inputs(), distill=False, contrastive=False)

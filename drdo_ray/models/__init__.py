@@ -15,6 +15,7 @@ from drdo_ray.models.reward_head import (
     PolicyWithRewardHead,
     last_token_index,
     position_ids_from_mask,
+    scale_grad,
 )
 from drdo_ray.models.tiny import build_tiny_model
 from drdo_ray.models.tokenizer import default_corpus, train_tokenizer
@@ -31,6 +32,7 @@ __all__ = [
     "last_token_index",
     "pair_forward",
     "position_ids_from_mask",
+    "scale_grad",
     "sequence_forward",
     "sequence_logps",
     "train_tokenizer",

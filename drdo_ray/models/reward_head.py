@@ -45,6 +45,25 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return (positions * attention_mask.long()).argmax(-1)
 
 
+def scale_grad(x: Tensor, factor: float) -> Tensor:
+    """Identity in the forward pass whose backward multiplies the incoming gradient by ``factor``.
+
+    The value returned is bit-identical to ``x`` (``x.detach() + (x - x.detach()) * factor`` adds
+    an exact zero), so whatever reads it (the reward head) computes exactly what it would from
+    ``x`` and gets exactly the same parameter gradients; only the gradient that flows back
+    *through* it into ``x`` (the LM trunk) is scaled. ``factor == 0`` is a plain ``detach()``
+    (no graph at all behind the result), ``factor == 1`` returns ``x`` itself.
+    """
+    if not (factor >= 0 and math.isfinite(factor)):
+        raise ValueError(f"scale_grad: factor must be a finite number >= 0, got {factor!r}")
+    if factor == 1.0:
+        return x
+    if factor == 0.0:
+        return x.detach()
+    frozen = x.detach()
+    return frozen + (x - frozen) * factor
+
+
 class PolicyWithRewardHead(nn.Module):
     """``self.lm``: an ``AutoModelForCausalLM``; ``self.reward_head``: ``nn.Linear(hidden, 1)``
     read at the final hidden state (the one ``lm_head`` sees) of the last non-pad token.
@@ -52,11 +71,17 @@ class PolicyWithRewardHead(nn.Module):
     Head init: weight ~ N(0, 1/sqrt(hidden+1)) (the reward-model init of Stiennon et al.),
     bias 0, drawn from ``torch.manual_seed(head_seed)`` in a forked RNG. Zeros would make
     every head identical, and e-DPO's Oracle ensemble differs only by ``head_seed``.
+
+    ``trunk_grad_scale`` (an attribute, settable at any time; 1.0 by default) multiplies the
+    gradient the rewards send back into the LM through the head's input (:func:`scale_grad`):
+    0.0 trains the head alone on the rewards' losses, the LM getting no gradient from them.
+    Rewards and the head's own gradient do not depend on it.
     """
 
-    def __init__(self, lm: PreTrainedModel, *, head_seed: int = 0) -> None:
+    def __init__(self, lm: PreTrainedModel, *, head_seed: int = 0, trunk_grad_scale: float = 1.0) -> None:
         super().__init__()
         self.lm = lm
+        self.trunk_grad_scale = trunk_grad_scale
         hidden = self._hidden_size(lm)
         # The head lives in float32 whatever the LM's dtype: rewards are regressed onto Oracle
         # reward *differences* (a squared loss), and at lr ~5e-6 a bf16 weight would round
@@ -119,7 +144,7 @@ class PolicyWithRewardHead(nn.Module):
         )
         hidden = out.hidden_states[-1]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last = hidden[rows, last_token_index(attention_mask)]
+        last = scale_grad(hidden[rows, last_token_index(attention_mask)], self.trunk_grad_scale)
         # float32 even if DeepSpeed's bf16 mode cast the head's parameters down, and outside
         # any autocast region, so the reward arithmetic is always fp32.
         with torch.autocast(device_type=last.device.type, enabled=False):

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from .. import losses
-from ..config import TrainConfig
+from ..config import TrainConfig, distill_trunk_scale
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
 from ..storage import localize
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
@@ -88,6 +88,10 @@ def load_model(cfg: TrainConfig) -> nn.Module:
         # Every loss here reads reward *differences*: the head's bias gets no gradient, so it is
         # frozen rather than left as a parameter the optimizer decays for nothing.
         model.reward_head.bias.requires_grad_(False)
+        if cfg.stage == "align":
+            # In DRDO only the distillation term reads the rewards, so scaling the gradient the
+            # rewards send into the trunk scales exactly the distillation term's share of it.
+            model.trunk_grad_scale = distill_trunk_scale(cfg.distill_trunk)
         if cfg.loss == "drdo_minus_c":
             # Distillation alone reads rewards from hidden states, never the logits: an untied
             # output embedding gets no gradient (and would stall DDP waiting for one).
@@ -135,6 +139,7 @@ def _loss(
             batch.get("oracle_rejected"),
             alpha=cfg.alpha,
             gamma=cfg.gamma,
+            distill_weight=cfg.distill_weight,
             distill=loss != "drdo_minus_r",
             contrastive=loss != "drdo_minus_c",
         )

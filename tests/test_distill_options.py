@@ -1,0 +1,160 @@
+"""DRDO's distillation-term options on a tiny model: ``distill_weight`` (λ) and
+``distill_trunk`` (full / detach / scaled:<f>: how much of the distillation gradient reaches
+the LM trunk; the reward head always gets all of it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from drdo_ray.config import TrainConfig, distill_trunk_scale, load_config
+from drdo_ray.data.tokenize import encode_prompt, encode_response
+from drdo_ray.errors import UserError
+from drdo_ray.losses import drdo_loss
+from drdo_ray.models import collate_pairs, pair_forward, scale_grad
+from drdo_ray.train.loop import load_model
+
+PAIRS = [
+    ("Name a fruit.", "An apple.", "A chair, a chair, a chair."),
+    ("Say hello.", "Hello there!", "Goodbye forever and ever."),
+    ("Count to three.", "One, two, three.", "Seven."),
+]
+HEAD = "reward_head.weight"
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_model_dir) -> dict[str, torch.Tensor]:
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    out = collate_pairs(
+        [encode_prompt(tok, p, chat=True) for p, _, _ in PAIRS],
+        [encode_response(tok, c) for _, c, _ in PAIRS],
+        [encode_response(tok, r) for _, _, r in PAIRS],
+        pad_id=tok.pad_token_id,
+    )
+    out["oracle_chosen"] = torch.tensor([1.5, 0.3, 2.0])
+    out["oracle_rejected"] = torch.tensor([-1.0, 0.8, -0.5])
+    return out
+
+
+def _cfg(tiny_model_dir, **kw) -> TrainConfig:
+    base = dict(stage="align", loss="drdo", model=str(tiny_model_dir), data="unused", run_dir="unused")
+    return TrainConfig(**(base | kw))
+
+
+def _grads(cfg: TrainConfig, batch, **loss_kw) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Gradients of every trainable parameter (zeros where none arrived), the loss and the rewards."""
+    model = load_model(cfg)
+    pair = pair_forward(model, batch, reduction="mean")
+    loss, _ = drdo_loss(
+        pair.chosen_logps,
+        pair.rejected_logps,
+        pair.chosen_rewards,
+        pair.rejected_rewards,
+        batch["oracle_chosen"],
+        batch["oracle_rejected"],
+        **loss_kw,
+    )
+    loss.backward()
+    grads = {
+        n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
+    rewards = torch.cat([pair.chosen_rewards, pair.rejected_rewards]).detach()
+    return grads, loss.detach(), rewards
+
+
+def _trunk(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: g for n, g in grads.items() if n.startswith("lm.")}
+
+
+def test_scale_grad_keeps_the_value_and_scales_the_gradient() -> None:
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, dtype=torch.float64)
+    for factor in (0.0, 0.3, 1.0, 2.5):
+        y = scale_grad(x, factor)
+        assert torch.equal(y, x)
+        if factor == 0.0:
+            assert not y.requires_grad  # a plain detach: no graph behind it
+            continue
+        (g,) = torch.autograd.grad((y @ w).sum(), x, allow_unused=True, materialize_grads=True)
+        torch.testing.assert_close(g, factor * w.expand(4, 8), rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="factor"):
+        scale_grad(x, -1.0)
+
+
+def test_detach_zeroes_the_trunk_gradient_of_distillation_and_keeps_the_heads(tiny_model_dir, batch) -> None:
+    full, full_loss, full_rewards = _grads(_cfg(tiny_model_dir), batch, contrastive=False)
+    detached, loss, rewards = _grads(_cfg(tiny_model_dir, distill_trunk="detach"), batch, contrastive=False)
+    assert torch.equal(loss, full_loss) and torch.equal(rewards, full_rewards)
+    assert any(g.abs().sum() > 0 for g in _trunk(full).values())
+    assert all(torch.count_nonzero(g) == 0 for g in _trunk(detached).values())
+    assert torch.count_nonzero(full[HEAD]) > 0
+    assert torch.equal(detached[HEAD], full[HEAD])
+
+
+def test_scaled_multiplies_the_trunk_gradient_of_distillation(tiny_model_dir, batch) -> None:
+    full, _, _ = _grads(_cfg(tiny_model_dir), batch, contrastive=False)
+    half, _, _ = _grads(_cfg(tiny_model_dir, distill_trunk="scaled:0.5"), batch, contrastive=False)
+    for name, g in _trunk(full).items():
+        torch.testing.assert_close(half[name], 0.5 * g, rtol=1e-6, atol=1e-12)
+    assert torch.equal(half[HEAD], full[HEAD])
+
+
+@pytest.mark.parametrize("mode", ["detach", "scaled:0.5"])
+def test_contrastive_gradients_do_not_depend_on_the_mode(tiny_model_dir, batch, mode) -> None:
+    full, _, _ = _grads(_cfg(tiny_model_dir), batch, distill=False)
+    other, _, _ = _grads(_cfg(tiny_model_dir, distill_trunk=mode), batch, distill=False)
+    assert any(g.abs().sum() > 0 for g in _trunk(full).values())
+    for name, g in full.items():
+        assert torch.equal(other[name], g), name
+
+
+def test_detach_leaves_the_trunk_only_the_contrastive_gradient(tiny_model_dir, batch) -> None:
+    contrastive, _, _ = _grads(_cfg(tiny_model_dir), batch, distill=False)
+    distill, _, _ = _grads(_cfg(tiny_model_dir), batch, contrastive=False)
+    both, _, _ = _grads(_cfg(tiny_model_dir, distill_trunk="detach"), batch)
+    for name, g in _trunk(contrastive).items():
+        torch.testing.assert_close(both[name], g, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(both[HEAD], distill[HEAD], rtol=1e-6, atol=1e-10)
+
+
+def test_distill_weight_scales_the_distillation_contribution(tiny_model_dir, batch) -> None:
+    # λ = 0.25 is a power of two, so float32 scaling is exact and the comparison can be tight
+    one, loss_one, _ = _grads(_cfg(tiny_model_dir), batch, contrastive=False)
+    quarter, loss_quarter, _ = _grads(_cfg(tiny_model_dir), batch, contrastive=False, distill_weight=0.25)
+    torch.testing.assert_close(loss_quarter, 0.25 * loss_one, rtol=1e-6, atol=0)
+    assert any(g.abs().sum() > 0 for g in _trunk(one).values())
+    for name, g in one.items():
+        torch.testing.assert_close(quarter[name], 0.25 * g, rtol=1e-6, atol=1e-12)
+
+
+def test_trunk_scale_applies_to_the_align_stage_only(tiny_model_dir) -> None:
+    assert load_model(_cfg(tiny_model_dir, distill_trunk="scaled:0.25")).trunk_grad_scale == 0.25
+    assert load_model(_cfg(tiny_model_dir, distill_trunk="detach")).trunk_grad_scale == 0.0
+    oracle = load_model(_cfg(tiny_model_dir, stage="oracle", loss=None, distill_trunk="detach"))
+    assert oracle.trunk_grad_scale == 1.0
+
+
+def test_distill_options_are_validated(tiny_model_dir) -> None:
+    assert [distill_trunk_scale(m) for m in ("full", "detach", "scaled:0.5", "scaled:0", "scaled:2")] == [
+        1.0,
+        0.0,
+        0.5,
+        0.0,
+        2.0,
+    ]
+    base = dict(stage="align", loss="drdo", model=str(tiny_model_dir), data="d", run_dir="r")
+    cfg = load_config(TrainConfig, flags=base, overrides=["distill_trunk=scaled:0.5", "distill_weight=0.05"])
+    assert (cfg.distill_trunk, cfg.distill_weight) == ("scaled:0.5", 0.05)
+    assert (TrainConfig(**base).distill_trunk, TrainConfig(**base).distill_weight) == ("full", 1.0)
+    with pytest.raises(ValueError, match="distill_trunk"):
+        distill_trunk_scale("scaled:")  # (YAML reads a bare "scaled:" as a mapping)
+    for bad in ("half", "scaled:x", "scaled:-1", "scaled:inf", "scaled:nan", "detach:0.5"):
+        with pytest.raises(UserError, match="distill_trunk must be 'full', 'detach' or 'scaled:<f>'"):
+            load_config(TrainConfig, flags=base, overrides=[f"distill_trunk={bad}"])
+    with pytest.raises(UserError, match="distill_weight"):
+        load_config(TrainConfig, flags=base, overrides=["distill_weight=-1"])
+    with pytest.raises(UserError, match="reward head only"):
+        load_config(TrainConfig, flags=base | {"loss": "drdo_minus_c"}, overrides=["distill_trunk=detach"])
