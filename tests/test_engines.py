@@ -30,6 +30,7 @@ from drdo_ray.generation.engines import (
     mix_seed,
     resolve_backend,
 )
+from drdo_ray.generation.row_sampler import RowSampler
 from drdo_ray.serve.openai_schema import APIError, ChatCompletionRequest, CompletionRequest, parse_request
 
 PROMPTS = ["The quick brown fox", "Summarize: the cat sat on the mat and", "hello"]
@@ -172,6 +173,41 @@ def test_prompt_encoding_matches_encode_prompt(engine) -> None:
     assert encode_text(BosTokenizer(), "hi there") == [1, 2, 5]
     assert find_stop("abcabc", ["c", "b"]) == 1 and find_stop("abc", ["x"]) is None
     assert mix_seed(1, "a") == mix_seed(1, "a") != mix_seed(1, "b")
+
+
+def test_row_sampler_draws_from_each_rows_distribution() -> None:
+    """Batched inverse-CDF sampling: empirical frequencies follow softmax(logits / T), top-p
+    keeps only the nucleus, temperature 0 is argmax, and a row's draws depend on its seed and
+    step only (not on its batch-mates)."""
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    steps = 4000
+
+    def draws(temps: list[float], top_ps: list[float], seeds: list[int], rows: Any = None) -> torch.Tensor:
+        sampler = RowSampler(temps, top_ps, seeds)
+        scores = (rows if rows is not None else logits.expand(len(seeds), -1)).clone()
+        picks = []
+        for _ in range(steps):
+            out = sampler(None, scores.clone())
+            assert bool(((out == 0).sum(-1) == 1).all())  # exactly one kept token per row
+            picks.append(out.argmax(-1))
+        return torch.stack(picks, dim=1)
+
+    picks = draws([1.0, 1.0, 0.0], [1.0, 0.7, 1.0], [1, 2, 3])
+    freq = torch.stack([(picks[0] == k).float().mean() for k in range(4)])
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
+    assert set(picks[1].tolist()) == {0, 1}  # nucleus 0.7: tokens 0 and 1 only (0.5 + 0.3 >= 0.7)
+    assert abs((picks[1] == 0).float().mean().item() - 0.5 / 0.8) < 0.03
+    assert set(picks[2].tolist()) == {0}  # greedy
+    hot = draws([2.0], [1.0], [1])
+    assert (hot[0] == 3).float().mean() > 0.08  # a higher temperature flattens the distribution
+
+    # Row 0 alone vs beside different rows: identical draws for its seed.
+    other = torch.log(torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]]))
+    mixed = draws([1.0, 0.5, 1.5], [1.0, 0.9, 1.0], [1, 7, 8], torch.cat([logits[None], other]))
+    assert torch.equal(mixed[0], picks[0][:steps])
+    assert not torch.equal(draws([1.0], [1.0], [2])[0], picks[0])  # another seed, other draws
+    ban = RowSampler([0.0], [1.0], [1], ban_eos_rows=[0], eos_ids=[0])(None, logits[None].clone())
+    assert ban.argmax(-1).item() == 1  # EOS (token 0 here) banned for an ignore_eos row
 
 
 # ------------------------------------------------------------------------ vLLM adapter

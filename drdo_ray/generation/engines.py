@@ -7,8 +7,8 @@ template before, e.g. with :func:`format_prompt`) or token-id lists (what
 ``drdo_ray.data.tokenize.encode_prompt`` returns). Two engines implement it:
 
 - :class:`TransformersEngine`: Hugging Face ``generate`` on CPU or one GPU, left padding,
-  every row sampled with its own seeded ``torch.Generator`` so a seed gives the same text
-  whatever else shares the batch.
+  every row sampled from its own seeded stream (:class:`RowSampler`, batched) so a seed gives
+  the same text whatever else shares the batch.
 - :class:`VLLMEngine`: ``vllm.LLM`` (imported lazily: vLLM needs a CUDA build of torch).
 
 Both also take a list of :class:`GenerationRequest` (``generate_requests``) so the server can
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import UserError
+from .row_sampler import RowSampler
 
 FinishReason = Literal["stop", "length"]
 Prompt = str | list[int]
@@ -170,48 +171,6 @@ class _Row:
     sent: int = 0  # characters already streamed
 
 
-class _RowSampler:
-    """Logits processor that samples each row with its own temperature, top-p and generator
-    (HF's sampler shares one RNG across the batch). It returns scores that are 0 at the chosen
-    token and -inf elsewhere, so generate() runs greedy and keeps the choice."""
-
-    def __init__(self, rows: list[_Row], eos_ids: set[int]) -> None:
-        import torch
-
-        self.rows = rows
-        self.temps = torch.tensor([r.sampling.temperature for r in rows], dtype=torch.float32)
-        self.top_ps = torch.tensor([r.sampling.top_p for r in rows], dtype=torch.float32)
-        self.ban_eos = [i for i, r in enumerate(rows) if r.sampling.ignore_eos]
-        self.eos_ids = sorted(eos_ids)
-        self.generators: list[Any] | None = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        scores = scores.float()
-        device = scores.device
-        if self.generators is None:  # lazily, on the logits' device (CUDA needs a CUDA generator)
-            self.generators = [torch.Generator(device=device).manual_seed(r.seed) for r in self.rows]
-        if self.ban_eos and self.eos_ids:
-            scores[torch.tensor(self.ban_eos)[:, None], torch.tensor(self.eos_ids)[None, :]] = float("-inf")
-        temps = self.temps.to(device)
-        probs = torch.softmax(scores / temps.clamp_min(1e-6)[:, None], dim=-1)
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        # Nucleus: keep the smallest prefix whose mass reaches top_p (the top token always stays).
-        outside = (sorted_p.cumsum(-1) - sorted_p) >= self.top_ps.to(device)[:, None]
-        sorted_p = sorted_p.masked_fill(outside, 0.0)
-        chosen = torch.empty(len(self.rows), dtype=torch.long, device=device)
-        for i, row in enumerate(self.rows):
-            if row.sampling.temperature == 0.0:
-                chosen[i] = scores[i].argmax()
-            else:
-                pick = torch.multinomial(sorted_p[i], 1, generator=self.generators[i])
-                chosen[i] = order[i, pick[0]]
-        out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(len(self.rows), device=device), chosen] = 0.0
-        return out
-
-
 class _RowStopper:
     """Stopping criterion, one decision per row: EOS, a stop string, its own max_tokens, or a
     cancel flag. Records each row's Completion the step it ends; ``on_step`` sees every step
@@ -239,11 +198,11 @@ class _RowStopper:
 
         generated = input_ids[:, self.prompt_len :]
         steps = generated.shape[1]
-        for i, row in enumerate(self.rows):
+        lasts = generated[:, -1].tolist()  # one device-to-host copy per step, not one per row
+        for i, (row, last) in enumerate(zip(self.rows, lasts)):
             if row.done is not None:
                 continue
             tokens = generated[i]
-            last = int(tokens[-1])
             if row.cancel.is_set():
                 row.done = Completion(self.decode(tokens), steps, "stop")
             elif last in self.eos_ids and not row.sampling.ignore_eos:
@@ -313,6 +272,15 @@ class TransformersEngine(_EngineBase):
                 rows.append(_Row(r, j, ids, req.sampling, req.cancel, mix_seed(base, j)))
         return rows
 
+    def _sampler(self, rows: list[_Row]) -> RowSampler:
+        return RowSampler(
+            [r.sampling.temperature for r in rows],
+            [r.sampling.top_p for r in rows],
+            [r.seed for r in rows],
+            ban_eos_rows=[i for i, r in enumerate(rows) if r.sampling.ignore_eos],
+            eos_ids=sorted(self.eos_ids),
+        )
+
     def _run(self, rows: list[_Row], on_step: Callable[[list[_Row], Any], None] | None = None) -> None:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -348,7 +316,7 @@ class TransformersEngine(_EngineBase):
                 input_ids=input_ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 generation_config=config,
-                logits_processor=LogitsProcessorList([_RowSampler(rows, self.eos_ids)]),
+                logits_processor=LogitsProcessorList([self._sampler(rows)]),
                 stopping_criteria=StoppingCriteriaList([stopper]),
             )
         for i, row in enumerate(rows):  # rows the context length cut short
