@@ -15,105 +15,41 @@ reused) when they differ."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
 from . import storage
+from .artifacts import (
+    check_model,
+    device_dtype,
+    fingerprint,
+    gpus_per_actor,
+    is_remote,
+    local_model,
+    pad_id,
+    parquet_files,
+    resolve,
+    reusable,
+)
+from .cluster_resources import check_actor_pool
 from .config import ScoreConfig
 from .errors import UserError
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-_EDGE_BYTES = 1 << 20  # fingerprint reads the first and last MiB of each weights file
-_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 SCORING_FILE = "scoring.json"
 
 
-# --------------------------------------------------------------------------- fingerprints
-
-
-def _is_local_like(path: str) -> bool:
-    """A spelling that can only mean a local path (so a miss is 'does not exist', not a hub id)."""
-    return path.startswith(("/", ".", "~")) or "\\" in path or path.count("/") > 1
-
-
-def _resolve(path: str) -> str:
-    """Absolute path for an existing local path (actors may run elsewhere than the driver's
-    cwd); remote URIs and hub ids as given."""
-    if _REMOTE.match(path):
-        return path
-    local = Path(path).expanduser()
-    return str(local.resolve()) if local.exists() else path
-
-
-def _edge_digest(fs: Any, path: str, size: int) -> str:
-    with fs.open(path, "rb") as f:
-        head = f.read(_EDGE_BYTES)
-        f.seek(max(0, size - _EDGE_BYTES))
-        tail = f.read(_EDGE_BYTES)
-    return hashlib.sha256(head).hexdigest() + hashlib.sha256(tail).hexdigest()
-
-
-def fingerprint(path: str) -> str:
-    """A cheap, deterministic, content-based id of a model folder, a prepared dataset folder or
-    a hub id ("hub:<id>"). Model: config.json bytes + each weights file's name, size and the
-    sha256 of its first and last MiB (reading whole multi-GB checkpoints would cost more than
-    scoring a small dataset). Dataset: stats.json bytes + parquet file names and sizes."""
-    fs, root = fsspec.core.url_to_fs(path)
-    if not fs.exists(root):
-        if not _REMOTE.match(path) and not _is_local_like(path) and _HUB_ID.match(path):
-            return f"hub:{path}"
-        raise UserError(f"path does not exist: {path}")
-    if not fs.isdir(root):
-        raise UserError(f"{path} is a file; expected a model folder or a prepared dataset folder")
-    digest = hashlib.sha256()
-    base = root.rstrip("/")
-    if fs.exists(f"{base}/config.json"):
-        digest.update(b"model\0" + fs.cat_file(f"{base}/config.json"))
-        for info in sorted(fs.ls(root, detail=True), key=lambda i: i["name"]):
-            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-            if info["type"] == "file" and name.endswith(WEIGHT_SUFFIXES):
-                size = int(info["size"])
-                digest.update(f"\0{name}\0{size}\0{_edge_digest(fs, info['name'], size)}".encode())
-    elif fs.exists(f"{base}/stats.json"):
-        digest.update(b"dataset\0" + fs.cat_file(f"{base}/stats.json"))
-        for name, size in _parquet_files(path):
-            digest.update(f"\0{name}\0{size}".encode())
-    else:
-        raise UserError(f"{path} is neither a model folder (config.json) nor a prepared dataset (stats.json)")
-    return "sha256:" + digest.hexdigest()
-
-
-def _parquet_files(data_dir: str) -> list[tuple[str, int]]:
-    """(path relative to DIR/data, size) of every parquet file, sorted."""
-    fs, root = fsspec.core.url_to_fs(storage.join(data_dir, "data"))
-    if not fs.isdir(root):
-        return []
-    found = fs.find(root, detail=True)
-    prefix = root.rstrip("/") + "/"
-    return sorted(
-        (name[len(prefix) :] if name.startswith(prefix) else name, int(info["size"]))
-        for name, info in found.items()
-        if name.endswith(".parquet")
-    )
-
-
 def _schema(data_dir: str) -> pa.Schema:
-    files = _parquet_files(data_dir)
+    files = parquet_files(data_dir)
     if not files:
         raise UserError(f"{data_dir} holds no data/*.parquet files")
-    fs, root = fsspec.core.url_to_fs(storage.join(data_dir, "data", files[0][0]))
-    with fs.open(root, "rb") as f:
+    with storage.open_binary(storage.join(data_dir, "data", files[0][0])) as f:
         return pq.read_schema(f)
 
 
@@ -144,57 +80,7 @@ def _check_dataset(data: str) -> dict[str, Any]:
     return stats
 
 
-def _check_model(path: str, *, role: str, oracle: bool) -> None:
-    """Fail on the driver, with one line, before any actor tries to load a bad model."""
-    from .models.reward_head import HEAD_WEIGHTS, _find_head_file
-
-    if _REMOTE.match(path):
-        raise UserError(
-            f"{role} {path}: models load from a local folder or a hub id, not an object-store URI"
-        )
-    local = Path(path)
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise UserError(f"{role} {path} is not a model folder (no config.json)")
-        if oracle and not (local / HEAD_WEIGHTS).is_file():
-            raise UserError(f"{role} {path} is not an Oracle (no reward head: {HEAD_WEIGHTS} missing)")
-        return
-    if _is_local_like(path) or not _HUB_ID.match(path):
-        raise UserError(f"{role} path does not exist: {path}")
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(path)
-    except Exception as err:  # offline, unknown id, auth: one line for the user
-        raise UserError(f"{role} {path}: not a local folder and not loadable from the hub ({err})") from err
-    if oracle and _find_head_file(path, {}) is None:
-        raise UserError(f"{role} {path} is not an Oracle (no reward head: {HEAD_WEIGHTS} missing)")
-
-
 # ------------------------------------------------------------------------- Ray Data stage
-
-
-def _pad_id(path: str) -> int:
-    """Pad id from the model folder's tokenizer, else its config. Any valid id works: pads are
-    masked out of attention, log-probs and the reward read-out."""
-    try:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(path)
-        for value in (tok.pad_token_id, tok.eos_token_id):
-            if value is not None:
-                return int(value)
-    except Exception:  # a model folder without a tokenizer: fall back to its config
-        pass
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path).get_text_config()
-    for value in (getattr(config, "pad_token_id", None), getattr(config, "eos_token_id", None)):
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is not None:
-            return int(value)
-    return 0
 
 
 def _set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
@@ -209,30 +95,28 @@ class Scorer:
     """Ray Data callable class: models load once per actor, frozen, in eval mode."""
 
     def __init__(self, oracles: Sequence[str], reference: str | None, *, reduction: str, dtype: str) -> None:
-        import torch
         from transformers import AutoModelForCausalLM
 
         from .models import PolicyWithRewardHead
 
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype == "auto":
-            # bf16 halves memory and runs at tensor-core speed on GPU; CPU bf16 is slow and coarse.
-            self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        else:
-            self.dtype = getattr(torch, dtype)
+        self.device, self.dtype = device_dtype(dtype)
         self.reduction = reduction
         self.oracles = [
-            PolicyWithRewardHead.from_pretrained(p, torch_dtype=self.dtype).to(self.device).freeze()
+            PolicyWithRewardHead.from_pretrained(local_model(p), torch_dtype=self.dtype)
+            .to(self.device)
+            .freeze()
             for p in oracles
         ]
         self.reference = None
         if reference:
-            self.reference = AutoModelForCausalLM.from_pretrained(reference, dtype=self.dtype).to(self.device)
+            self.reference = AutoModelForCausalLM.from_pretrained(
+                local_model(reference), dtype=self.dtype
+            ).to(self.device)
             self.reference.eval().requires_grad_(False)
         models = [m.lm for m in self.oracles] + ([self.reference] if self.reference is not None else [])
         # The dataset was tokenized once; every model must embed all its ids.
         self.vocab = min(m.get_input_embeddings().num_embeddings for m in models)
-        self.pad_id = _pad_id(next(iter(oracles), reference))  # type: ignore[arg-type]
+        self.pad_id = pad_id(next(iter(oracles), reference))  # type: ignore[arg-type]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
@@ -336,47 +220,35 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     if not cfg.oracles and not cfg.reference:
         raise UserError("nothing to score: give at least one --oracle or a --reference")
-    data = _resolve(cfg.data)
-    out = cfg.out if _REMOTE.match(cfg.out) else str(Path(cfg.out).expanduser().resolve())
+    data = resolve(cfg.data)
+    out = cfg.out if is_remote(cfg.out) else str(Path(cfg.out).expanduser().resolve())
     if data.rstrip("/") == out.rstrip("/"):
         raise UserError("--out must differ from --data: scoring writes a new dataset beside the prepared one")
     stats = _check_dataset(data)
-    oracles = [_resolve(p) for p in cfg.oracles]
-    reference = _resolve(cfg.reference) if cfg.reference else None
+    oracles = [resolve(p) for p in cfg.oracles]
+    reference = resolve(cfg.reference) if cfg.reference else None
     for k, path in enumerate(oracles):
-        _check_model(path, role=f"oracle #{k}", oracle=True)
+        check_model(path, role=f"oracle #{k}", oracle=True)
     if reference:
-        _check_model(reference, role="reference", oracle=False)
+        check_model(reference, role="reference", oracle=False)
     request = _request(cfg, data, oracles, reference)
 
     scoring_path = storage.join(out, SCORING_FILE)
-    if not cfg.force and storage.exists(scoring_path):
-        try:
-            old = storage.read_json(scoring_path)
-        except ValueError as err:
-            raise UserError(
-                f"{scoring_path} is unreadable ({err}); pass --force or choose another --out"
-            ) from err
-        diffs = _differences(old, request)
-        if diffs:
-            raise UserError(f"{out} was scored with {'; '.join(diffs)}; pass --force or choose another --out")
-        if storage.exists(storage.join(out, "data")):
-            console.print(
-                f"[bold]score[/] reused: {out} was already scored from the same inputs (--force rescores)"
-            )
-            return {**old, "reused": True}
+    old = reusable(scoring_path, force=cfg.force, differences=lambda old: _differences(old, request), out=out)
+    if old is not None and storage.exists(storage.join(out, "data")):
+        console.print(
+            f"[bold]score[/] reused: {out} was already scored from the same inputs (--force rescores)"
+        )
+        return {**old, "reused": True}
 
     import ray.data
-    import torch
 
     from .ray_runtime import ensure_ray
 
     ensure_ray()
     started = time.perf_counter()  # throughput excludes cluster start-up
-    gpus = cfg.num_gpus_per_actor
-    if gpus is None:
-        # The driver may sit on a CPU head node while GPU workers do the work: ask the cluster too.
-        gpus = 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = gpus_per_actor(cfg.num_gpus_per_actor)
+    check_actor_pool(gpus, cfg.num_actors, console)  # an actor pool Ray could never place fails here
     what = f"{len(oracles)} oracle(s)" + (f" + reference ({cfg.reduction} log-probs)" if reference else "")
     console.print(f"[bold]score[/] {data} with {what}: {cfg.num_actors} actor(s), {gpus} GPU each")
 
@@ -464,7 +336,7 @@ def check_scored(
         )
     if oracles is not None:
         recorded = [o["fingerprint"] for o in provenance.get("oracles") or []]
-        wanted = [fingerprint(_resolve(p)) for p in oracles]
+        wanted = [fingerprint(resolve(p)) for p in oracles]
         if recorded != wanted:
             raise UserError(
                 f"{data_dir} was scored with a different oracle set "
@@ -473,7 +345,7 @@ def check_scored(
             )
     if reference is not None:
         recorded_ref = (provenance.get("reference") or {}).get("fingerprint")
-        if recorded_ref != fingerprint(_resolve(reference)):
+        if recorded_ref != fingerprint(resolve(reference)):
             raise UserError(
                 f"{data_dir} was scored with a different reference "
                 f"({(provenance.get('reference') or {}).get('path', 'none')}); rescore it with drdo-ray score --force"
@@ -482,17 +354,6 @@ def check_scored(
 
 
 # ------------------------------------------------------------ single sequences (evaluation)
-
-
-def inference_device_dtype(dtype: str = "auto") -> tuple[Any, Any]:
-    """(torch device, torch dtype) for a frozen scoring model, by the rule :class:`Scorer`
-    uses: bf16 on CUDA for ``auto`` (half the memory, tensor-core speed), float32 on CPU."""
-    import torch
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "auto":
-        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, getattr(torch, dtype)
 
 
 def sequence_rewards(

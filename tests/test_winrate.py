@@ -94,9 +94,10 @@ def _direct_rewards(oracle: Path, rows: list[tuple[str, bool, str]]) -> list[flo
     """r*(x, y) of each (prompt, chat, text) with a plain in-process forward pass, no Ray."""
     from transformers import AutoTokenizer
 
+    from drdo_ray.artifacts import pad_id
     from drdo_ray.data.tokenize import encode_prompt, encode_response
     from drdo_ray.models import PolicyWithRewardHead
-    from drdo_ray.scoring import _pad_id, sequence_rewards
+    from drdo_ray.scoring import sequence_rewards
 
     model = PolicyWithRewardHead.from_pretrained(oracle).freeze()
     tok = AutoTokenizer.from_pretrained(oracle)
@@ -104,7 +105,7 @@ def _direct_rewards(oracle: Path, rows: list[tuple[str, bool, str]]) -> list[flo
         model,
         [encode_prompt(tok, p, chat=c) for p, c, _ in rows],
         [encode_response(tok, t) for *_, t in rows],
-        pad_id=_pad_id(str(oracle)),
+        pad_id=pad_id(str(oracle)),
     )
 
 

@@ -57,7 +57,9 @@ class Featurize:
         if tokenizer_path:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            from ..artifacts import local_model
+
+            self.tokenizer = AutoTokenizer.from_pretrained(local_model(tokenizer_path))
         self.max_prompt_length = max_prompt_length
         self.max_length = max_length
         self.pair_distance = pair_distance

@@ -27,21 +27,13 @@ def check_tokenizer(path: str, *, role: str) -> None:
     try:
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(path)
+        from ..artifacts import local_model
+
+        AutoTokenizer.from_pretrained(local_model(path))
     except Exception as err:  # missing files, offline hub id: one line for the user
         raise UserError(
             f"{role} {path} has no loadable tokenizer ({str(err).splitlines()[0][:200]})"
         ) from err
-
-
-def gpus_per_actor(requested: float | None) -> float:
-    """As `drdo-ray score`: one GPU per actor where CUDA exists here or in the cluster."""
-    if requested is not None:
-        return requested
-    import ray
-    import torch
-
-    return 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
 
 
 def map_with_actors(
@@ -59,6 +51,7 @@ def map_with_actors(
     text length first so each batch pads to similar lengths."""
     import ray.data
 
+    from ..artifacts import gpus_per_actor
     from ..ray_runtime import ensure_ray
 
     ensure_ray()

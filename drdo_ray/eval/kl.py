@@ -30,6 +30,7 @@ import pandas as pd
 from rich.console import Console
 
 from .. import storage
+from ..artifacts import check_model, device_dtype, fingerprint, local_model, pad_id, resolve
 from ..config import KLConfig
 from ..errors import UserError
 from . import stats
@@ -123,15 +124,14 @@ class KLScorer:
     def __init__(self, policy: str, reference: str, *, dtype: str) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..scoring import _pad_id, inference_device_dtype
-
-        device, torch_dtype = inference_device_dtype(dtype)
+        device, torch_dtype = device_dtype(dtype)
+        policy, reference = local_model(policy), local_model(reference)
         self.models = []
         for path in (policy, reference):
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
             self.models.append(model.eval().requires_grad_(False))
         self.tokenizer = AutoTokenizer.from_pretrained(policy)
-        self.pad_id = _pad_id(policy)
+        self.pad_id = pad_id(policy)
         self.max_length = getattr(self.models[0].config, "max_position_embeddings", None)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -166,8 +166,6 @@ class KLScorer:
 
 
 def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
-    from ..scoring import _check_model, _resolve, fingerprint
-
     console = console or Console(stderr=True)
     started = time.perf_counter()
     samples = load_samples(cfg.samples)
@@ -176,9 +174,9 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
         rows = rows[(rows["temperature"] - cfg.temperature).abs() < 1e-4]
         if rows.empty:
             raise UserError(f"{cfg.samples} holds no samples at temperature {cfg.temperature:g}")
-    policy, reference = _resolve(cfg.policy), _resolve(cfg.reference)
-    _check_model(policy, role="policy", oracle=False)
-    _check_model(reference, role="reference", oracle=False)
+    policy, reference = resolve(cfg.policy), resolve(cfg.reference)
+    check_model(policy, role="policy")
+    check_model(reference, role="reference")
     check_tokenizer(policy, role="policy")
     frame = rows[["prompt", "chat", "text", "finish_reason"]].copy()
     frame["finish_reason"] = frame["finish_reason"].astype(object).where(frame["finish_reason"].notna(), None)

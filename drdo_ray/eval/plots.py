@@ -30,7 +30,8 @@ TRAINING_PANELS: list[tuple[tuple[str, ...], str, str]] = [
 ]
 
 
-def _save(fig: Any, path: str) -> str:
+def save_figure(fig: Any, path: str) -> str:
+    """Write ``fig`` as a PNG to ``path`` (local or object store) and close it; returns ``path``."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -128,7 +129,7 @@ def plot_training_curves(runs: Mapping[str, Mapping[str, Any]], path: str, *, ti
     if title:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_winrate_vs_temperature(
@@ -170,7 +171,7 @@ def plot_winrate_vs_temperature(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ood(
@@ -224,4 +225,8 @@ def plot_ood(
     ax_n.set_xlabel(f"prompt tokens ({width}-token bins)")
     ax_n.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+# bench/quality.py's spelling until it imports save_figure.
+_save = save_figure

@@ -22,7 +22,6 @@ import importlib.util
 import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -31,6 +30,15 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from .. import storage
+from ..artifacts import (
+    check_model,
+    cluster_has_gpus,
+    fingerprint,
+    gpus_per_actor,
+    is_hub_id,
+    local_model,
+    resolve,
+)
 from ..config import API_KEY_ENV, GenerateConfig
 from ..errors import UserError
 
@@ -146,26 +154,20 @@ def work_rows(
 
 
 def _resolve_model(model: str, backend: str) -> str:
-    if "://" in model:
-        raise UserError(f"--model {model}: load models from a local folder or a hub id")
-    local = Path(model).expanduser()
-    if local.exists():
-        if backend != "http" and not (local / "config.json").is_file():
-            raise UserError(f"{model} is not a model folder (no config.json)")
-        return str(local.resolve())
-    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+    """A local folder made absolute, an object-store folder or a hub id, checked on the driver
+    (the http backend only borrows the folder's tokenizer, so it needs no weights)."""
+    resolved = resolve(model)
+    if not is_hub_id(resolved) and backend != "http":
+        check_model(resolved, role="model")
+    elif not is_hub_id(resolved) and not storage.exists(resolved):
         raise UserError(f"model folder does not exist: {model}")
-    return model  # a hub id
+    return resolved
 
 
 def _resolve_backend(backend: str) -> str:
     if backend != "auto":
         return backend
-    import ray
-    import torch
-
-    gpu = torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1
-    return "vllm" if gpu and importlib.util.find_spec("vllm") is not None else "transformers"
+    return "vllm" if cluster_has_gpus() and importlib.util.find_spec("vllm") is not None else "transformers"
 
 
 # ------------------------------------------------------------------------ Ray Data stages
@@ -178,7 +180,7 @@ class EncodePrompts:
     def __init__(self, model: str) -> None:
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(local_model(model))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from ..data.tokenize import encode_prompt
@@ -197,7 +199,7 @@ class TransformersSampler:
     def __init__(self, model: str, *, top_p: float, max_new_tokens: int, dtype: str, batch_rows: int) -> None:
         from ..generation.engines import TransformersEngine
 
-        self.engine = TransformersEngine(model, dtype=dtype, max_batch_rows=batch_rows)
+        self.engine = TransformersEngine(local_model(model), dtype=dtype, max_batch_rows=batch_rows)
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
 
@@ -346,8 +348,6 @@ def http_processor(cfg: GenerateConfig, served: str, headers: dict[str, str]) ->
 
 
 def _request(cfg: GenerateConfig, model: str, backend: str) -> dict[str, Any]:
-    from ..scoring import fingerprint
-
     return {
         "model": model,
         "model_fingerprint": fingerprint(model) if backend != "http" else None,
@@ -430,11 +430,7 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
     # meet in the same batch on every run, so float results (and samples) repeat exactly.
     table = pa.Table.from_pylist(work, schema=WORK_SCHEMA)
     ds = ray.data.from_arrow([table.slice(i, cfg.batch_size) for i in range(0, len(work), cfg.batch_size)])
-    gpus = cfg.num_gpus_per_actor
-    if gpus is None:
-        import torch
-
-        gpus = 1 if torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = gpus_per_actor(cfg.num_gpus_per_actor)
     if backend == "transformers":
         ds = ds.map_batches(
             TransformersSampler,

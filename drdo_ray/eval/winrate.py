@@ -22,6 +22,7 @@ import pandas as pd
 from rich.console import Console
 
 from .. import storage
+from ..artifacts import check_model, device_dtype, fingerprint, local_model, pad_id, resolve
 from ..config import WinrateConfig
 from ..errors import UserError
 from . import stats
@@ -39,12 +40,12 @@ class SampleScorer:
         from transformers import AutoTokenizer
 
         from ..models import PolicyWithRewardHead
-        from ..scoring import _pad_id, inference_device_dtype
 
-        device, torch_dtype = inference_device_dtype(dtype)
-        self.model = PolicyWithRewardHead.from_pretrained(oracle, torch_dtype=torch_dtype).to(device).freeze()
-        self.tokenizer = AutoTokenizer.from_pretrained(oracle)
-        self.pad_id = _pad_id(oracle)
+        device, torch_dtype = device_dtype(dtype)
+        local = local_model(oracle)
+        self.model = PolicyWithRewardHead.from_pretrained(local, torch_dtype=torch_dtype).to(device).freeze()
+        self.tokenizer = AutoTokenizer.from_pretrained(local)
+        self.pad_id = pad_id(local)
         self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -129,7 +130,6 @@ def compute_winrate(
 
 def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str, Any]:
     """Score, pair, count, write OUT/; returns the winrate.json content."""
-    from ..scoring import _check_model, _resolve, fingerprint
     from .ood import ood_result, write_ood
 
     console = console or Console(stderr=True)
@@ -144,8 +144,8 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
             else "no (prompt_id, temperature, sample_idx) in common"
         )
         raise UserError(f"nothing to compare: {what} ({a.path} vs {b.path})")
-    oracle = _resolve(cfg.oracle)
-    _check_model(oracle, role="oracle", oracle=True)
+    oracle = resolve(cfg.oracle)
+    check_model(oracle, role="oracle", oracle=True)
     check_tokenizer(oracle, role="oracle")
 
     # Every distinct (prompt, response) once: A, B and the references (for the advantage).

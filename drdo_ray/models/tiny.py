@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, OP
 from drdo_ray.models.tokenizer import default_corpus, train_tokenizer
 
 
-def _config(
+def tiny_config(
     arch: str,
     *,
     vocab_size: int,
@@ -26,6 +26,7 @@ def _config(
     eos_id: int,
     bos_id: int,
 ) -> PretrainedConfig:
+    """The transformers config of a tiny random-init causal LM (``llama`` or ``opt``)."""
     common = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -74,7 +75,7 @@ def build_tiny_model(
     if not corpus:
         raise ValueError("no texts to train the tokenizer on (and no shipped sample data found)")
     tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, model_max_length=max_positions)
-    config = _config(
+    config = tiny_config(
         arch,
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -96,3 +97,7 @@ def build_tiny_model(
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+# bench/toy_lm.py's spelling until it imports tiny_config.
+_config = tiny_config

@@ -34,7 +34,7 @@ from ray.serve import Application
 from rich.console import Console
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import storage
+from ..artifacts import check_model, cluster_has_gpus, is_hub_id, local_model, resolve
 from ..config import API_KEY_ENV, ServeConfig
 from ..errors import UserError
 from ..generation.engines import (
@@ -105,7 +105,7 @@ class OpenAIServer:
         kwargs: dict[str, Any] = {"dtype": self.cfg.dtype, "name": self.cfg.served_model_name}
         if resolve_backend(self.cfg.backend) == "vllm":
             kwargs.update(self.cfg.engine_kwargs)
-        self.engine = make_engine(storage.localize(self.cfg.model), self.cfg.backend, **kwargs)
+        self.engine = make_engine(local_model(self.cfg.model), self.cfg.backend, **kwargs)
         self.name = self.engine.name
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
@@ -404,26 +404,16 @@ def _resolve_model(model: str) -> str:
     """An absolute path for a local folder (replicas run elsewhere than the driver's cwd);
     object-store URIs and hub ids as given. A local-looking path that does not exist fails here,
     not in a replica that Serve would restart again and again."""
-    if "://" in model:
-        return model
-    local = Path(model).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise UserError(f"{model} is not a model folder (no config.json)")
-        return str(local.resolve())
-    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
-        raise UserError(f"model folder does not exist: {model}")
-    return model  # a hub id
+    resolved = resolve(model)
+    if not is_hub_id(resolved):
+        check_model(resolved, role="model")
+    return resolved
 
 
 def _default_gpus(backend: str) -> float:
-    if backend == "vllm":
-        return 1.0
-    if backend == "auto":
-        import ray
-
-        return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    return 0.0
+    """vLLM needs a GPU; ``auto`` takes one by the rule every stage uses; transformers is the
+    explicit CPU choice."""
+    return 1.0 if backend == "vllm" or (backend == "auto" and cluster_has_gpus()) else 0.0
 
 
 def build_app(args: dict[str, Any] | ServeConfig) -> Application:
