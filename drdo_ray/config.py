@@ -186,6 +186,11 @@ class TrainConfig(StageConfig):
         description="DRDO: the distillation term's gradient into the LM trunk: full (paper), detach "
         "(it trains the reward head only) or scaled:<f> (times f >= 0; the head's gradient unchanged)",
     )
+    term_grads: bool = Field(
+        True,
+        description="DRDO family: log each term's gradient norm on the trunk output and their cosine "
+        "at logging steps (not under ZeRO-3)",
+    )
     edpo_reduce: Literal["max", "mean"] = "max"
     oracle_alpha: float = Field(0.01, ge=0, le=1)
     ensemble: int = Field(

@@ -1,8 +1,11 @@
 """DRDO's distillation-term options on a tiny model: ``distill_weight`` (λ) and
 ``distill_trunk`` (full / detach / scaled:<f>: how much of the distillation gradient reaches
-the LM trunk; the reward head always gets all of it)."""
+the LM trunk; the reward head always gets all of it); and the per-term gradient diagnostics
+on the trunk output that measure it."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from drdo_ray.data.tokenize import encode_prompt, encode_response
 from drdo_ray.errors import UserError
 from drdo_ray.losses import drdo_loss
 from drdo_ray.models import collate_pairs, pair_forward, scale_grad
+from drdo_ray.train.diagnostics import term_gradients
 from drdo_ray.train.loop import load_model
 
 PAIRS = [
@@ -158,3 +162,77 @@ def test_distill_options_are_validated(tiny_model_dir) -> None:
         load_config(TrainConfig, flags=base, overrides=["distill_weight=-1"])
     with pytest.raises(UserError, match="reward head only"):
         load_config(TrainConfig, flags=base | {"loss": "drdo_minus_c"}, overrides=["distill_trunk=detach"])
+
+
+# ------------------------------------------------------------------------------ diagnostics
+
+
+def _hand_term_grads(cfg: TrainConfig, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each weighted term written out by hand, its gradient on hidden_states[-1] by backward()."""
+    grads = []
+    for term in ("distill", "contrastive"):
+        model = load_model(cfg)
+        pair = pair_forward(model, batch, reduction="mean", keep_hidden=True)
+        pair.hidden.retain_grad()
+        zw, zl = pair.chosen_logps, pair.rejected_logps
+        if term == "distill":
+            oracle_margin = batch["oracle_chosen"] - batch["oracle_rejected"]
+            rows = cfg.distill_weight * (oracle_margin - (pair.chosen_rewards - pair.rejected_rewards)) ** 2
+        else:
+            focal = (1 - torch.sigmoid(zw - zl)) ** cfg.gamma
+            rows = -cfg.alpha * focal * (zw - torch.log(1 - torch.exp(zl)))
+        rows.mean().backward()
+        grads.append(pair.hidden.grad.flatten().double())
+    return grads[0], grads[1]
+
+
+def test_term_gradients_match_a_hand_computation(tiny_model_dir, batch) -> None:
+    cfg = _cfg(tiny_model_dir, distill_weight=0.3, alpha=0.5)
+    d, c = _hand_term_grads(cfg, batch)
+    model = load_model(cfg)
+    got = term_gradients(model, batch, cfg)
+    assert set(got) == {"term_grad_norm_distill", "term_grad_norm_contrastive", "term_grad_cosine"}
+    assert got["term_grad_norm_distill"] == pytest.approx(float(d.norm()), rel=1e-4)
+    assert got["term_grad_norm_contrastive"] == pytest.approx(float(c.norm()), rel=1e-4)
+    assert got["term_grad_cosine"] == pytest.approx(float(d @ c / (d.norm() * c.norm())), rel=1e-3, abs=1e-5)
+    assert got["term_grad_norm_distill"] > 0 and got["term_grad_norm_contrastive"] > 0
+    assert all(p.grad is None for p in model.parameters())  # measured, not accumulated
+
+
+def test_term_gradients_follow_distill_trunk_and_weight(tiny_model_dir, batch) -> None:
+    full = term_gradients(load_model(_cfg(tiny_model_dir)), batch, _cfg(tiny_model_dir))
+    cfg = _cfg(tiny_model_dir, distill_trunk="detach")
+    detached = term_gradients(load_model(cfg), batch, cfg)
+    assert detached["term_grad_norm_distill"] == 0.0
+    assert math.isnan(detached["term_grad_cosine"])
+    assert detached["term_grad_norm_contrastive"] == pytest.approx(
+        full["term_grad_norm_contrastive"], rel=1e-6
+    )
+    cfg = _cfg(tiny_model_dir, distill_trunk="scaled:0.5", distill_weight=4.0)
+    both = term_gradients(load_model(cfg), batch, cfg)
+    assert both["term_grad_norm_distill"] == pytest.approx(2.0 * full["term_grad_norm_distill"], rel=1e-5)
+    assert both["term_grad_cosine"] == pytest.approx(full["term_grad_cosine"], rel=1e-4, abs=1e-6)
+
+
+def test_term_gradients_of_the_ablations(tiny_model_dir, batch) -> None:
+    full = term_gradients(load_model(_cfg(tiny_model_dir)), batch, _cfg(tiny_model_dir))
+    cfg = _cfg(tiny_model_dir, loss="drdo_minus_r")
+    minus_r = term_gradients(load_model(cfg), {k: v for k, v in batch.items() if "oracle" not in k}, cfg)
+    assert minus_r["term_grad_norm_distill"] == 0.0 and math.isnan(minus_r["term_grad_cosine"])
+    assert minus_r["term_grad_norm_contrastive"] == pytest.approx(
+        full["term_grad_norm_contrastive"], rel=1e-6
+    )
+    cfg = _cfg(tiny_model_dir, loss="drdo_minus_c")
+    minus_c = term_gradients(load_model(cfg), batch, cfg)
+    assert minus_c["term_grad_norm_contrastive"] == 0.0 and math.isnan(minus_c["term_grad_cosine"])
+    assert minus_c["term_grad_norm_distill"] == pytest.approx(full["term_grad_norm_distill"], rel=1e-6)
+    with pytest.raises(ValueError, match="DRDO family"):
+        term_gradients(load_model(cfg), batch, _cfg(tiny_model_dir, loss="dpo"))
+
+
+def test_term_gradients_with_chunked_logps(tiny_model_dir, batch) -> None:
+    cfg = _cfg(tiny_model_dir)
+    plain = term_gradients(load_model(cfg), batch, cfg)
+    chunked_cfg = _cfg(tiny_model_dir, logps_chunk_size=5)
+    model = load_model(chunked_cfg)
+    assert term_gradients(model, batch, chunked_cfg) == pytest.approx(plain, rel=1e-4)

@@ -4,6 +4,8 @@ mid-run restores to the same state."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from transformers import AutoTokenizer
 from drdo_ray.config import TrainConfig
 from drdo_ray.data.tokenize import encode_prompt, encode_response
 from drdo_ray.train.batches import Collator
+from drdo_ray.train.diagnostics import DRDO_TERMS
 from drdo_ray.train.engine import World
 from drdo_ray.train.loop import load_model, run, uses_reward_head
 
@@ -109,7 +112,50 @@ def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_pat
     assert ("reward_head.weight" in before) == uses_reward_head(cfg) == (loss in ("drdo", "drdo_minus_c"))
     assert [m.get("global_step") for m, c in sink.reports if c is not None] == [2, 4]
     assert all({"trainer_state.json", "rng_rank0.pt", "torch_state.pt"} <= saved for saved in sink.saved)
-    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 4
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    # per-term trunk gradients are logged for the DRDO family only
+    for row in rows:
+        assert ("term_grad_norm_distill" in row) == (loss in DRDO_TERMS)
+        if loss in DRDO_TERMS:
+            assert (row["term_grad_norm_distill"] > 0) == (loss != "drdo_minus_r")
+            assert (row["term_grad_norm_contrastive"] > 0) == (loss != "drdo_minus_c")
+            assert math.isfinite(row["term_grad_cosine"]) == (loss == "drdo")
+
+
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_term_gradient_diagnostics_leave_training_unchanged(batches, tiny_model_dir, tmp_path, chunk):
+    """The diagnostics' autograd.grad(retain_graph=True) on logging micro-batches must not alter the
+    step: the same weights with them on and off (grad_accum 2, logged every other step)."""
+    columns, pad = batches
+    collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
+    feed = [collate({k: v[i : i + 1] for k, v in columns.items()}) for i in range(4)]
+    exported: dict[bool, dict] = {True: {}, False: {}}
+    for on in (True, False):
+        cfg = _cfg(
+            tiny_model_dir,
+            loss="drdo",
+            micro_batch_size=1,
+            grad_accum=2,
+            log_every=2,
+            checkpoint_every=0,
+            shuffle=False,
+            term_grads=on,
+            logps_chunk_size=chunk,
+        )
+        run(
+            cfg,
+            batches=lambda epoch: feed,
+            num_rows=4,
+            world=World(),
+            metrics_dir=tmp_path / str(on),
+            export=lambda m, e, on=on: exported[on].update({k: v.clone() for k, v in m.state_dict().items()}),
+        )
+        rows = [json.loads(line) for line in (tmp_path / str(on) / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [2, 4]
+        assert all(("term_grad_cosine" in r) == on for r in rows)
+    for name, value in exported[False].items():
+        assert torch.equal(exported[True][name], value), name
 
 
 def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir, tmp_path):

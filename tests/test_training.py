@@ -154,6 +154,16 @@ def test_reward_head_only_where_it_belongs(pipeline):
 
 
 @pytest.mark.slow
+def test_drdo_logs_its_term_gradients_on_deepspeed_workers(pipeline):
+    """DRDO ran on DeepSpeed ZeRO-2 with 2 workers: the per-term trunk gradients are logged
+    (averaged over workers) at every step; DPO has no such terms."""
+    for row in _metrics(pipeline["drdo"]):
+        assert row["term_grad_norm_distill"] > 0 and row["term_grad_norm_contrastive"] > 0
+        assert -1.0 <= row["term_grad_cosine"] <= 1.0
+    assert not any("term_grad_cosine" in row for row in _metrics(pipeline["dpo"]))
+
+
+@pytest.mark.slow
 def test_killed_worker_resumes_to_the_same_result(pipeline):
     tmp = pipeline["tmp"]
     common = dict(

@@ -125,6 +125,7 @@ class SequenceOutput:
     rewards: Tensor | None  # (N,) float32; None for a model without a reward head
     nll: Tensor  # (N,) token-mean NLL of the response (SFT loss), whatever the reduction
     num_tokens: Tensor  # (N,) long, response tokens scored
+    hidden: Tensor | None = None  # (N, T, H) final hidden states (the trunk's output), if kept
 
 
 @dataclass
@@ -138,6 +139,7 @@ class PairOutput:
     chosen_nll: Tensor  # (B,) token-mean NLL of chosen (the Oracle's LM regularizer)
     chosen_tokens: Tensor  # (B,) long
     rejected_tokens: Tensor  # (B,) long
+    hidden: Tensor | None = None  # (2B, T, H) final hidden states, chosen rows first, if kept
 
 
 def output_head(model: Any) -> nn.Linear:
@@ -191,7 +193,11 @@ def chunked_token_logps(
 
 
 def _run(
-    model: Callable[..., Any], batch: dict[str, Tensor], reduction: Reduction, chunk_size: int | None = None
+    model: Callable[..., Any],
+    batch: dict[str, Tensor],
+    reduction: Reduction,
+    chunk_size: int | None = None,
+    keep_hidden: bool = False,
 ) -> SequenceOutput:
     attention_mask = batch["attention_mask"]
     position_ids = batch.get("position_ids")
@@ -207,7 +213,7 @@ def _run(
             out.hidden_states[-1], output_head(model), batch["input_ids"], batch["response_mask"], chunk_size
         )
     else:
-        out = model(**inputs)
+        out = model(**inputs, **({"output_hidden_states": True} if keep_hidden else {}))
         _, token_logps = sequence_logps(
             out.logits, batch["input_ids"], batch["response_mask"], reduction="sum"
         )
@@ -220,6 +226,7 @@ def _run(
         rewards=getattr(out, "rewards", None),
         nll=-mean,
         num_tokens=num_tokens,
+        hidden=out.hidden_states[-1] if keep_hidden else None,
     )
 
 
@@ -229,14 +236,17 @@ def sequence_forward(
     *,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    keep_hidden: bool = False,
 ) -> SequenceOutput:
     """One forward pass over single sequences (SFT, scoring). ``model``: a
     PolicyWithRewardHead, a DeepSpeed engine wrapping one, or a plain causal LM (then
     ``rewards`` is None). ``chunk_size``: project the vocabulary that many response tokens at
-    a time (:func:`chunked_token_logps`) instead of materializing all logits."""
+    a time (:func:`chunked_token_logps`) instead of materializing all logits. ``keep_hidden``:
+    also return the final hidden states (``hidden_states[-1]``: what the LM head and the
+    reward head read), still in the autograd graph, for gradient diagnostics."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    return _run(model, batch, reduction, chunk_size)
+    return _run(model, batch, reduction, chunk_size, keep_hidden)
 
 
 def pair_forward(
@@ -245,12 +255,14 @@ def pair_forward(
     *,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    keep_hidden: bool = False,
 ) -> PairOutput:
-    """One forward pass over a :func:`collate_pairs` batch, split back into chosen/rejected."""
+    """One forward pass over a :func:`collate_pairs` batch, split back into chosen/rejected.
+    ``keep_hidden`` as in :func:`sequence_forward` (the (2B, T, H) states are not split)."""
     n = batch["input_ids"].shape[0]
     if n % 2:
         raise ValueError(f"a pair batch has an even number of rows (chosen then rejected), got {n}")
-    out = sequence_forward(model, batch, reduction=reduction, chunk_size=chunk_size)
+    out = sequence_forward(model, batch, reduction=reduction, chunk_size=chunk_size, keep_hidden=keep_hidden)
     b = n // 2
     rewards = out.rewards
     return PairOutput(
@@ -263,4 +275,5 @@ def pair_forward(
         chosen_nll=out.nll[:b],
         chosen_tokens=out.num_tokens[:b],
         rejected_tokens=out.num_tokens[b:],
+        hidden=out.hidden,
     )

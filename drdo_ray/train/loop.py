@@ -27,8 +27,10 @@ from ..config import TrainConfig, distill_trunk_scale
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
 from ..storage import localize
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
+from .diagnostics import term_gradients_of, term_grads_apply
 from .engine import Engine, World, build_engine, use_bf16
 from .metrics import MetricsLog
+from .stage import reduction_of, uses_reward_head
 
 Batch = dict[str, torch.Tensor]
 
@@ -55,17 +57,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ stage logic
-
-
-def uses_reward_head(cfg: TrainConfig) -> bool:
-    return cfg.stage == "oracle" or (cfg.stage == "align" and cfg.loss in ("drdo", "drdo_minus_c"))
-
-
-def reduction_of(cfg: TrainConfig) -> str:
-    if cfg.reduction:
-        return cfg.reduction
-    # METHOD.md: token-mean log-probs make DRDO's unlikelihood term active; DPO's convention is sum.
-    return "mean" if cfg.stage != "align" or (cfg.loss or "").startswith("drdo") else "sum"
 
 
 def score_columns(cfg: TrainConfig) -> tuple[str, ...]:
@@ -106,13 +97,17 @@ def load_model(cfg: TrainConfig) -> nn.Module:
 
 
 def _loss(
-    cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module | None
+    cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module | None, diagnose: bool = False
 ) -> tuple[torch.Tensor, dict]:
+    """The micro-batch's loss and metrics; ``diagnose`` adds the per-term trunk gradients
+    (diagnostics.py) from the same forward pass."""
     reduction = reduction_of(cfg)
     if cfg.stage == "sft":
         out = sequence_forward(model, batch, reduction="mean", chunk_size=cfg.logps_chunk_size)
         return losses.sft_loss(out.logps)
-    pair = pair_forward(model, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size)
+    pair = pair_forward(
+        model, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size, keep_hidden=diagnose
+    )
     if cfg.stage == "oracle":
         return losses.oracle_loss(
             pair.chosen_rewards,
@@ -130,7 +125,7 @@ def _loss(
         # DRDO(-R) trains no head: its "reward" for the accuracy metric is the log-prob itself.
         rw = pair.chosen_rewards if pair.chosen_rewards is not None else zw.detach()
         rl = pair.rejected_rewards if pair.rejected_rewards is not None else zl.detach()
-        return losses.drdo_loss(
+        value, metrics = losses.drdo_loss(
             zw,
             zl,
             rw,
@@ -143,6 +138,9 @@ def _loss(
             distill=loss != "drdo_minus_r",
             contrastive=loss != "drdo_minus_c",
         )
+        if diagnose:
+            metrics |= term_gradients_of(pair, batch, cfg)
+        return value, metrics
     refs = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
     if loss in ("dpo", "dpo_plus_c"):
         return losses.dpo_loss(
@@ -247,6 +245,7 @@ def run(
         reference = reference.to(world.device).eval()
         reference.requires_grad_(False)
 
+    diagnose = term_grads_apply(cfg)
     state = TrainerState()
     if restore_dir is not None:
         engine.load(restore_dir)
@@ -267,6 +266,9 @@ def run(
     last: dict[str, Any] = {}
     status = "finished"
 
+    def is_checkpoint_step(step: int) -> bool:
+        return cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or step == steps.total_steps)
+
     def checkpoint(metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory(prefix="drdo-ckpt-") as tmp:
             directory = Path(tmp)
@@ -282,8 +284,15 @@ def run(
             rows = int(batch.pop("num_rows"))
             state.epoch_micro += 1
             state.consumed_samples += rows * world.size
+            upcoming = state.global_step + 1
+            # Diagnostics once per logged step, on its first good micro-batch (same on every rank).
+            due = (
+                diagnose
+                and (upcoming % cfg.log_every == 0 or is_checkpoint_step(upcoming))
+                and "term_grad_cosine" not in window
+            )
             with engine.accumulate(), engine.autocast():
-                loss, metrics = _loss(cfg, engine.module, batch, reference)
+                loss, metrics = _loss(cfg, engine.module, batch, reference, diagnose=due)
             if not _all_true(bool(torch.isfinite(loss)), world):
                 state.bad_steps += 1
                 state.consecutive_bad += 1
@@ -316,9 +325,7 @@ def run(
                 failure_marker.parent.mkdir(parents=True, exist_ok=True)
                 failure_marker.write_text(f"failed once at step {step}\n")
                 raise InjectedFailure(f"injected failure at step {step} on rank {world.rank}")
-            is_ckpt = cfg.checkpoint_every > 0 and (
-                step % cfg.checkpoint_every == 0 or step == steps.total_steps
-            )
+            is_ckpt = is_checkpoint_step(step)
             if step % cfg.log_every == 0 or is_ckpt:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 averaged = {k: sum(v) / len(v) for k, v in window.items()}
