@@ -31,6 +31,7 @@ from drdo_ray.generation.engines import (
     resolve_backend,
 )
 from drdo_ray.generation.row_sampler import RowSampler
+from drdo_ray.generation.vllm_support import head_size, vllm_engine_kwargs, vllm_unusable_reason
 from drdo_ray.serve.openai_schema import APIError, ChatCompletionRequest, CompletionRequest, parse_request
 
 PROMPTS = ["The quick brown fox", "Summarize: the cat sat on the mat and", "hello"]
@@ -49,6 +50,7 @@ def test_sampling_params_are_checked() -> None:
         {"top_p": 1.5},
         {"max_tokens": 0},
         {"n": 0},
+        {"n": 2, "temperature": 0.0},  # greedy decoding has one answer (vLLM refuses it too)
     ):
         with pytest.raises(ValueError):
             SamplingParams(**bad)
@@ -298,14 +300,39 @@ def test_vllm_adapter_contract(engine) -> None:
     assert [p.temperature for p in fake.calls[1][1]] == [0.1, 0.9] and fake.calls[1][1][1].ignore_eos
 
 
-def test_backend_choice(tiny_model_dir) -> None:
+def test_backend_choice(tiny_model_dir, monkeypatch) -> None:
     assert resolve_backend("transformers") == "transformers"
-    assert resolve_backend("auto") == "transformers"  # no vLLM, no GPU here
+    # The tiny model's head size (16) is one vLLM's CPU kernels lack: auto keeps transformers
+    # whether vLLM is installed or not, and an explicit vllm says why it cannot.
+    assert head_size(tiny_model_dir) == 16
+    assert resolve_backend("auto", tiny_model_dir) == "transformers"
     with pytest.raises(UserError):
         resolve_backend("tgi")
     with pytest.raises(UserError, match="vLLM"):
         make_engine(tiny_model_dir, "vllm")
     assert isinstance(make_engine(tiny_model_dir, "auto"), TransformersEngine)
+
+    import drdo_ray.generation.vllm_support as support
+
+    monkeypatch.setattr(support, "vllm_installed", lambda: True)
+    monkeypatch.setattr(support, "vllm_cpu_build", lambda: True)
+    assert vllm_unusable_reason(tiny_model_dir, gpu=False) is not None
+    assert vllm_unusable_reason(None, gpu=False) is None  # CPU included: auto picks vLLM there
+    monkeypatch.setattr(support, "vllm_cpu_build", lambda: False)
+    assert "CUDA build" in (vllm_unusable_reason(None, gpu=False) or "")
+    assert vllm_unusable_reason(tiny_model_dir, gpu=True) is None
+    monkeypatch.setattr(support, "vllm_installed", lambda: False)
+    assert "not installed" in (vllm_unusable_reason(None, gpu=True) or "")
+
+
+def test_vllm_engine_kwargs_on_cpu() -> None:
+    cpu = vllm_engine_kwargs("auto", {"enforce_eager": True}, cpu=True)
+    assert cpu["dtype"] == "float32" and cpu["enforce_eager"] and cpu["kv_cache_memory_bytes"] > 0
+    assert vllm_engine_kwargs("bfloat16", {"gpu_memory_utilization": 0.3}, cpu=True) == {
+        "dtype": "bfloat16",
+        "gpu_memory_utilization": 0.3,
+    }
+    assert vllm_engine_kwargs("auto", {}, cpu=False) == {"dtype": "auto"}
 
 
 # ---------------------------------------------------------------------- request checks

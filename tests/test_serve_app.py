@@ -211,6 +211,7 @@ def test_bad_requests_get_openai_errors(app, client) -> None:
         ("/v1/completions", {"model": model, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
         ("/v1/completions", {"model": model, "prompt": "x", "max_tokens": CAP + 1}, 400, "max_tokens"),
         ("/v1/completions", {"model": model, "prompt": "x", "n": 5}, 400, "n"),
+        ("/v1/completions", {"model": model, "prompt": "x", "n": 2, "temperature": 0}, 400, "n"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "model"),
         (
             "/v1/chat/completions",

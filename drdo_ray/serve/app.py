@@ -103,7 +103,7 @@ class OpenAIServer:
     def __init__(self, settings: dict[str, Any], api_key: str | None = None) -> None:
         self.cfg = ServeConfig.model_validate(settings)
         kwargs: dict[str, Any] = {"dtype": self.cfg.dtype, "name": self.cfg.served_model_name}
-        if resolve_backend(self.cfg.backend) == "vllm":
+        if resolve_backend(self.cfg.backend, self.cfg.model) == "vllm":
             kwargs.update(self.cfg.engine_kwargs)
         self.engine = make_engine(local_model(self.cfg.model), self.cfg.backend, **kwargs)
         self.name = self.engine.name
@@ -267,15 +267,18 @@ class OpenAIServer:
             )
         if req.n > cfg.max_n:
             raise APIError(400, f"n: at most {cfg.max_n}", param="n", code="invalid_value")
-        return SamplingParams(
-            temperature=req.temperature,
-            top_p=req.top_p,
-            max_tokens=max_tokens,
-            n=req.n,
-            seed=req.seed,
-            stop=tuple(req.stop) if req.stop else None,
-            ignore_eos=req.ignore_eos,
-        )
+        try:
+            return SamplingParams(
+                temperature=req.temperature,
+                top_p=req.top_p,
+                max_tokens=max_tokens,
+                n=req.n,
+                seed=req.seed,
+                stop=tuple(req.stop) if req.stop else None,
+                ignore_eos=req.ignore_eos,
+            )
+        except ValueError as err:  # combinations (n > 1 with greedy): refused here, not in a batch
+            raise APIError(400, str(err), param="n" if "n must" in str(err) else None) from None
 
     # ------------------------------------------------------------------------ generation
 
