@@ -403,6 +403,9 @@ class ServeConfig(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM arguments")
     detach: bool = Field(False, description="deploy and return (needs a running cluster: RAY_ADDRESS)")
+    startup_timeout: float = Field(
+        300, gt=0, description="seconds for the first replica to be ready, else stop and fail"
+    )
 
     def model_post_init(self, _: Any) -> None:
         if self.min_replicas > self.max_replicas:

@@ -288,3 +288,12 @@ def test_job_entry_point(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "--oracle" in result.stdout and "--reference" in result.stdout
+
+
+def test_an_impossible_actor_pool_fails_before_reading_rows(work, tmp_path, monkeypatch):
+    """A GPU per actor on the CPU-only test cluster: one-line UserError, no output written."""
+    monkeypatch.setenv("DRDO_RAY_AUTOSCALING", "0")
+    out = tmp_path / "scored"
+    with pytest.raises(UserError, match=r"needs \{CPU: 1, GPU: 1\}.*the cluster has \{CPU: 4, GPU: 0\}"):
+        _score(data=work["prep"], out=out, oracles=[str(work["oracle1"])], num_gpus_per_actor=1)
+    assert not out.exists()

