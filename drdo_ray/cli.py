@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -137,7 +137,27 @@ TRAIN_FLAGS = [
     "checkpoint_every",
     "max_failures",
     "reduction",
+    "distill_weight",
+    "distill_trunk",
+    "term_grads",
 ]
+
+
+class _AlignLosses:
+    """``--loss`` choices read from the loss registry (``drdo_ray.losses.ALIGN_LOSSES``) only when
+    argparse checks a value or prints help: the losses import torch, which the other commands
+    and ``--help`` need not wait for."""
+
+    def _names(self) -> tuple[str, ...]:
+        from .losses import ALIGN_LOSSES
+
+        return ALIGN_LOSSES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -278,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     for stage, text in (
         ("sft", "token-mean NLL on chosen responses / human summaries"),
         ("oracle", "the Oracle reward model (Eq. 4); --ensemble K for e-DPO"),
-        ("align", "align a policy with --loss drdo|dpo|ipo|edpo|drdo_minus_r|drdo_minus_c|dpo_plus_c"),
+        ("align", "align a policy with --loss (DRDO, its ablations or a baseline)"),
     ):
         p = stages.add_parser(stage, help=text)
         _common(p)
@@ -299,10 +319,35 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--zero-stage", dest="zero_stage", type=int, choices=[0, 1, 2, 3])
         p.add_argument(
             "--loss",
-            choices=["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
-            if stage == "align"
-            else None,
-            help=argparse.SUPPRESS if stage != "align" else "alignment loss",
+            choices=_AlignLosses() if stage == "align" else None,
+            metavar="LOSS",  # argparse would list (import) the choices while building the parser
+            help=argparse.SUPPRESS if stage != "align" else "alignment loss: %(choices)s (README: Train)",
+        )
+        p.add_argument(
+            "--distill-weight",
+            dest="distill_weight",
+            type=float,
+            help=argparse.SUPPRESS
+            if stage != "align"
+            else "DRDO: λ on the distillation term (default 1.0, the paper's Eq. 5)",
+        )
+        p.add_argument(
+            "--distill-trunk",
+            dest="distill_trunk",
+            metavar="full|detach|scaled:F",
+            help=argparse.SUPPRESS
+            if stage != "align"
+            else "DRDO: the distillation term's gradient into the LM trunk: full (default, the paper), "
+            "detach (it trains the reward head only) or scaled:F (times F)",
+        )
+        p.add_argument(
+            "--term-grads",
+            dest="term_grads",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=argparse.SUPPRESS
+            if stage != "align"
+            else "DRDO family: log each term's gradient on the trunk output at logged steps (default on)",
         )
         p.add_argument(
             "--reduction",

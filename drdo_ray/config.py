@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import UserError
 
@@ -112,7 +120,18 @@ class ScoreConfig(StageConfig):
     force: bool = False
 
 
-LossName = Literal["drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c"]
+def _align_loss(name: str) -> str:
+    # The loss registry lives with the losses (drdo_ray.losses, which import torch): it is read
+    # when a config naming a loss is validated, not at import, so `drdo-ray --help` stays fast.
+    from .losses import ALIGN_LOSSES
+
+    if name not in ALIGN_LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(ALIGN_LOSSES)}")
+    return name
+
+
+# An alignment loss: a name in drdo_ray.losses.ALIGN_LOSSES (the align entries of LOSS_SPECS).
+LossName = Annotated[str, AfterValidator(_align_loss)]
 
 
 def distill_trunk_scale(mode: str) -> float:
@@ -241,15 +260,14 @@ class TrainConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check_trunk_gets_gradient(self) -> TrainConfig:
-        if (
-            self.stage == "align"
-            and self.loss == "drdo_minus_c"
-            and distill_trunk_scale(self.distill_trunk) == 0
-        ):
-            raise ValueError(
-                f"loss drdo_minus_c with distill_trunk={self.distill_trunk} would train the reward head "
-                "only (the LM gets no gradient at all); use full or scaled:<f> with f > 0"
-            )
+        if self.stage == "align" and self.loss and distill_trunk_scale(self.distill_trunk) == 0:
+            from .losses import LOSS_SPECS  # lazily, as in _align_loss
+
+            if LOSS_SPECS[self.loss].terms == ("distill",):
+                raise ValueError(
+                    f"loss {self.loss} with distill_trunk={self.distill_trunk} would train the reward head "
+                    "only (the LM gets no gradient at all); use full or scaled:<f> with f > 0"
+                )
         return self
 
 

@@ -9,26 +9,33 @@ upcast with a differentiable cast, so gradients reach them). The one exception i
 floating input is already float64: then it stays float64, so ``torch.autograd.gradcheck``
 checks the real formulas rather than float32 rounding.
 
-Calling convention (used by the training loop and the scorer): ``LOSSES[name]`` is called with
-the positional arguments of the underlying function; batch columns that ``LOSS_INPUTS[name]``
-does not list may be passed as ``None`` (only ``drdo_minus_r`` has such optional columns: the
-Oracle rewards, which it never uses).
+Registry: ``LOSS_SPECS[name]`` (a :class:`LossSpec`) says, per loss, the function, which
+tensors it takes positionally, the precomputed columns it needs, which training-config fields
+feed which keyword, whether it trains a reward head, its default log-prob reduction and what it
+is. ``ALIGN_LOSSES``, ``LOSSES`` (name -> function) and ``LOSS_INPUTS`` (name -> columns) are
+derived from it. ``LOSSES[name]`` is called with the positional arguments of the underlying
+function; batch columns that ``LOSS_INPUTS[name]`` does not list may be passed as ``None`` (only
+``drdo_minus_r`` has such optional columns: the Oracle rewards, which it never uses).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "ALIGN_LOSSES",
     "LOG1MEXP_EPS",
     "LOSSES",
     "LOSS_INPUTS",
+    "LOSS_SPECS",
+    "LossSpec",
     "dpo_loss",
     "drdo_loss",
     "edpo_loss",
@@ -412,31 +419,117 @@ def sft_loss(chosen_logps: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
 # registry
 # --------------------------------------------------------------------------------------------
 
-LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Metrics]]] = {
-    "drdo": drdo_loss,
-    "drdo_minus_r": functools.partial(drdo_loss, distill=False),  # contrastive only
-    "drdo_minus_c": functools.partial(drdo_loss, contrastive=False),  # distillation only
-    "dpo": dpo_loss,
-    "dpo_plus_c": functools.partial(dpo_loss, contrastive_alpha=0.1),
-    "ipo": ipo_loss,
-    "edpo": edpo_loss,
-    "sft": sft_loss,
-    "oracle": oracle_loss,
-}
-
 _ORACLE = ("oracle_chosen", "oracle_rejected")
 _REF = ("ref_chosen_logps", "ref_rejected_logps")
+_PAIR = ("chosen_logps", "rejected_logps")
+_DRDO_ARGS = (*_PAIR, "chosen_rewards", "rejected_rewards", *_ORACLE)
 
-# Precomputed batch columns each loss needs beyond the trained model's own log-probs / rewards /
-# NLL. For e-DPO the Oracle columns hold K values per response (shape (K, B) once batched).
-LOSS_INPUTS: dict[str, tuple[str, ...]] = {
-    "drdo": _ORACLE,
-    "drdo_minus_r": (),
-    "drdo_minus_c": _ORACLE,
-    "dpo": _REF,
-    "dpo_plus_c": _REF,
-    "ipo": _REF,
-    "edpo": _REF + _ORACLE,
-    "sft": (),
-    "oracle": (),
+
+@dataclass(frozen=True)
+class LossSpec:
+    """How training calls one loss. ``fn(*args, **hyperparameters)``: ``args`` names its
+    positional tensors, drawn from the trained model's outputs (``chosen_logps``,
+    ``rejected_logps``, ``chosen_rewards``, ``rejected_rewards``, ``chosen_nll``) and the
+    batch's precomputed columns; a column the loss does not need (not in ``inputs``) may be
+    passed as None. ``hyperparams`` maps a training-config field to ``fn``'s keyword."""
+
+    fn: Callable[..., tuple[torch.Tensor, Metrics]]
+    args: tuple[str, ...]
+    inputs: tuple[str, ...]  # precomputed batch columns it needs (e-DPO's Oracle ones: (K, B))
+    hyperparams: Mapping[str, str]
+    stage: str  # "align", or the stage that is this loss ("sft", "oracle")
+    reward_head: bool  # trains a reward head beside the LM
+    reduction: str  # default log-prob reduction over response tokens: "mean" or "sum"
+    description: str
+    reads_logits: bool = True  # False: its gradient never reaches the LM's output embedding
+    terms: tuple[str, ...] = ()  # DRDO's terms it includes: "distill", "contrastive"
+
+
+def _drdo_spec(terms: tuple[str, ...], description: str) -> LossSpec:
+    """DRDO or an ablation: the terms kept decide the flags, the Oracle columns and the head."""
+    off = {flag: False for flag in ("distill", "contrastive") if flag not in terms}
+    distill = "distill" in terms
+    return LossSpec(
+        functools.partial(drdo_loss, **off) if off else drdo_loss,
+        _DRDO_ARGS,
+        _ORACLE if distill else (),
+        {"alpha": "alpha", "gamma": "gamma"} | ({"distill_weight": "distill_weight"} if distill else {}),
+        "align",
+        reward_head=distill,
+        reduction="mean",
+        description=description,
+        reads_logits="contrastive" in terms,
+        terms=terms,
+    )
+
+
+def _reference_spec(
+    fn: Callable[..., tuple[torch.Tensor, Metrics]],
+    hyperparams: Mapping[str, str],
+    description: str,
+    oracle: tuple[str, ...] = (),
+) -> LossSpec:
+    """A loss against a reference model's log-probs (the DPO family), on summed log-probs."""
+    return LossSpec(
+        fn,
+        (*_PAIR, *_REF, *oracle),
+        _REF + oracle,
+        hyperparams,
+        "align",
+        reward_head=False,
+        reduction="sum",
+        description=description,
+    )
+
+
+LOSS_SPECS: dict[str, LossSpec] = {
+    "drdo": _drdo_spec(
+        ("distill", "contrastive"),
+        "DRDO (paper Eq. 5): reward distillation from the Oracle + focal contrastive term",
+    ),
+    "dpo": _reference_spec(dpo_loss, {"beta": "beta"}, "DPO against a reference model"),
+    "ipo": _reference_spec(ipo_loss, {"beta": "beta"}, "IPO against a reference model"),
+    "edpo": _reference_spec(
+        edpo_loss,
+        {"beta": "beta", "edpo_reduce": "reduce"},
+        "e-DPO: DPO distilling an Oracle ensemble's reward margins (worst member by default)",
+        oracle=_ORACLE,
+    ),
+    "drdo_minus_r": _drdo_spec(
+        ("contrastive",), "DRDO(-R) ablation: the contrastive term only (no Oracle, no reward head)"
+    ),
+    "drdo_minus_c": _drdo_spec(("distill",), "DRDO(-C) ablation: reward distillation only"),
+    # The partial's α = 0.1 serves direct calls of LOSSES["dpo_plus_c"]; training passes the
+    # config's contrastive_alpha over it.
+    "dpo_plus_c": _reference_spec(
+        functools.partial(dpo_loss, contrastive_alpha=0.1),
+        {"beta": "beta", "gamma": "gamma", "contrastive_alpha": "contrastive_alpha"},
+        "DPO(+C): DPO plus DRDO's contrastive term (α = contrastive_alpha)",
+    ),
+    "sft": LossSpec(
+        sft_loss,
+        ("chosen_logps",),
+        (),
+        {},
+        "sft",
+        reward_head=False,
+        reduction="mean",
+        description="supervised fine-tuning: token-mean NLL of the chosen response",
+    ),
+    "oracle": LossSpec(
+        oracle_loss,
+        ("chosen_rewards", "rejected_rewards", "chosen_nll"),
+        (),
+        {"oracle_alpha": "alpha"},
+        "oracle",
+        reward_head=True,
+        reduction="mean",
+        description="the Oracle (paper Eq. 4): Bradley-Terry on its reward head + α_o·NLL of chosen",
+    ),
 }
+
+# The losses `train align --loss` accepts, in the order the CLI lists them.
+ALIGN_LOSSES: tuple[str, ...] = tuple(name for name, spec in LOSS_SPECS.items() if spec.stage == "align")
+# Derived views, kept for the scorer, benchmarks and tests.
+LOSSES: dict[str, Callable[..., tuple[torch.Tensor, Metrics]]] = {n: s.fn for n, s in LOSS_SPECS.items()}
+LOSS_INPUTS: dict[str, tuple[str, ...]] = {n: s.inputs for n, s in LOSS_SPECS.items()}

@@ -29,16 +29,12 @@ import torch
 from .. import losses
 from ..config import TrainConfig
 from ..models import PairOutput, pair_forward
-from .stage import reduction_of
+from .stage import call_loss, pair_tensors, reduction_of, spec_of
 
 Batch = dict[str, torch.Tensor]
 
-# The terms each DRDO-family loss includes; no other loss has them.
-DRDO_TERMS: dict[str, tuple[str, ...]] = {
-    "drdo": ("distill", "contrastive"),
-    "drdo_minus_r": ("contrastive",),
-    "drdo_minus_c": ("distill",),
-}
+# The terms each DRDO-family loss includes (drdo, drdo_minus_r, drdo_minus_c); no other loss has them.
+DRDO_TERMS: dict[str, tuple[str, ...]] = {name: s.terms for name, s in losses.LOSS_SPECS.items() if s.terms}
 TERM_GRAD_KEYS = ("term_grad_norm_distill", "term_grad_norm_contrastive", "term_grad_cosine")
 
 
@@ -47,7 +43,7 @@ def term_grads_apply(cfg: TrainConfig) -> bool:
     and not DeepSpeed ZeRO-3 (whose parameter gathering hooks on module outputs would fire in a
     partial backward pass over the heads)."""
     zero3 = cfg.deepspeed.enabled and cfg.deepspeed.zero_stage == 3
-    return cfg.term_grads and cfg.stage == "align" and cfg.loss in DRDO_TERMS and not zero3
+    return cfg.term_grads and cfg.stage == "align" and bool(spec_of(cfg).terms) and not zero3
 
 
 def _grad(term: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -66,28 +62,14 @@ def term_gradients_of(pair: PairOutput, batch: Batch, cfg: TrainConfig) -> dict[
         raise ValueError(f"term gradients exist for the DRDO family only, not loss {cfg.loss!r}")
     if pair.hidden is None:
         raise ValueError("term gradients need the final hidden states: pair_forward(..., keep_hidden=True)")
-    zw, zl = pair.chosen_logps, pair.rejected_logps
-    # DRDO(-R) has no head; its contrastive term never reads the rewards.
-    rw = pair.chosen_rewards if pair.chosen_rewards is not None else zw.detach()
-    rl = pair.rejected_rewards if pair.rejected_rewards is not None else zl.detach()
+    tensors = pair_tensors(pair, batch)
     grads: dict[str, torch.Tensor] = {}
     for term in ("distill", "contrastive"):
         if term not in DRDO_TERMS[cfg.loss]:
             grads[term] = torch.zeros((), dtype=torch.float64)
             continue
-        value, _ = losses.drdo_loss(
-            zw,
-            zl,
-            rw,
-            rl,
-            batch.get("oracle_chosen"),
-            batch.get("oracle_rejected"),
-            alpha=cfg.alpha,
-            gamma=cfg.gamma,
-            distill_weight=cfg.distill_weight,
-            distill=term == "distill",
-            contrastive=term == "contrastive",
-        )
+        # The loss itself with one term switched off: the other, weighted exactly as in training.
+        value, _ = call_loss(cfg, tensors, distill=term == "distill", contrastive=term == "contrastive")
         grads[term] = _grad(value, pair.hidden)
     d, c = grads["distill"].flatten(), grads["contrastive"].flatten()
     nd, nc = float(d.norm()), float(c.norm())

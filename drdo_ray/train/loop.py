@@ -22,7 +22,6 @@ import torch.distributed as dist
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from .. import losses
 from ..config import TrainConfig, distill_trunk_scale
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
 from ..storage import localize
@@ -30,7 +29,7 @@ from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
 from .diagnostics import term_gradients_of, term_grads_apply
 from .engine import Engine, World, build_engine, use_bf16
 from .metrics import MetricsLog
-from .stage import reduction_of, uses_reward_head
+from .stage import call_loss, pair_tensors, reduction_of, spec_of, uses_reward_head
 
 Batch = dict[str, torch.Tensor]
 
@@ -63,7 +62,7 @@ def score_columns(cfg: TrainConfig) -> tuple[str, ...]:
     """Precomputed columns the stage's loss reads from the dataset."""
     if cfg.stage != "align":
         return ()
-    needed = losses.LOSS_INPUTS[cfg.loss or ""]
+    needed = spec_of(cfg).inputs
     if cfg.live_reference:
         needed = tuple(c for c in needed if not c.startswith("ref_"))
     return needed
@@ -83,7 +82,7 @@ def load_model(cfg: TrainConfig) -> nn.Module:
             # In DRDO only the distillation term reads the rewards, so scaling the gradient the
             # rewards send into the trunk scales exactly the distillation term's share of it.
             model.trunk_grad_scale = distill_trunk_scale(cfg.distill_trunk)
-        if cfg.loss == "drdo_minus_c":
+        if not spec_of(cfg).reads_logits:
             # Distillation alone reads rewards from hidden states, never the logits: an untied
             # output embedding gets no gradient (and would stall DDP waiting for one).
             output, inputs = model.lm.get_output_embeddings(), model.lm.get_input_embeddings()
@@ -99,71 +98,24 @@ def load_model(cfg: TrainConfig) -> nn.Module:
 def _loss(
     cfg: TrainConfig, model: nn.Module, batch: Batch, reference: nn.Module | None, diagnose: bool = False
 ) -> tuple[torch.Tensor, dict]:
-    """The micro-batch's loss and metrics; ``diagnose`` adds the per-term trunk gradients
-    (diagnostics.py) from the same forward pass."""
-    reduction = reduction_of(cfg)
+    """The micro-batch's loss and metrics, dispatched through ``losses.LOSS_SPECS``;
+    ``diagnose`` adds the per-term trunk gradients (diagnostics.py) from the same forward pass."""
     if cfg.stage == "sft":
+        # SFT's loss is the token-mean NLL whatever the configured reduction.
         out = sequence_forward(model, batch, reduction="mean", chunk_size=cfg.logps_chunk_size)
-        return losses.sft_loss(out.logps)
+        return call_loss(cfg, {"chosen_logps": out.logps})
+    reduction = reduction_of(cfg)
     pair = pair_forward(
         model, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size, keep_hidden=diagnose
     )
-    if cfg.stage == "oracle":
-        return losses.oracle_loss(
-            pair.chosen_rewards,
-            pair.rejected_rewards,
-            pair.chosen_nll,
-            alpha=cfg.oracle_alpha if cfg.ensemble == 1 else 0.0,
-        )
     if reference is not None:
         with torch.no_grad():
             ref = pair_forward(reference, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size)
         batch = {**batch, "ref_chosen_logps": ref.chosen_logps, "ref_rejected_logps": ref.rejected_logps}
-    zw, zl = pair.chosen_logps, pair.rejected_logps
-    loss = cfg.loss
-    if loss in ("drdo", "drdo_minus_c", "drdo_minus_r"):
-        # DRDO(-R) trains no head: its "reward" for the accuracy metric is the log-prob itself.
-        rw = pair.chosen_rewards if pair.chosen_rewards is not None else zw.detach()
-        rl = pair.rejected_rewards if pair.rejected_rewards is not None else zl.detach()
-        value, metrics = losses.drdo_loss(
-            zw,
-            zl,
-            rw,
-            rl,
-            batch.get("oracle_chosen"),
-            batch.get("oracle_rejected"),
-            alpha=cfg.alpha,
-            gamma=cfg.gamma,
-            distill_weight=cfg.distill_weight,
-            distill=loss != "drdo_minus_r",
-            contrastive=loss != "drdo_minus_c",
-        )
-        if diagnose:
-            metrics |= term_gradients_of(pair, batch, cfg)
-        return value, metrics
-    refs = (batch["ref_chosen_logps"], batch["ref_rejected_logps"])
-    if loss in ("dpo", "dpo_plus_c"):
-        return losses.dpo_loss(
-            zw,
-            zl,
-            *refs,
-            beta=cfg.beta,
-            gamma=cfg.gamma,
-            contrastive_alpha=cfg.contrastive_alpha if loss == "dpo_plus_c" else 0.0,
-        )
-    if loss == "ipo":
-        return losses.ipo_loss(zw, zl, *refs, beta=cfg.beta)
-    if loss == "edpo":
-        return losses.edpo_loss(
-            zw,
-            zl,
-            *refs,
-            batch["oracle_chosen"],
-            batch["oracle_rejected"],
-            beta=cfg.beta,
-            reduce=cfg.edpo_reduce,
-        )
-    raise ValueError(f"unknown loss {loss!r}")
+    value, metrics = call_loss(cfg, pair_tensors(pair, batch))
+    if diagnose:
+        metrics |= term_gradients_of(pair, batch, cfg)
+    return value, metrics
 
 
 # ------------------------------------------------------------------------------ the loop

@@ -21,6 +21,7 @@ from .. import storage
 from ..artifacts import check_model, is_hub_id, local_model, pad_id
 from ..config import TrainConfig
 from ..errors import UserError
+from ..losses import ALIGN_LOSSES, LOSS_INPUTS
 from ..ray_runtime import ensure_ray
 from .batches import Collator
 from .data_check import DataInfo, inspect_data
@@ -150,13 +151,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
     """Every check that can fail before a worker starts, with one clear message each."""
     if cfg.stage == "align" and cfg.loss is None:
-        raise UserError(
-            "train align needs --loss (drdo, dpo, ipo, edpo, drdo_minus_r, drdo_minus_c, dpo_plus_c)"
-        )
+        raise UserError(f"train align needs --loss ({', '.join(ALIGN_LOSSES)})")
     if cfg.stage != "align" and cfg.loss is not None:
         raise UserError(f"--loss applies to the align stage, not {cfg.stage}")
-    if cfg.live_reference and not (cfg.loss or "").startswith(("dpo", "ipo", "edpo")):
-        raise UserError("--live-reference applies to the DPO family (dpo, dpo_plus_c, ipo, edpo)")
+    with_reference = [n for n in ALIGN_LOSSES if any(c.startswith("ref_") for c in LOSS_INPUTS[n])]
+    if cfg.live_reference and cfg.loss not in with_reference:
+        raise UserError(
+            f"--live-reference applies to the losses that read a reference ({', '.join(with_reference)})"
+        )
     product = cfg.micro_batch_size * cfg.grad_accum * cfg.num_workers
     if cfg.global_batch_size is not None and cfg.global_batch_size != product:
         raise UserError(

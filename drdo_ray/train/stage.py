@@ -1,17 +1,65 @@
-"""What a stage's config implies for the model and its log-probs (no Ray, no torch engine):
-shared by the loop, its data checks and the diagnostics."""
+"""What a stage's config implies (no Ray, no engine): which loss, whether the model has a reward
+head, which log-prob reduction, and the one way a loss is called. Per-loss facts come from the
+one registry, ``drdo_ray.losses.LOSS_SPECS``; shared by the loop, its data checks and the
+diagnostics."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
 from ..config import TrainConfig
+from ..losses import LOSS_SPECS, LossSpec
+from ..models import PairOutput
+
+
+def spec_of(cfg: TrainConfig) -> LossSpec:
+    """The loss a stage trains with: ``cfg.loss`` for align, the stage's own for sft / oracle."""
+    if cfg.stage != "align":
+        return LOSS_SPECS[cfg.stage]
+    if cfg.loss is None:
+        raise ValueError("the align stage needs a loss")
+    return LOSS_SPECS[cfg.loss]
 
 
 def uses_reward_head(cfg: TrainConfig) -> bool:
-    return cfg.stage == "oracle" or (cfg.stage == "align" and cfg.loss in ("drdo", "drdo_minus_c"))
+    return spec_of(cfg).reward_head
 
 
 def reduction_of(cfg: TrainConfig) -> str:
-    if cfg.reduction:
-        return cfg.reduction
     # METHOD.md: token-mean log-probs make DRDO's unlikelihood term active; DPO's convention is sum.
-    return "mean" if cfg.stage != "align" or (cfg.loss or "").startswith("drdo") else "sum"
+    return cfg.reduction or spec_of(cfg).reduction
+
+
+def loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The loss's keyword hyperparameters, read from the config fields its spec names."""
+    kwargs = {kw: getattr(cfg, field) for field, kw in spec_of(cfg).hyperparams.items()}
+    if cfg.stage == "oracle" and cfg.ensemble > 1:
+        kwargs["alpha"] = 0.0  # e-DPO's ensemble members are plain Bradley-Terry (paper Eq. 2)
+    return kwargs
+
+
+def pair_tensors(pair: PairOutput, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+    """Everything a pair loss may take by name: the batch's precomputed columns and the model's
+    log-probs, rewards and chosen NLL. A model without a reward head (DRDO(-R)) reports its
+    log-probs as "rewards", detached, for the reward-accuracy metric only."""
+    zw, zl = pair.chosen_logps, pair.rejected_logps
+    return {
+        **batch,
+        "chosen_logps": zw,
+        "rejected_logps": zl,
+        "chosen_rewards": pair.chosen_rewards if pair.chosen_rewards is not None else zw.detach(),
+        "rejected_rewards": pair.rejected_rewards if pair.rejected_rewards is not None else zl.detach(),
+        "chosen_nll": pair.chosen_nll,
+    }
+
+
+def call_loss(
+    cfg: TrainConfig, tensors: Mapping[str, torch.Tensor | None], **overrides: Any
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``fn(*args, **hyperparameters)`` for the stage's loss; a tensor the loss may do without
+    (not in its ``inputs``) is passed as None when absent. ``overrides`` replace keywords."""
+    spec = spec_of(cfg)
+    return spec.fn(*(tensors.get(name) for name in spec.args), **(loss_kwargs(cfg) | overrides))

@@ -1,0 +1,122 @@
+"""The one loss registry (drdo_ray.losses.LOSS_SPECS): every loss the config, the CLI and the
+loop know comes from it, each spec is consistent with the training config, and the loop's
+dispatch calls each loss with the config's hyperparameters."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import torch
+
+from drdo_ray import losses
+from drdo_ray.cli import build_parser
+from drdo_ray.config import TrainConfig
+from drdo_ray.losses import ALIGN_LOSSES, LOSS_INPUTS, LOSS_SPECS, LOSSES, dpo_loss, drdo_loss
+from drdo_ray.train.stage import call_loss, loss_kwargs, reduction_of, spec_of, uses_reward_head
+
+MODEL_OUTPUTS = {"chosen_logps", "rejected_logps", "chosen_rewards", "rejected_rewards", "chosen_nll"}
+COLUMNS = {"oracle_chosen", "oracle_rejected", "ref_chosen_logps", "ref_rejected_logps"}
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**({"stage": "align", "model": "m", "data": "d", "run_dir": "r"} | kw))
+
+
+def test_align_losses_are_the_align_specs_and_the_config_accepts_exactly_them() -> None:
+    assert ALIGN_LOSSES == ("drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c")
+    assert set(ALIGN_LOSSES) == {n for n, s in LOSS_SPECS.items() if s.stage == "align"}
+    assert {s.stage for n, s in LOSS_SPECS.items() if n not in ALIGN_LOSSES} == {"sft", "oracle"}
+    for name in ALIGN_LOSSES:
+        assert _cfg(loss=name).loss == name
+    for name in ("sft", "oracle", "ppo"):
+        with pytest.raises(ValueError, match="unknown loss"):
+            _cfg(loss=name)
+
+
+def test_derived_views_follow_the_specs() -> None:
+    assert {n: s.fn for n, s in LOSS_SPECS.items()} == LOSSES
+    assert {n: s.inputs for n, s in LOSS_SPECS.items()} == LOSS_INPUTS
+
+
+@pytest.mark.parametrize("name", list(LOSS_SPECS))
+def test_each_spec_is_consistent(name: str) -> None:
+    spec = LOSS_SPECS[name]
+    assert dataclasses.is_dataclass(spec) and spec.description
+    assert set(spec.args) <= MODEL_OUTPUTS | COLUMNS
+    assert set(spec.inputs) <= set(spec.args) & COLUMNS
+    assert set(spec.hyperparams) <= set(TrainConfig.model_fields), "a hyperparameter that is no config field"
+    keywords = typing.get_type_hints(getattr(spec.fn, "func", spec.fn))
+    assert set(spec.hyperparams.values()) <= set(keywords)
+    assert spec.reduction in ("mean", "sum")
+    assert set(spec.terms) <= {"distill", "contrastive"}
+    assert spec.terms == () or getattr(spec.fn, "func", spec.fn) is drdo_loss
+    # a reward head is trained exactly where a loss reads rewards with a gradient
+    assert spec.reward_head == (name == "oracle" or "distill" in spec.terms)
+
+
+def test_stage_facts_come_from_the_specs() -> None:
+    assert [uses_reward_head(_cfg(loss=n)) for n in ALIGN_LOSSES] == [
+        LOSS_SPECS[n].reward_head for n in ALIGN_LOSSES
+    ]
+    assert reduction_of(_cfg(loss="drdo")) == "mean" and reduction_of(_cfg(loss="dpo_plus_c")) == "sum"
+    assert reduction_of(_cfg(loss="dpo", reduction="mean")) == "mean"
+    assert spec_of(_cfg(stage="oracle")) is LOSS_SPECS["oracle"]
+    assert uses_reward_head(_cfg(stage="oracle")) and not uses_reward_head(_cfg(stage="sft"))
+    assert loss_kwargs(_cfg(stage="oracle", oracle_alpha=0.2)) == {"alpha": 0.2}
+    assert loss_kwargs(_cfg(stage="oracle", oracle_alpha=0.2, ensemble=3)) == {"alpha": 0.0}
+    with pytest.raises(ValueError, match="needs a loss"):
+        spec_of(_cfg())
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    names = MODEL_OUTPUTS | COLUMNS
+    out = {n: -torch.rand(3, generator=gen, dtype=torch.float64) - 0.1 for n in names}
+    return out
+
+
+def test_dispatch_reads_the_config_hyperparameters() -> None:
+    t = _tensors()
+    pair = (t["chosen_logps"], t["rejected_logps"], t["ref_chosen_logps"], t["ref_rejected_logps"])
+    # DPO(+C): its α is the config's contrastive_alpha, not a value fixed in the registry
+    got, _ = call_loss(_cfg(loss="dpo_plus_c", contrastive_alpha=0.7, beta=0.3, gamma=1.0), t)
+    want, _ = dpo_loss(*pair, beta=0.3, contrastive_alpha=0.7, gamma=1.0)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    assert got.item() != pytest.approx(dpo_loss(*pair, beta=0.3, contrastive_alpha=0.1, gamma=1.0)[0].item())
+    # plain DPO never adds the contrastive term, whatever contrastive_alpha says
+    got, _ = call_loss(_cfg(loss="dpo", contrastive_alpha=0.7), t)
+    assert got.item() == pytest.approx(dpo_loss(*pair)[0].item(), rel=1e-12)
+    drdo_args = [t[n] for n in LOSS_SPECS["drdo"].args]
+    got, _ = call_loss(_cfg(loss="drdo", alpha=0.4, gamma=1.5, distill_weight=0.2), t)
+    want, _ = drdo_loss(*drdo_args, alpha=0.4, gamma=1.5, distill_weight=0.2)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    got, _ = call_loss(
+        _cfg(loss="drdo_minus_r", alpha=0.4), {k: v for k, v in t.items() if "oracle" not in k}
+    )
+    assert got.item() == pytest.approx(drdo_loss(*drdo_args, alpha=0.4, distill=False)[0].item(), rel=1e-12)
+
+
+def test_cli_lists_the_registry(capsys) -> None:
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "align", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ALIGN_LOSSES)
+    args = parser.parse_args(["train", "align", "--loss", "dpo_plus_c", "--distill-trunk", "detach"])
+    assert (args.loss, args.distill_trunk) == ("dpo_plus_c", "detach")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "align", "--loss", "oracle"])
+
+
+def test_losses_module_stays_free_of_config_ray_and_deepspeed() -> None:
+    tree = ast.parse(Path(losses.__file__).read_text())
+    imported = {n.name for node in ast.walk(tree) if isinstance(node, ast.Import) for n in node.names}
+    imported |= {
+        "." * node.level + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    }
+    assert "torch" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("ray", "deepspeed") or "config" in m}
