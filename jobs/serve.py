@@ -2,8 +2,9 @@
 
 Same arguments as `drdo-ray serve`. The job deploys the app to the cluster it was submitted to
 and returns (--detach is implied): the app keeps serving after the job ends. Take it down with
-`serve delete drdo-llm` (or `serve shutdown`). Set the API key in the cluster's environment
-(DRDO_RAY_API_KEY) rather than on the command line, which the job record keeps."""
+`serve shutdown` (every app), or `serve.delete("drdo-llm")` and `serve.delete("drdo-llm-health")`
+(its /health app) from Python. Set the API key in the cluster's environment (DRDO_RAY_API_KEY)
+rather than on the command line, which the job record keeps."""
 
 import sys
 
