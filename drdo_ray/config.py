@@ -207,8 +207,13 @@ class TrainConfig(StageConfig):
     )
     term_grads: bool = Field(
         True,
-        description="DRDO family: log each term's gradient norm on the trunk output and their cosine "
+        description="DRDO family: log each term's gradient norm on the trunk and their cosine "
         "at logging steps (not under ZeRO-3)",
+    )
+    term_grads_wrt: Literal["hidden", "params"] = Field(
+        "hidden",
+        description="where term_grads takes the gradients: the trunk output (cheap; the cosine is 0 by "
+        "construction there) or the trunk parameters (two extra backward passes per logged step)",
     )
     edpo_reduce: Literal["max", "mean"] = "max"
     oracle_alpha: float = Field(0.01, ge=0, le=1)

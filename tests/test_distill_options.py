@@ -194,9 +194,44 @@ def test_term_gradients_match_a_hand_computation(tiny_model_dir, batch) -> None:
     assert set(got) == {"term_grad_norm_distill", "term_grad_norm_contrastive", "term_grad_cosine"}
     assert got["term_grad_norm_distill"] == pytest.approx(float(d.norm()), rel=1e-4)
     assert got["term_grad_norm_contrastive"] == pytest.approx(float(c.norm()), rel=1e-4)
-    assert got["term_grad_cosine"] == pytest.approx(float(d @ c / (d.norm() * c.norm())), rel=1e-3, abs=1e-5)
     assert got["term_grad_norm_distill"] > 0 and got["term_grad_norm_contrastive"] > 0
+    # On the trunk output the two pulls live on disjoint positions (the reward head reads the last
+    # real token, whose logits score no response token): the cosine is exactly 0 there.
+    assert float(d @ c) == 0.0 and got["term_grad_cosine"] == 0.0
     assert all(p.grad is None for p in model.parameters())  # measured, not accumulated
+
+
+def _hand_param_grads(cfg: TrainConfig, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each term's gradient on the trunk parameters (all LM parameters but an untied output
+    embedding) by plain backward() through drdo_loss with the other term off."""
+    grads = []
+    for flags in ({"contrastive": False}, {"distill": False}):
+        every, _, _ = _grads(cfg, batch, alpha=cfg.alpha, distill_weight=cfg.distill_weight, **flags)
+        # named_parameters lists a tied output embedding once, under the input embedding's name
+        trunk = [g for n, g in _trunk(every).items() if not n.startswith("lm.lm_head")]
+        grads.append(torch.cat([g.flatten() for g in trunk]).double())
+    return grads[0], grads[1]
+
+
+def test_term_gradients_on_the_trunk_parameters_match_a_hand_computation(tiny_model_dir, batch) -> None:
+    cfg = _cfg(tiny_model_dir, distill_weight=0.3, alpha=0.5, term_grads_wrt="params")
+    d, c = _hand_param_grads(cfg, batch)
+    model = load_model(cfg)
+    got = term_gradients(model, batch, cfg)
+    assert got["term_grad_norm_distill"] == pytest.approx(float(d.norm()), rel=1e-4)
+    assert got["term_grad_norm_contrastive"] == pytest.approx(float(c.norm()), rel=1e-4)
+    cosine = float(d @ c / (d.norm() * c.norm()))
+    assert cosine != 0.0 and got["term_grad_cosine"] == pytest.approx(cosine, rel=1e-3, abs=1e-5)
+    assert all(p.grad is None for p in model.parameters())
+    cfg = _cfg(tiny_model_dir, distill_trunk="detach", term_grads_wrt="params")
+    detached = term_gradients(load_model(cfg), batch, cfg)
+    assert detached["term_grad_norm_distill"] == 0.0 and math.isnan(detached["term_grad_cosine"])
+    cfg = _cfg(
+        tiny_model_dir, distill_trunk="scaled:0.5", distill_weight=0.3, alpha=0.5, term_grads_wrt="params"
+    )
+    half = term_gradients(load_model(cfg), batch, cfg)
+    assert half["term_grad_norm_distill"] == pytest.approx(0.5 * got["term_grad_norm_distill"], rel=1e-5)
+    assert half["term_grad_cosine"] == pytest.approx(got["term_grad_cosine"], rel=1e-4, abs=1e-6)
 
 
 def test_term_gradients_follow_distill_trunk_and_weight(tiny_model_dir, batch) -> None:

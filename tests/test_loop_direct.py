@@ -124,8 +124,12 @@ def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_pat
             assert math.isfinite(row["term_grad_cosine"]) == (loss == "drdo")
 
 
-@pytest.mark.parametrize("chunk", [None, 5])
-def test_term_gradient_diagnostics_leave_training_unchanged(batches, tiny_model_dir, tmp_path, chunk):
+@pytest.mark.parametrize(
+    ("chunk", "wrt", "checkpointing"), [(None, "hidden", False), (5, "hidden", False), (None, "params", True)]
+)
+def test_term_gradient_diagnostics_leave_training_unchanged(
+    batches, tiny_model_dir, tmp_path, chunk, wrt, checkpointing
+):
     """The diagnostics' autograd.grad(retain_graph=True) on logging micro-batches must not alter the
     step: the same weights with them on and off (grad_accum 2, logged every other step)."""
     columns, pad = batches
@@ -142,7 +146,9 @@ def test_term_gradient_diagnostics_leave_training_unchanged(batches, tiny_model_
             checkpoint_every=0,
             shuffle=False,
             term_grads=on,
+            term_grads_wrt=wrt,
             logps_chunk_size=chunk,
+            gradient_checkpointing=checkpointing,
         )
         run(
             cfg,
@@ -155,6 +161,8 @@ def test_term_gradient_diagnostics_leave_training_unchanged(batches, tiny_model_
         rows = [json.loads(line) for line in (tmp_path / str(on) / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [2, 4]
         assert all(("term_grad_cosine" in r) == on for r in rows)
+        if on:  # the cosine is 0 by construction on the hidden states, not on the parameters
+            assert all((r["term_grad_cosine"] == 0.0) == (wrt == "hidden") for r in rows)
     for name, value in exported[False].items():
         assert torch.equal(exported[True][name], value), name
 

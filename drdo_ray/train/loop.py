@@ -114,7 +114,7 @@ def _loss(
         batch = {**batch, "ref_chosen_logps": ref.chosen_logps, "ref_rejected_logps": ref.rejected_logps}
     value, metrics = call_loss(cfg, pair_tensors(pair, batch))
     if diagnose:
-        metrics |= term_gradients_of(pair, batch, cfg)
+        metrics |= term_gradients_of(pair, batch, cfg, model)
     return value, metrics
 
 
