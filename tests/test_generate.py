@@ -5,19 +5,15 @@ for its row seed, reuse/refusal of OUT, Parquet output, and bad input as one-lin
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from rich.console import Console
+from generate_args import generate_argv
 
 from drdo_ray.cli import main
-from drdo_ray.config import PrepareConfig
-from drdo_ray.data.readers import sample_path
-from drdo_ray.data.sources import SOURCES
 from drdo_ray.data.tokenize import encode_prompt
 from drdo_ray.eval.sampling import SAMPLES_SCHEMA, read_prompts
 from drdo_ray.generation.engines import SamplingParams, TransformersEngine, mix_seed
@@ -26,49 +22,8 @@ TEMPS = [0.2, 0.9]
 MAX_NEW = 8
 
 
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory, ray_session) -> dict[str, Path]:
-    """Prepared AlpacaEval (chat) and CNN/DM (text) slices, as `drdo-ray data prepare` writes them."""
-    from drdo_ray.data.prepare import prepare
-
-    root = tmp_path_factory.mktemp("generate")
-    alpaca = json.loads(sample_path(SOURCES["alpaca_eval"]).read_text())[:6]
-    (root / "alpaca.json").write_text(json.dumps(alpaca))
-    cnndm = sample_path(SOURCES["cnn_dailymail"]).read_text().splitlines()[:4]
-    (root / "cnndm.jsonl").write_text("\n".join(cnndm) + "\n")
-    quiet = Console(file=io.StringIO())
-    prepare(
-        PrepareConfig(source="alpaca_eval", input=str(root / "alpaca.json"), out=str(root / "alpaca")), quiet
-    )
-    prepare(
-        PrepareConfig(source="cnn_dailymail", input=str(root / "cnndm.jsonl"), out=str(root / "cnndm")), quiet
-    )
-    return {"root": root, "alpaca": root / "alpaca", "cnndm": root / "cnndm"}
-
-
 def _argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "generate",
-        "--model",
-        str(model),
-        "--prompts",
-        str(data),
-        "--out",
-        str(out),
-        "--temperatures",
-        ",".join(map(str, TEMPS)),
-        "--top-p",
-        "0.8",
-        "--max-new-tokens",
-        str(MAX_NEW),
-        "--samples-per-prompt",
-        "2",
-        "--seed",
-        "7",
-        "--limit",
-        "3",
-        *extra,
-    ]
+    return generate_argv(model, data, out, *extra, temperatures=TEMPS, max_new_tokens=MAX_NEW, samples=2)
 
 
 def _rows(out: Path) -> list[dict[str, Any]]:
