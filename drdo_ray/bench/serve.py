@@ -126,7 +126,9 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
         from ..models import build_tiny_model
 
         tmp = tempfile.TemporaryDirectory(prefix="bench-serve-")
-        model = str(build_tiny_model(f"{tmp.name}/tiny", seed=0))
+        # Head size 32 (128 / 4) when vLLM may serve it: its CPU kernels lack the default 16.
+        size = {} if cfg.backend == "transformers" else {"hidden_size": 128, "num_heads": 4}
+        model = str(build_tiny_model(f"{tmp.name}/tiny", seed=0, **size))
     ensure_ray()
     owns_serve = not _serve_running()
     port = cfg.port or free_port()
@@ -150,6 +152,7 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
             batch_wait_timeout_s=cfg.batch_wait_timeout_s,
             max_ongoing_requests=max(cfg.concurrency, cfg.max_batch_size) + 8,
             max_tokens_cap=max(1024, cfg.max_tokens),
+            engine_kwargs=cfg.engine_kwargs,
         )
         serve.run(build_app(serve_cfg), name=APP_NAME, route_prefix=ROUTE)
 
