@@ -488,6 +488,28 @@ class BenchServeConfig(StageConfig):
     port: int = Field(0, ge=0, le=65535, description="0: a free port")
     backend: Literal["auto", "vllm", "transformers"] = "transformers"
     modes: list[Literal["batched", "sequential"]] = Field(default_factory=lambda: ["batched", "sequential"])
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+
+
+class BenchGenerateConfig(StageConfig):
+    """`drdo-ray bench generate`: tokens/s of the engines (vLLM, the transformers engine) and of
+    plain Hugging Face ``generate`` on the same prompts in the same run, ratios to ``generate``."""
+
+    model: str | None = Field(
+        None, description="model folder; default: a tiny random model (head size 32) built on the fly"
+    )
+    out: str = "bench_generate"
+    prompts: int = Field(64, gt=0, description="prompts, generated as one batch")
+    max_tokens: int = Field(64, gt=0, description="new tokens per prompt (EOS ignored)")
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.8, gt=0, le=1)
+    repeats: int = Field(3, gt=0, description="interleaved repetitions; the median counts")
+    engines: list[Literal["hf_generate", "transformers", "vllm"]] = Field(
+        default_factory=lambda: ["hf_generate", "transformers", "vllm"]
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=lambda: {"enforce_eager": True}, description="extra vLLM engine arguments"
+    )
 
 
 class BenchTrainConfig(StageConfig):

@@ -50,6 +50,31 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
     console.print(f"  report     {report['outputs']['report']}")
 
 
+def cmd_bench_generate(args: argparse.Namespace) -> None:
+    from ..config import BenchGenerateConfig, load_config
+
+    flags = {name: getattr(args, name) for name in ("model", "out", "prompts", "max_tokens", "repeats")}
+    if args.engines:
+        flags["engines"] = args.engines.split(",")
+    cfg = load_config(
+        BenchGenerateConfig,
+        config_file=args.config,
+        section="bench_generate",
+        flags=flags,
+        overrides=args.overrides,
+    )
+    from .generate import bench_generate
+
+    report = bench_generate(cfg, console)
+    for name, r in report["engines"].items():
+        console.print(
+            f"  {name:13s} {r['tokens_per_s']:8.0f} tokens/s   {r['ratio_to_hf_generate']}x hf_generate"
+        )
+    for name, why in report["skipped"].items():
+        console.print(f"  {name:13s} skipped: {why}")
+    console.print(f"  report     {report['outputs']['report']}")
+
+
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from ..config import BenchTrainConfig, load_config
 
@@ -112,6 +137,20 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     )
     s.add_argument("--backend", choices=["auto", "vllm", "transformers"], help="default transformers")
     s.set_defaults(func=cmd_bench_serve)
+
+    g = bench.add_parser(
+        "generate",
+        help="generation tokens/s: vLLM and the transformers engine beside plain Hugging Face "
+        "generate, same prompts, same run",
+    )
+    common(g)
+    g.add_argument("--model", help="model folder (default: a tiny random model built on the fly)")
+    g.add_argument("--out", help="output folder for bench_generate.json (default bench_generate)")
+    g.add_argument("--prompts", type=int, help="prompts in the batch (default 64)")
+    g.add_argument("--max-tokens", dest="max_tokens", type=int, help="new tokens per prompt (default 64)")
+    g.add_argument("--repeats", type=int, help="interleaved rounds, median reported (default 3)")
+    g.add_argument("--engines", help="comma-separated subset of hf_generate,transformers,vllm (default all)")
+    g.set_defaults(func=cmd_bench_generate)
 
     t = bench.add_parser(
         "train",
