@@ -111,6 +111,7 @@ def _train_config(
         bf16=cfg.bf16,
         logps_chunk_size=v.chunk,
         deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage},
+        term_grads=False,  # the step itself is timed, not DRDO's per-term gradient diagnostics
     )
     if sft:
         return TrainConfig(stage="sft", **common), (), 0
