@@ -71,6 +71,7 @@ def check_model(path: str, *, role: str, oracle: bool = False) -> None:
     folders are checked by listing, without downloading the weights."""
     from .models.reward_head import HEAD_WEIGHTS
 
+    path = path.removeprefix("file://")
     if is_remote(path) or Path(path).exists():
         fs, root = fsspec.core.url_to_fs(path)
         base = root.rstrip("/")

@@ -187,12 +187,19 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
+    if args.config:
+        raise UserError(
+            "demo runs configs/demo-tiny-cpu.yaml (change it with --set); "
+            "run another config with drdo-ray pipeline --config FILE"
+        )
     run_demo(
         args.out,
         force=args.force,
+        dry_run=args.dry_run,
         console=console,
         judge_base_url=args.judge_base_url,
         judge_model=args.judge_model,
+        overrides=args.overrides,
     )
 
 
@@ -221,14 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.add_argument("--out", default="demo_run", help="run directory (default: demo_run)")
     demo.add_argument("--force", action="store_true", help="rerun stages whose outputs exist")
+    demo.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the plan, run nothing")
     demo.add_argument(
         "--judge-base-url",
         dest="judge_base_url",
         help="OpenAI-compatible judge endpoint (default: OpenAI, when OPENAI_API_KEY is set)",
     )
-    demo.add_argument(
-        "--judge-model", dest="judge_model", default="gpt-4o", help="judge model (default gpt-4o)"
-    )
+    demo.add_argument("--judge-model", dest="judge_model", help="judge model (default gpt-4o)")
     demo.set_defaults(func=cmd_demo)
 
     pipe = sub.add_parser(

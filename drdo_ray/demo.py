@@ -1,220 +1,94 @@
-"""`drdo-ray demo` / `make demo`: the pipeline on the shipped samples, offline, on the CPU.
+"""`drdo-ray demo` / `make demo`: the pipeline of ``configs/demo-tiny-cpu.yaml`` (run by
+:func:`drdo_ray.pipeline.run_pipeline`, the code path of `drdo-ray pipeline`) into one local run
+directory, then a summary: the datasets, the training runs and the report's headline.
 
-Stages run in order; a stage whose outputs exist is skipped (``--force`` reruns it): tiny
-model -> every dataset -> SFT -> Oracle and a 3-member e-DPO ensemble -> score -> align with
-DRDO, DPO and e-DPO -> sample each policy at four temperatures -> Oracle win rates -> report.
-The judge runs only when a key or a judge endpoint is given."""
+The stages: tiny model -> every dataset -> SFT -> Oracle and a 3-member e-DPO ensemble -> score
+-> align with DRDO, DPO and e-DPO -> sample each policy at four temperatures -> Oracle win rates
+-> judge (only when a key or a judge endpoint is given) -> report. A stage whose outputs exist
+is skipped (``--force`` reruns it)."""
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from . import storage
-from .config import (
-    GenerateConfig,
-    JudgeConfig,
-    PrepareConfig,
-    ReportConfig,
-    ScoreConfig,
-    TrainConfig,
-    WinrateConfig,
-)
+from .config import PipelineConfig, load_config
+from .errors import UserError
 
-DEMO_DATASETS = [
-    # (name, source, TL;DR split, max prompt tokens)
-    ("tldr_full", "tldr", "full", 512),
-    ("tldr_easy", "tldr", "easy", 512),
-    ("tldr_hard", "tldr", "hard", 512),
-    ("tldr_sft", "tldr_sft", "full", 512),
-    ("ultrafeedback", "ultrafeedback", "full", 512),
-    # News articles run 160-390 words; the tiny 512-token BPE spends ~3 tokens a word on them.
-    ("cnn_dailymail", "cnn_dailymail", "full", 1024),
-    ("alpaca_eval", "alpaca_eval", "full", 512),
-]
-
-ENSEMBLE = 3  # e-DPO's Oracles (METHOD.md)
-TEMPERATURES = [0.2, 0.5, 0.7, 0.9]
-
-# Tiny-model training on 2 CPU workers: a few dozen steps per stage keep the demo in minutes.
-DEMO_TRAIN = dict(
-    num_workers=2,
-    micro_batch_size=4,
-    grad_accum=1,
-    max_steps=24,
-    checkpoint_every=12,
-    warmup_steps=2,
-    weight_decay=0.0,
-)
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo-tiny-cpu.yaml"
 
 
-def _stage(console: Console, name: str, marker: Path, force: bool, run: Callable[[], None]) -> None:
-    if marker.exists() and not force:
-        console.print(f"[dim]skip[/]  {name} (outputs exist: {marker.parent})")
-        return
-    started = time.perf_counter()
-    console.rule(f"[bold]{name}")
-    run()
-    console.print(f"[green]done[/]  {name} in {time.perf_counter() - started:.1f}s")
+def demo_config(
+    out: str,
+    *,
+    train_steps: int | None = None,
+    eval_prompts: int | None = None,
+    max_new_tokens: int | None = None,
+    judge_base_url: str | None = None,
+    judge_model: str | None = None,
+    overrides: Sequence[str] = (),
+) -> PipelineConfig:
+    """The demo's pipeline config: ``configs/demo-tiny-cpu.yaml`` with ``run_dir=out``; the
+    keyword arguments shrink it (tests) or point its judge somewhere, ``overrides`` are --set
+    items applied last."""
+    if not DEMO_CONFIG.is_file():
+        raise UserError(f"{DEMO_CONFIG} is missing: run the demo from a checkout of the repository")
+    if not storage.is_local(out):
+        raise UserError(f"--out {out}: the demo runs into a local folder (use drdo-ray pipeline for s3://)")
+    settings: dict[str, Any] = {"run_dir": out}
+    if train_steps is not None:
+        settings |= {"train.max_steps": train_steps, "train.checkpoint_every": max(1, train_steps // 2)}
+    if eval_prompts is not None:
+        settings["generate.limit"] = eval_prompts
+    if max_new_tokens is not None:
+        settings["generate.max_new_tokens"] = max_new_tokens
+    if judge_base_url is not None:
+        settings["judge.base_url"] = judge_base_url
+    if judge_model is not None:
+        settings["judge.model"] = judge_model
+    items = [f"{key}={json.dumps(value)}" for key, value in settings.items()] + list(overrides)
+    return load_config(PipelineConfig, config_file=str(DEMO_CONFIG), section="pipeline", overrides=items)
 
 
 def run_demo(
     out: str,
     *,
     force: bool = False,
+    dry_run: bool = False,
     console: Console | None = None,
-    train_steps: int = 24,
-    eval_prompts: int = 16,
-    max_new_tokens: int = 48,
-    judge_base_url: str | None = None,
-    judge_model: str = "gpt-4o",
-) -> dict[str, dict]:
-    """Run the demo into ``out``; returns the prepare stats per dataset. ``train_steps`` sets
-    the optimizer steps of every training stage (tests use fewer)."""
-    from .data.prepare import prepare
-    from .models import build_tiny_model
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the demo pipeline into ``out`` and print its summary; returns the pipeline's result
+    plus ``datasets`` (each prepared dataset's stats.json). ``options``: :func:`demo_config`'s."""
+    from .pipeline import run_pipeline
 
     console = console or Console(stderr=True)
-    root = Path(out)
-    model_dir = root / "models" / "tiny"
-    _stage(
-        console,
-        "tiny tokenizer + model",
-        model_dir / "config.json",
-        force,
-        lambda: build_tiny_model(model_dir, seed=0),
-    )
+    cfg = demo_config(out, **options)
+    result = run_pipeline(cfg, force=force, dry_run=dry_run, console=console)
+    if dry_run:
+        return result
+    root = Path(cfg.run_dir)
+    stats = {
+        path.parent.name: json.loads(path.read_text())
+        for path in sorted((root / "data").glob("*/stats.json"))
+    }
+    _print_datasets(console, root, stats)
+    _print_training(console, root)
+    report = root / "report" / "report.md"
+    console.print(_headline(report), markup=False, soft_wrap=True)
+    # Paths stay on one line (copied from the terminal).
+    console.print(f"models: {root / 'models'}", soft_wrap=True)
+    console.print(f"[bold]report: {report}[/]", soft_wrap=True)
+    return {**result, "datasets": stats}
 
-    stats: dict[str, dict] = {}
-    for name, source, split, max_prompt in DEMO_DATASETS:
-        target = root / "data" / name
-        cfg = PrepareConfig(
-            source=source,
-            input="sample",
-            out=str(target),
-            tldr_split=split,
-            tokenizer=str(model_dir),
-            max_prompt_length=max_prompt,
-            max_length=max(1024, max_prompt + 256),
-        )
-        _stage(
-            console, f"prepare {name}", target / "stats.json", force, lambda cfg=cfg: prepare(cfg, console)
-        )
-        stats[name] = storage.read_json(str(target / "stats.json"))
 
-    from .scoring import score
-    from .train.ray_trainer import fit
-
-    def train(name: str, **kw) -> Path:
-        settings = DEMO_TRAIN | {"max_steps": train_steps, "checkpoint_every": max(1, train_steps // 2)} | kw
-        cfg = TrainConfig(run_dir=str(root), name=name, **settings)
-        model = root / "models" / name
-        _stage(console, f"train {name}", model / "config.json", force, lambda: fit(cfg, console))
-        return model
-
-    data = root / "data"
-    sft = train("sft", stage="sft", model=str(model_dir), data=str(data / "tldr_sft"), lr=2e-3)
-    oracle = train(
-        "oracle",
-        stage="oracle",
-        model=str(sft),
-        data=str(data / "tldr_full"),
-        lr=1e-3,
-        deepspeed={"enabled": True, "zero_stage": 2},
-    )
-    # e-DPO: plain Bradley-Terry Oracles that differ only in the reward head's seed.
-    members = [
-        train(
-            f"oracle-ens-{k}",
-            stage="oracle",
-            model=str(sft),
-            data=str(data / "tldr_full"),
-            lr=1e-3,
-            ensemble=ENSEMBLE,
-            head_seed=k,
-        )
-        for k in range(ENSEMBLE)
-    ]
-    scored = root / "scored" / "tldr_easy"
-    score_cfg = ScoreConfig(
-        data=str(data / "tldr_easy"),
-        out=str(scored),
-        oracles=[str(oracle)],
-        reference=str(sft),
-        reduction="sum",
-        force=force,
-    )
-    _stage(console, "score tldr_easy", scored / "scoring.json", force, lambda: score(score_cfg, console))
-    scored_ens = root / "scored" / "tldr_easy_ensemble"
-    ens_cfg = ScoreConfig(
-        data=str(data / "tldr_easy"),
-        out=str(scored_ens),
-        oracles=[str(m) for m in members],
-        reference=str(sft),
-        reduction="sum",
-        force=force,
-    )
-    _stage(
-        console,
-        "score tldr_easy (e-DPO ensemble)",
-        scored_ens / "scoring.json",
-        force,
-        lambda: score(ens_cfg, console),
-    )
-    for loss, source, extra in (
-        ("drdo", scored, {"deepspeed": {"enabled": True, "zero_stage": 2}}),
-        ("dpo", scored, {}),
-        ("edpo", scored_ens, {}),
-    ):
-        train(f"align-{loss}", stage="align", loss=loss, model=str(sft), data=str(source), lr=5e-4, **extra)
-
-    from .eval.report import build_report
-    from .eval.sampling import generate_samples
-    from .eval.winrate import run_winrate
-
-    policies = ("sft", "align-drdo", "align-dpo", "align-edpo")
-    for name in policies:
-        gen = GenerateConfig(
-            model=str(root / "models" / name),
-            prompts=str(data / "tldr_sft"),
-            out=str(root / "samples" / name),
-            temperatures=TEMPERATURES,
-            limit=eval_prompts,
-            max_new_tokens=max_new_tokens,
-            backend="transformers",
-            force=force,
-        )
-        _stage(
-            console,
-            f"generate {name}",
-            root / "samples" / name / "generation.json",
-            force,
-            lambda gen=gen: generate_samples(gen, console),
-        )
-    for opponent in ("align-dpo", "align-edpo", "sft", "reference"):
-        target = root / "eval" / f"winrate-drdo-vs-{opponent}"
-        wr = WinrateConfig(
-            a=str(root / "samples" / "align-drdo"),
-            b="reference" if opponent == "reference" else str(root / "samples" / opponent),
-            oracle=str(oracle),
-            out=str(target),
-        )
-        _stage(
-            console,
-            f"win rate DRDO vs {opponent}",
-            target / "winrate.json",
-            force,
-            lambda wr=wr: run_winrate(wr, console),
-        )
-    _judge(console, root, force, judge_base_url, judge_model)
-    report = build_report(ReportConfig(run=str(root), title="drdo-ray demo (tiny CPU run)"))
-
+def _print_datasets(console: Console, root: Path, stats: dict[str, dict[str, Any]]) -> None:
     table = Table(title=f"drdo-ray demo: datasets in {root / 'data'}")
     for column in ("dataset", "read", "written", "rejected", "mean conf", "mean dist"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
@@ -229,36 +103,6 @@ def run_demo(
             f"{split['mean_distance']:.3f}" if split.get("mean_distance") is not None else "-",
         )
     console.print(table)
-    _print_training(console, root)
-    console.print(_headline(Path(report["report"])), markup=False, soft_wrap=True)
-    console.print(f"models: {root / 'models'}")
-    console.print(f"[bold]report: {report['report']}[/]")
-    return stats
-
-
-def _judge(console: Console, root: Path, force: bool, base_url: str | None, model: str) -> None:
-    """DRDO vs DPO by an LLM judge, only when one is reachable: OPENAI_API_KEY or a judge endpoint."""
-    if not (base_url or os.environ.get("OPENAI_API_KEY")):
-        console.print(
-            "[yellow]judge skipped[/]: set OPENAI_API_KEY (GPT-4o) or pass --judge-base-url URL "
-            "(any OpenAI-compatible server, e.g. `drdo-ray serve`) to add judge win rates"
-        )
-        return
-    from .eval.judge import run_judge
-
-    target = root / "eval" / "judge-drdo-vs-dpo"
-    cfg = JudgeConfig(
-        a=str(root / "samples" / "align-drdo"),
-        b=str(root / "samples" / "align-dpo"),
-        out=str(target),
-        model=model,
-        base_url=base_url,
-        task="summarize",
-        max_cost=5.0,
-    )
-    _stage(
-        console, f"judge DRDO vs DPO ({model})", target / "judge.json", force, lambda: run_judge(cfg, console)
-    )
 
 
 def _headline(report: Path) -> str:

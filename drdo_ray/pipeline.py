@@ -183,136 +183,173 @@ def _one(value: Any, where: str, known: dict[str, str], what: str) -> str:
     return _names(value, where, known, what)[0]
 
 
-def plan(cfg: PipelineConfig) -> list[Step]:
-    """Every step of ``cfg`` in run order, each with its validated stage config. Raises UserError
-    naming the section for any invalid field or dangling dataset/policy name: nothing runs first."""
-    run = cfg.run_dir.rstrip("/")
+class _Planner:
+    """Builds the steps of one PipelineConfig group by group, in run order. Each group reads what
+    the earlier ones recorded (datasets, models, scored data, samples) by name."""
 
-    def path(*parts: str) -> str:
-        return storage.join(run, *parts)
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self.run = cfg.run_dir.rstrip("/")
+        self.steps: list[Step] = []
+        self.base = cfg.base_model or ""
+        self.datasets: dict[str, str] = {}  # dataset name -> prepared folder
+        self.models: dict[str, str] = {}  # run name -> exported model folder
+        self.scored: dict[str, str] = {}  # "one" / "ensemble" -> scored dataset folder
+        self.samples: dict[tuple[str, str], str] = {}  # (prompt set, policy) -> generation folder
+        self.prompt_sets: list[str] = []
+        self.policies: list[str] = []
 
-    steps: list[Step] = []
-    base = cfg.base_model
-    if cfg.tiny_model is not None:
-        out = path("models", "tiny")
-        tiny = _build(TinyModelConfig, "tiny_model", cfg.tiny_model, fixed={"out": out})
-        steps.append(Step("model", "model", tiny, _build_tiny, out, storage.join(out, "config.json")))
-        base = base or out
-    assert base is not None  # PipelineConfig requires base_model or tiny_model
+    def path(self, *parts: str) -> str:
+        return storage.join(self.run, *parts)
 
-    datasets: dict[str, str] = {}
-    for name, fields in cfg.datasets.items():
-        out = path("data", name)
-        prep = _build(
-            PrepareConfig, f"datasets.{name}", fields or {}, fixed={"out": out}, defaults={"tokenizer": base}
-        )
-        steps.append(
-            Step(
+    def add(
+        self,
+        step_id: str,
+        group: str,
+        config: StageConfig,
+        action: Callable,
+        out: str,
+        done: str | None,
+        **kw: Any,
+    ) -> None:
+        """A step writing ``out``, finished once ``out/done`` exists (None: it always runs)."""
+        marker = storage.join(out, done) if done else None
+        self.steps.append(Step(step_id, group, config, action, out, marker, **kw))
+
+    # ------------------------------------------------------------------ groups, in run order
+
+    def model(self) -> None:
+        if self.cfg.tiny_model is None:
+            return
+        out = self.path("models", "tiny")
+        tiny = _build(TinyModelConfig, "tiny_model", self.cfg.tiny_model, fixed={"out": out})
+        self.add("model", "model", tiny, _build_tiny, out, "config.json")
+        self.base = self.base or out
+
+    def prepare(self) -> None:
+        for name, fields in self.cfg.datasets.items():
+            out = self.path("data", name)
+            prep = _build(
+                PrepareConfig,
+                f"datasets.{name}",
+                fields or {},
+                fixed={"out": out},
+                defaults={"tokenizer": self.base},
+            )
+            inputs = (prep.tokenizer,) if prep.tokenizer else ()
+            self.add(
                 f"prepare:{name}",
                 "prepare",
                 prep,
                 _prepare,
                 out,
-                storage.join(out, "stats.json"),
-                inputs=(prep.tokenizer,) if prep.tokenizer else (),
+                "stats.json",
+                inputs=inputs,
             )
-        )
-        datasets[name] = out
+            self.datasets[name] = out
 
-    models: dict[str, str] = {}  # run name -> exported model folder
-
-    def train(
+    def _train(
+        self,
         group: str,
         step_id: str,
         where: str,
         fields: dict[str, Any],
         fixed: dict[str, Any],
         defaults: dict[str, Any],
-    ) -> str:
+    ) -> None:
         tc = _build(
-            TrainConfig, where, _merge(cfg.train, fields), fixed={**fixed, "run_dir": run}, defaults=defaults
+            TrainConfig,
+            where,
+            _merge(self.cfg.train, fields),
+            fixed={**fixed, "run_dir": self.run},
+            defaults=defaults,
         )
-        out = path("models", str(tc.name))
-        inputs = (tc.model, tc.data, *([tc.live_reference] if tc.live_reference else []))
-        steps.append(
-            Step(
-                step_id,
-                group,
-                tc,
-                _train,
-                out,
-                storage.join(out, "config.json"),
-                inputs=inputs,
-                clean=(out, path("train", str(tc.name))),
+        out = self.path("models", str(tc.name))
+        self.add(
+            step_id,
+            group,
+            tc,
+            _train,
+            out,
+            "config.json",
+            inputs=(tc.model, tc.data, *([tc.live_reference] if tc.live_reference else [])),
+            clean=(out, self.path("train", str(tc.name))),
+        )
+        self.models[str(tc.name)] = out
+
+    def _dataset(self, section: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+        """(dataset name, the stage's own fields) of a section naming one dataset in ``data``."""
+        own, fields = _pop(section, ["data"])
+        return _one(own.get("data"), where, self.datasets, "datasets"), fields
+
+    def sft(self) -> None:
+        if self.cfg.sft is None:
+            return
+        name, fields = self._dataset(self.cfg.sft, "sft.data")
+        fixed = {"stage": "sft", "name": "sft", "data": self.datasets[name]}
+        self._train("sft", "sft", "sft", fields, fixed, {"model": self.base})
+
+    @property
+    def start(self) -> str:
+        """Where the Oracles and the policies start: the SFT model, else the base model."""
+        return self.models.get("sft", self.base)
+
+    def oracles(self) -> None:
+        cfg = self.cfg
+        if cfg.ensemble and cfg.oracle is None:
+            raise UserError(
+                "pipeline.ensemble: the e-DPO Oracles take the oracle section's settings; add one"
             )
-        )
-        models[str(tc.name)] = out
-        return out
-
-    if cfg.sft is not None:
-        own, fields = _pop(cfg.sft, ["data"])
-        data = datasets[_one(own.get("data"), "sft.data", datasets, "datasets")]
-        train("sft", "sft", "sft", fields, {"stage": "sft", "name": "sft", "data": data}, {"model": base})
-    start = models.get("sft", base)  # later stages start from the SFT model
-
-    if cfg.ensemble and cfg.oracle is None:
-        raise UserError("pipeline.ensemble: the e-DPO Oracles take the oracle section's settings; add one")
-    if cfg.oracle is not None:
-        own, fields = _pop(cfg.oracle, ["data"])
-        data = datasets[_one(own.get("data"), "oracle.data", datasets, "datasets")]
-        fixed = {"stage": "oracle", "data": data}
-        train(
-            "oracle", "oracle", "oracle", fields, fixed | {"name": "oracle", "ensemble": 1}, {"model": start}
-        )
+        if cfg.oracle is None:
+            return
+        name, fields = self._dataset(cfg.oracle, "oracle.data")
+        fixed = {"stage": "oracle", "data": self.datasets[name]}
+        start = {"model": self.start}
+        self._train("oracle", "oracle", "oracle", fields, fixed | {"name": "oracle", "ensemble": 1}, start)
         # e-DPO: plain Bradley-Terry Oracles that differ only in their reward head's seed.
         for k in range(cfg.ensemble):
-            train(
-                "ensemble",
-                f"ensemble:{k}",
-                "oracle (ensemble member)",
-                fields,
-                fixed | {"name": f"oracle-ens-{k}", "ensemble": cfg.ensemble, "head_seed": k},
-                {"model": start},
+            member = {"name": f"oracle-ens-{k}", "ensemble": cfg.ensemble, "head_seed": k}
+            self._train(
+                "ensemble", f"ensemble:{k}", "oracle (ensemble member)", fields, fixed | member, start
             )
 
-    scored: dict[str, str] = {}  # "one" / "ensemble" -> scored dataset folder
-    if cfg.score is not None:
-        own, fields = _pop(cfg.score, ["data"])
-        name = _one(own.get("data"), "score.data", datasets, "datasets")
-        if "oracle" not in models:
+    def score(self) -> None:
+        if self.cfg.score is None:
+            return
+        name, fields = self._dataset(self.cfg.score, "score.data")
+        if "oracle" not in self.models:
             raise UserError("pipeline.score: scoring needs the oracle stage (an oracle section)")
-        members = [models[f"oracle-ens-{k}"] for k in range(cfg.ensemble)]
-        for kind, suffix, oracles in (("one", "", [models["oracle"]]), ("ensemble", "_ensemble", members)):
+        members = [self.models[f"oracle-ens-{k}"] for k in range(self.cfg.ensemble)]
+        for kind, suffix, oracles in (
+            ("one", "", [self.models["oracle"]]),
+            ("ensemble", "_ensemble", members),
+        ):
             if not oracles:
                 continue
-            out = path("scored", name + suffix)
-            sc = _build(
-                ScoreConfig,
+            out = self.path("scored", name + suffix)
+            fixed = {
+                "data": self.datasets[name],
+                "out": out,
+                "oracles": oracles,
+                "reference": self.models.get("sft"),
+            }
+            sc = _build(ScoreConfig, "score", fields, fixed=fixed)
+            inputs = (sc.data, *sc.oracles, *([sc.reference] if sc.reference else []))
+            self.add(
+                f"score:{name}{suffix}",
                 "score",
-                fields,
-                fixed={
-                    "data": datasets[name],
-                    "out": out,
-                    "oracles": oracles,
-                    "reference": models.get("sft"),
-                },
+                sc,
+                _score,
+                out,
+                "scoring.json",
+                inputs=inputs,
             )
-            steps.append(
-                Step(
-                    f"score:{name}{suffix}",
-                    "score",
-                    sc,
-                    _score,
-                    out,
-                    storage.join(out, "scoring.json"),
-                    inputs=(sc.data, *sc.oracles, *([sc.reference] if sc.reference else [])),
-                )
-            )
-            scored[kind] = out
+            self.scored[kind] = out
 
-    aligned: list[str] = []
-    if cfg.align is not None:
-        own, shared = _pop(cfg.align, ["runs"])
+    def align(self) -> None:
+        if self.cfg.align is None:
+            return
+        own, shared = _pop(self.cfg.align, ["runs"])
         runs = own.get("runs")
         if isinstance(runs, list):
             runs = {str(name): {} for name in runs}
@@ -321,7 +358,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
         for run_name, overrides in runs.items():
             overrides = dict(overrides or {})
             loss = overrides.get("loss", run_name)
-            source = scored.get("ensemble" if loss == "edpo" else "one")
+            source = self.scored.get("ensemble" if loss == "edpo" else "one")
             if source is None:
                 need = (
                     "a score section and ensemble: K (e-DPO's Oracles)"
@@ -329,179 +366,168 @@ def plan(cfg: PipelineConfig) -> list[Step]:
                     else "a score section"
                 )
                 raise UserError(f"pipeline.align.runs.{run_name}: alignment reads scored data; add {need}")
-            train(
+            self._train(
                 "align",
                 f"align:{run_name}",
                 f"align.runs.{run_name}",
                 _merge(shared, overrides),
                 {"stage": "align", "name": f"align-{run_name}", "data": source},
-                {"model": start, "loss": run_name},
+                {"model": self.start, "loss": run_name},
             )
-            aligned.append(f"align-{run_name}")
 
-    samples: dict[tuple[str, str], str] = {}
-    prompt_sets: list[str] = []
-    policies: list[str] = []
-    if cfg.generate is not None:
-        own, fields = _pop(cfg.generate, ["prompts", "policies"])
-        prompt_sets = _names(own.get("prompts"), "generate.prompts", datasets, "datasets")
-        if not prompt_sets:
+    def generate(self) -> None:
+        if self.cfg.generate is None:
+            return
+        own, fields = _pop(self.cfg.generate, ["prompts", "policies"])
+        self.prompt_sets = _names(own.get("prompts"), "generate.prompts", self.datasets, "datasets")
+        if not self.prompt_sets:
             raise UserError("pipeline.generate.prompts: name the prompt datasets to sample")
-        candidates = {n: m for n, m in models.items() if n == "sft" or n.startswith("align-")}
-        policies = _names(
+        candidates = {n: m for n, m in self.models.items() if n == "sft" or n.startswith("align-")}
+        self.policies = _names(
             own.get("policies") or list(candidates), "generate.policies", candidates, "policies"
         )
-        for prompts in prompt_sets:
-            for policy in policies:
-                out = path("samples", prompts, policy)
-                gen = _build(
-                    GenerateConfig,
+        for prompts in self.prompt_sets:
+            for policy in self.policies:
+                out = self.path("samples", prompts, policy)
+                fixed = {"model": self.models[policy], "prompts": self.datasets[prompts], "out": out}
+                gen = _build(GenerateConfig, "generate", fields, fixed=fixed)
+                self.add(
+                    f"generate:{prompts}:{policy}",
                     "generate",
-                    fields,
-                    fixed={"model": models[policy], "prompts": datasets[prompts], "out": out},
+                    gen,
+                    _generate,
+                    out,
+                    "generation.json",
+                    inputs=(gen.model, gen.prompts),
                 )
-                steps.append(
-                    Step(
-                        f"generate:{prompts}:{policy}",
-                        "generate",
-                        gen,
-                        _generate,
-                        out,
-                        storage.join(out, "generation.json"),
-                        inputs=(gen.model, gen.prompts),
-                    )
-                )
-                samples[(prompts, policy)] = out
-    sampled = {p: p for p in policies}
+                self.samples[(prompts, policy)] = out
 
-    def comparisons(section: str, raw: dict[str, Any] | None) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """(prompt set, A, B, stage fields) for a win-rate or judge section."""
-        own, fields = _pop(raw, ["a", "against", "prompts"])
-        a = _one(own.get("a", "align-drdo"), f"{section}.a", sampled, "generated policies")
-        against = own.get("against") or [p for p in policies if p != a] + ["reference"]
+    def _sampled(self) -> dict[str, str]:
+        return {p: p for p in self.policies}
+
+    def compare(self, kind: str) -> None:
+        """The win-rate or judge section: one step per (prompt set, A, B). Both compare sample
+        sets A and B (B may be the prompts' reference responses); the win rate scores them with
+        the Oracle, the judge asks an LLM (and is skipped while no key or endpoint is given)."""
+        section = getattr(self.cfg, kind)
+        if section is None:
+            return
+        oracle = self.models.get("oracle")
+        if kind == "winrate" and oracle is None:
+            raise UserError("pipeline.winrate: Oracle win rates need the oracle stage")
+        cls, action = (WinrateConfig, _winrate) if kind == "winrate" else (JudgeConfig, _judge)
+        own, fields = _pop(section, ["a", "against", "prompts"])
+        sampled = self._sampled()
+        a = _one(own.get("a", "align-drdo"), f"{kind}.a", sampled, "generated policies")
+        against = own.get("against") or [p for p in self.policies if p != a] + ["reference"]
         b_names = _names(
             against,
-            f"{section}.against",
+            f"{kind}.against",
             {**sampled, "reference": "reference"},
             "generated policies (or reference)",
         )
-        prompts = _names(
-            own.get("prompts") or prompt_sets,
-            f"{section}.prompts",
-            dict.fromkeys(prompt_sets),
+        prompt_sets = _names(
+            own.get("prompts") or self.prompt_sets,
+            f"{kind}.prompts",
+            dict.fromkeys(self.prompt_sets),
             "generated prompt sets",
         )
-        return [(p, a, b, fields) for p in prompts for b in b_names]
-
-    oracle = models.get("oracle")
-    if cfg.winrate is not None:
-        if oracle is None:
-            raise UserError("pipeline.winrate: Oracle win rates need the oracle stage")
-        for prompts, a, b, fields in comparisons("winrate", cfg.winrate):
-            out = path("eval", prompts, f"winrate-{a}-vs-{b}")
-            wr = _build(
-                WinrateConfig,
-                "winrate",
-                fields,
-                fixed={
-                    "a": samples[(prompts, a)],
-                    "b": samples[(prompts, b)] if b != "reference" else "reference",
-                    "oracle": oracle,
+        for prompts in prompt_sets:
+            for b in b_names:
+                out = self.path("eval", prompts, f"{kind}-{a}-vs-{b}")
+                fixed = {
+                    "a": self.samples[(prompts, a)],
+                    "b": self.samples[(prompts, b)] if b != "reference" else "reference",
                     "out": out,
-                },
-            )
-            steps.append(
-                Step(
-                    f"winrate:{prompts}:{a}-vs-{b}",
-                    "winrate",
-                    wr,
-                    _winrate,
+                } | ({"oracle": oracle} if kind == "winrate" else {})
+                config = _build(cls, kind, fields, fixed=fixed)
+                self.add(
+                    f"{kind}:{prompts}:{a}-vs-{b}",
+                    kind,
+                    config,
+                    action,
                     out,
-                    storage.join(out, "winrate.json"),
-                    inputs=(wr.a, wr.b, oracle),
+                    f"{kind}.json",
+                    inputs=(config.a, config.b, *([oracle] if kind == "winrate" else [])),
+                    skip_reason=_judge_unavailable(config) if kind == "judge" else None,
                 )
-            )
 
-    if cfg.judge is not None:
-        for prompts, a, b, fields in comparisons("judge", cfg.judge):
-            out = path("eval", prompts, f"judge-{a}-vs-{b}")
-            jc = _build(
-                JudgeConfig,
-                "judge",
-                fields,
-                fixed={
-                    "a": samples[(prompts, a)],
-                    "b": samples[(prompts, b)] if b != "reference" else "reference",
-                    "out": out,
-                },
-            )
-            steps.append(
-                Step(
-                    f"judge:{prompts}:{a}-vs-{b}",
-                    "judge",
-                    jc,
-                    _judge,
-                    out,
-                    storage.join(out, "judge.json"),
-                    inputs=(jc.a, jc.b),
-                    skip_reason=_judge_unavailable(jc),
-                )
-            )
-
-    if cfg.kl is not None:
-        own, fields = _pop(cfg.kl, ["policies", "prompts"])
-        if "sft" not in models:
+    def kl(self) -> None:
+        if self.cfg.kl is None:
+            return
+        own, fields = _pop(self.cfg.kl, ["policies", "prompts"])
+        if "sft" not in self.models:
             raise UserError("pipeline.kl: KL is measured against the SFT model; add an sft section")
         kl_policies = _names(
-            own.get("policies") or [p for p in policies if p != "sft"],
+            own.get("policies") or [p for p in self.policies if p != "sft"],
             "kl.policies",
-            sampled,
+            self._sampled(),
             "generated policies",
         )
         prompts = _one(
-            own.get("prompts") or (prompt_sets[0] if prompt_sets else None),
+            own.get("prompts") or (self.prompt_sets[0] if self.prompt_sets else None),
             "kl.prompts",
-            dict.fromkeys(prompt_sets),
+            dict.fromkeys(self.prompt_sets),
             "generated prompt sets",
         )
         for policy in kl_policies:
-            out = path("eval", prompts, f"kl-{policy}")
-            kc = _build(
-                KLConfig,
+            out = self.path("eval", prompts, f"kl-{policy}")
+            fixed = {
+                "policy": self.models[policy],
+                "reference": self.models["sft"],
+                "samples": self.samples[(prompts, policy)],
+                "out": out,
+            }
+            kc = _build(KLConfig, "kl", fields, fixed=fixed, defaults={"label": policy})
+            self.add(
+                f"kl:{prompts}:{policy}",
                 "kl",
-                fields,
-                fixed={
-                    "policy": models[policy],
-                    "reference": models["sft"],
-                    "samples": samples[(prompts, policy)],
-                    "out": out,
-                },
-                defaults={"label": policy},
-            )
-            steps.append(
-                Step(
-                    f"kl:{prompts}:{policy}",
-                    "kl",
-                    kc,
-                    _kl,
-                    out,
-                    storage.join(out, "kl.json"),
-                    inputs=(kc.policy, kc.reference, kc.samples),
-                )
+                kc,
+                _kl,
+                out,
+                "kl.json",
+                inputs=(kc.policy, kc.reference, kc.samples),
             )
 
-    if cfg.report is not None:
-        rc = _build(ReportConfig, "report", cfg.report, fixed={"run": run}, defaults={"title": cfg.title})
-        steps.append(Step("report", "report", rc, _report, rc.out or path("report"), None))
-
-    # A step needs the steps whose outputs it reads.
-    owners = {s.output: s.id for s in steps}
-    for s in steps:
-        s.needs = sorted(
-            {owners[i] for i in s.inputs if i in owners and owners[i] != s.id},
-            key=[x.id for x in steps].index,
+    def report(self) -> None:
+        if self.cfg.report is None:
+            return
+        rc = _build(
+            ReportConfig,
+            "report",
+            self.cfg.report,
+            fixed={"run": self.run},
+            defaults={"title": self.cfg.title},
         )
-    return steps
+        self.add("report", "report", rc, _report, rc.out or self.path("report"), None)
+
+    def link(self) -> list[Step]:
+        """Each step needs the steps whose outputs it reads."""
+        owners = {s.output: s.id for s in self.steps}
+        order = [s.id for s in self.steps]
+        for s in self.steps:
+            s.needs = sorted(
+                {owners[i] for i in s.inputs if i in owners and owners[i] != s.id}, key=order.index
+            )
+        return self.steps
+
+
+def plan(cfg: PipelineConfig) -> list[Step]:
+    """Every step of ``cfg`` in run order, each with its validated stage config. Raises UserError
+    naming the section for any invalid field or dangling dataset/policy name: nothing runs first."""
+    p = _Planner(cfg)
+    p.model()
+    p.prepare()
+    p.sft()
+    p.oracles()
+    p.score()
+    p.align()
+    p.generate()
+    p.compare("winrate")
+    p.compare("judge")
+    p.kl()
+    p.report()
+    return p.link()
 
 
 def _judge_unavailable(cfg: JudgeConfig) -> Callable[[], str | None]:

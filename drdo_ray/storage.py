@@ -88,7 +88,11 @@ def localize(uri: str) -> str:
 
     fs, path = _fs(uri)
     listing = sorted(
-        (name, info.get("size"), str(info.get("ETag") or info.get("mtime") or info.get("LastModified")))
+        (
+            name,
+            info.get("size"),
+            str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")),
+        )
         for name, info in fs.find(path, detail=True).items()
     )
     if not listing:

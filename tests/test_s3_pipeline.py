@@ -38,8 +38,8 @@ def _free_port() -> int:
 @pytest.fixture
 def s3_env():
     """A moto S3 server on 127.0.0.1 and the environment that points every client at it: the
-    credentials and the endpoint travel only as environment variables (botocore/s3fs read
-    AWS_ENDPOINT_URL, pyarrow's S3 filesystem AWS_ENDPOINT_URL_S3)."""
+    credentials and the endpoint travel only as environment variables (botocore/s3fs and
+    pyarrow's S3 filesystem, under Ray Train and Ray Data, all read AWS_ENDPOINT_URL)."""
     pytest.importorskip("s3fs")
     server_mod = pytest.importorskip("moto.server")
     port = _free_port()
@@ -51,7 +51,6 @@ def s3_env():
         "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ENDPOINT_URL_S3": endpoint,
     }
     import boto3
 

@@ -38,6 +38,7 @@ from ..artifacts import (
     is_hub_id,
     local_model,
     resolve,
+    reusable,
 )
 from ..cluster_resources import check_actor_pool
 from ..config import API_KEY_ENV, GenerateConfig
@@ -405,21 +406,14 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
     meta_path = storage.join(out, GENERATION_FILE)
 
     request = _request(cfg, model, backend)
-    if not cfg.force and storage.exists(meta_path):
-        try:
-            old = storage.read_json(meta_path)
-        except ValueError as err:
-            raise UserError(
-                f"{meta_path} is unreadable ({err}); pass --force or choose another --out"
-            ) from err
-        diffs = [k for k in REQUEST_KEYS if old.get(k) != request[k]]
-        if diffs:
-            raise UserError(
-                f"{out} holds samples generated with other {', '.join(diffs)}; "
-                "pass --force or choose another --out"
-            )
-        if storage.exists(samples_path):
-            return {**old, "reused": True}
+    old = reusable(
+        meta_path,
+        force=cfg.force,
+        differences=lambda old: [f"other {k}" for k in REQUEST_KEYS if old.get(k) != request[k]],
+        out=out,
+    )
+    if old is not None and storage.exists(samples_path):
+        return {**old, "reused": True}
 
     headers: dict[str, str] = {}
     served = None
