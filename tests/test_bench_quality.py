@@ -58,96 +58,124 @@ def test_prompts_have_one_length_and_vocabulary_covers_everything() -> None:
     assert all(2 <= len(d) <= 14 for d in demos)
 
 
-@pytest.mark.parametrize(("nondet", "flip"), [(0.0, 0.0), (0.3, 0.1), (0.6, 0.25)])
-def test_labelling_hits_the_requested_fractions(nondet: float, flip: float) -> None:
-    rng = np.random.default_rng(1)
-    n = 400
-    prompts = syn.make_prompts(n, rng)
-    cands = [[syn.demonstration(p, rng) for _ in range(4)] for p in prompts]
-    rewards = [[syn.true_reward(p, y) for y in ys] for p, ys in zip(prompts, cands)]
-    pairs = syn.label_pairs(
-        rewards,
-        nondeterministic=nondet,
-        flip=flip,
-        rng=np.random.default_rng(7),
-        tie_eps=0.25,
-        responses=cands,
+def test_prompt_splits_are_disjoint_stratified_and_cover_every_prompt() -> None:
+    splits = syn.split_prompts(0)
+    as_set = {k: {tuple(p) for p in v} for k, v in splits.items()}
+    assert as_set["train"].isdisjoint(as_set["validation"]) and as_set["train"].isdisjoint(as_set["test"])
+    assert as_set["validation"].isdisjoint(as_set["test"])
+    assert set.union(*as_set.values()) == {tuple(p) for p in syn.all_prompts()}
+    assert len(syn.all_prompts()) == len(syn.TEMPLATES) * len(syn.TOPICS) == 128
+    for prompts in splits.values():  # every split asks about every topic
+        assert {syn.prompt_topic(p) for p in prompts} == set(syn.TOPICS)
+    assert syn.split_prompts(0) == splits and syn.split_prompts(1) != splits
+
+
+def test_offpolicy_generator_spans_the_reward_range() -> None:
+    rng = np.random.default_rng(0)
+    prompt = SPORTS
+    responses = [syn.offpolicy_response(prompt, rng) for _ in range(2000)]
+    assert all(3 <= len(y) <= 12 and set(y) <= set(syn.vocabulary()) for y in responses)
+    rewards = [syn.true_reward(prompt, y) for y in responses]
+    # Unlike the demonstrations, it reaches the optimum (8 distinct on-topic words) and goes well below 0.
+    assert max(rewards) == syn.TARGET_LENGTH
+    assert min(rewards) < -3
+    demos = [syn.true_reward(prompt, syn.demonstration(prompt, rng)) for _ in range(2000)]
+    assert np.mean(rewards) > np.mean(demos) + 0.5
+
+
+def _pool(n_prompts: int = 20, size: int = 32, seed: int = 0) -> syn.Pool:
+    rng = np.random.default_rng(seed)
+    return {
+        tuple(p): [syn.offpolicy_response(p, rng) for _ in range(size)] for p in syn.all_prompts()[:n_prompts]
+    }
+
+
+@pytest.mark.parametrize("flip", [0.0, 0.1, 0.25])
+def test_deterministic_pairs_are_separated_bt_labelled_and_flip_exactly(flip: float) -> None:
+    pool = _pool()
+    pairs = syn.deterministic_pairs(
+        pool, 400, rng=np.random.default_rng(3), tie_eps=0.25, bt_scale=1.0, flip=flip
     )
-    assert len(pairs) == n
-    assert sum(q.nondeterministic for q in pairs) == round(nondet * n)
-    assert sum(q.flipped for q in pairs) == round(flip * n)
+    assert len(pairs) == 400
+    assert sum(q.flipped for q in pairs) == round(flip * 400)
     for q in pairs:
-        r = rewards[q.prompt]
-        # delta is r*(chosen) - r*(rejected), the constructed permutation (-1) scoring like its source.
-        rc = r[q.chosen] if q.chosen >= 0 else r[q.rejected]
-        rr = r[q.rejected] if q.rejected >= 0 else r[q.chosen]
-        assert q.delta == pytest.approx(rc - rr)
-        if q.nondeterministic:
-            assert abs(q.delta) <= 0.25 and q.p_first == pytest.approx(0.5, abs=0.07)
-        elif max(r) - min(r) > 0.25:  # otherwise no pair of this prompt has a direction
-            assert abs(q.delta) > 0.25
-    det = [q for q in pairs if not q.nondeterministic]
-    # Deterministic labels follow r* unless flipped or drawn against a small margin.
-    agree = np.mean([(q.delta > 0) != q.flipped for q in det])
-    assert agree > 0.8
-    # Seeded: the same rng seed gives the same labels.
-    again = syn.label_pairs(
-        rewards,
-        nondeterministic=nondet,
-        flip=flip,
-        rng=np.random.default_rng(7),
-        tie_eps=0.25,
-        responses=cands,
+        assert not q.tie and abs(q.delta) > 0.25
+        assert q.delta == pytest.approx(
+            syn.true_reward(q.prompt, q.chosen) - syn.true_reward(q.prompt, q.rejected)
+        )
+        assert list(q.chosen) in pool[q.prompt] and list(q.rejected) in pool[q.prompt]
+    # Unflipped labels follow r* with the Bradley-Terry probability: mostly, not always.
+    unflipped = [q.delta > 0 for q in pairs if not q.flipped]
+    assert 0.75 < np.mean(unflipped) < 0.99
+    flipped = [q.delta > 0 for q in pairs if q.flipped]
+    if flipped:
+        assert np.mean(flipped) < 0.3
+    again = syn.deterministic_pairs(
+        pool, 400, rng=np.random.default_rng(3), tie_eps=0.25, bt_scale=1.0, flip=flip
     )
     assert again == pairs
 
 
-def test_nondeterministic_labels_are_coin_flips() -> None:
-    # All pairs tie exactly: every label is Bernoulli(0.5), so "first wins" is ~half.
-    rewards = [[1.0, 1.0, 1.0]] * 2000
-    pairs = syn.label_pairs(rewards, nondeterministic=1.0, flip=0.0, rng=np.random.default_rng(3))
-    first = np.mean([q.chosen < q.rejected for q in pairs])
-    assert 0.45 < first < 0.55
-    assert all(q.delta == 0 for q in pairs)
+def test_tie_pairs_have_no_direction_and_coin_flip_order() -> None:
+    pool = _pool()
+    ties = syn.tie_pairs(pool, 2000, rng=np.random.default_rng(4), tie_eps=0.25)
+    assert all(q.tie and abs(q.delta) <= 0.25 and q.chosen != q.rejected for q in ties)
+    # Which of the two is "chosen" is a fair coin: by r*, and by which is longer.
+    longer = np.mean([len(q.chosen) > len(q.rejected) for q in ties if len(q.chosen) != len(q.rejected)])
+    assert 0.44 < longer < 0.56
 
 
-def test_bench_quality_end_to_end(tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("det", "share", "ties"), [(768, 0.0, 0), (700, 0.3, 300), (768, 0.6, 1152), (100, 0.8, 400)]
+)
+def test_ties_are_added_so_the_share_is_exact_and_deterministic_pairs_stay(
+    det: int, share: float, ties: int
+) -> None:
+    assert syn.ties_for_share(det, share) == ties
+    assert ties / (det + ties) == pytest.approx(share, abs=1e-3)
+    with pytest.raises(ValueError, match="share"):
+        syn.ties_for_share(det, 1.0)
+
+
+def test_bench_quality_quick_end_to_end(tmp_path) -> None:
     from drdo_ray.cli import main
 
     out = tmp_path / "bq"
-    sets = [
-        "sft_rows=512",
-        "sft_steps=300",
-        "pairs=1024",
-        "heldout_pairs=128",
-        "eval_prompts=16",
-        "oracle_steps=64",
-        "align_steps=8",
-        "batch_size=32",
-        "bootstrap=200",
-        "candidates=2",
-        "threads=2",
-    ]
-    argv = ["bench", "quality", "--out", str(out), "--seeds", "1", "--fractions", "0.3"]
-    for item in sets:
-        argv += ["--set", item]
-    main(argv)
+    main(["bench", "quality", "--quick", "--out", str(out)])
     report = json.loads((out / "bench_quality.json").read_text())
     assert (out / "bench_quality.png").stat().st_size > 1000
-    methods = ["drdo", "dpo", "ipo", "edpo", "sft"]
-    assert set(report["mean_true_reward"]) == set(methods)
-    assert all(set(v) == {"0.3"} for v in report["mean_true_reward"].values())
-    assert set(report["drdo_win_rate"]) == {"dpo", "ipo", "edpo"}
-    for base in ("dpo", "ipo", "edpo"):
-        cell = report["drdo_win_rate"][base]["0.3"]
-        assert 0 <= cell["ci95"][0] <= cell["win_rate"] <= cell["ci95"][1] <= 1
-        assert cell["n"] == 16 * 4 * 2  # prompts x temperatures x samples, paired
-    assert set(report["oracle_accuracy"]) == {"0.3"}
-    data = report["data"]["0.3"][0]
-    assert data["nondeterministic"] == pytest.approx(0.3, abs=0.01)
-    assert data["flipped"] == pytest.approx(0.1, abs=0.01)
-    # Behaviour: SFT learned the language (far above the random-init model's true reward), and
-    # the Oracle, trained on noisy labels, orders held-out pairs by the true reward above chance.
+    shares = ["0", "0.6"]
+    rows = {"drdo", "dpo", "edpo", "drdo_paper", "drdo_true_r", "sft"}
+    assert set(report["mean_true_reward"]) == rows
+    assert all(set(v) == set(shares) for v in report["mean_true_reward"].values())
+    assert set(report["drdo_win_rate"]) == rows - {"drdo"}
+    for base, cells in report["drdo_win_rate"].items():
+        for s in shares:
+            cell = cells[s]
+            assert 0 <= cell["ci95"][0] <= cell["win_rate"] <= cell["ci95"][1] <= 1, base
+            test_prompts = len(syn.split_prompts(0)["test"])
+            assert cell["n"] == test_prompts * 4 * 1  # prompts x temperatures x samples, paired
+    # The tuned values come from the grid, and the tuning table records every grid entry.
+    assert report["tuned_hyperparameters"]["drdo"] in [
+        r["hyperparameters"] for r in report["tuning"]["results"]["drdo"]
+    ]
+    assert len(report["tuning"]["results"]["drdo"]) == 2
+    assert report["tuned_hyperparameters"]["dpo"] == {"beta": 0.1}
+    for row in rows - {"sft"}:
+        assert report["slope_vs_share"][row]["slope"] == pytest.approx(
+            (report["mean_true_reward"][row]["0.6"] - report["mean_true_reward"][row]["0"]) / 0.6
+        )
+    # Data: the same deterministic pairs at both shares, ties added to reach the share exactly.
+    d0, d6 = report["data"]["0"][0], report["data"]["0.6"][0]
+    assert d0["deterministic"] == d6["deterministic"] == 96 and d0["nondeterministic"] == 0
+    assert d6["nondeterministic_share"] == pytest.approx(0.6, abs=0.01)
+    assert d6["max_abs_delta_nondeterministic"] <= 0.25
+    assert d0["flipped_share_of_deterministic"] == pytest.approx(0.1, abs=0.011)
+    # DRDO's step-0 diagnostics: both terms move the trunk under the paper's settings.
+    grads = report["drdo_step0_term_gradients"]["0"]["drdo_paper"]
+    assert grads["term_grad_norm_distill"] > 0 and grads["term_grad_norm_contrastive"] > 0
+    assert len(report["dpo_convergence"]["0"]["train_reward_accuracy_by_epoch"]) == 2
+    # Behaviour: SFT learned the language far above the random-init model.
     ref = report["reference_true_reward"]
-    assert ref["sft"] > ref["random_init"] + 5
-    assert report["oracle_accuracy"]["0.3"] > 0.6
+    assert ref["sft"] > ref["random_init"] + 3
+    assert 0 <= report["oracle_accuracy"]["0"] <= 1

@@ -99,8 +99,10 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     from ..config import BenchQualityConfig, load_config
 
     flags = {name: getattr(args, name) for name in ("out", "scale", "seeds", "flip")}
-    if args.fractions:
-        flags["fractions"] = [float(x) for x in args.fractions.split(",")]
+    if args.quick:
+        flags["quick"] = True
+    if args.shares:
+        flags["shares"] = [float(x) for x in args.shares.split(",")]
     cfg = load_config(
         BenchQualityConfig,
         config_file=args.config,
@@ -179,13 +181,19 @@ def register(sub: argparse._SubParsersAction, common: Callable[[argparse.Argumen
 
     q = bench.add_parser(
         "quality",
-        help="alignment quality on a synthetic task with a known true reward: DRDO vs "
-        "DPO, IPO, e-DPO by non-deterministic fraction",
+        help="alignment quality on a synthetic task with a known true reward: every method tuned "
+        "on validation prompts, DRDO vs DPO, IPO, e-DPO by non-deterministic share",
     )
     common(q)
     q.add_argument("--out", help="output folder for bench_quality.json/.png (default bench_quality)")
     q.add_argument("--scale", type=float, help="multiplies data sizes and training steps (default 1)")
     q.add_argument("--seeds", type=int, help="seeds (default 3)")
-    q.add_argument("--fractions", help="non-deterministic fractions, comma-separated (default 0,0.3,0.6)")
-    q.add_argument("--flip", type=float, help="fraction of flipped labels (default 0.1)")
+    q.add_argument(
+        "--shares",
+        help="non-deterministic shares of all pairs, comma-separated (default 0,0.3,0.6; 0.8 too with --scale > 1)",
+    )
+    q.add_argument("--flip", type=float, help="share of deterministic labels flipped (default 0.1)")
+    q.add_argument(
+        "--quick", action="store_true", help="a minutes-long smoke run (1 seed, tiny sizes and grid)"
+    )
     q.set_defaults(func=cmd_bench_quality)

@@ -17,7 +17,6 @@ with n the number of words. The best response is TARGET_LENGTH distinct on-topic
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -243,6 +242,14 @@ TEMPLATES: tuple[str, ...] = (
     "describe {t} for me :",
     "list a few {t} :",
     "say something {t} related :",
+    "give me {t} ideas :",
+    "explain {t} to me :",
+    "my favourite is {t} :",
+    "words around {t} please :",
+    "i want {t} talk :",
+    "share thoughts on {t} :",
+    "what about {t} then :",
+    "ramble on {t} today :",
 )
 PROMPT_LENGTH = 5
 
@@ -315,13 +322,26 @@ def demonstration(prompt: Sequence[str], rng: np.random.Generator) -> list[str]:
     in [0.3, 0.9] (drawn with replacement, so words repeat), else filler or off-topic. The SFT
     model thus learns the language and a mediocre policy that alignment can improve on."""
     topic = prompt_topic(prompt)
-    others = [w for t, ws in TOPICS.items() if t != topic for w in ws]
     on_topic_p = rng.uniform(0.3, 0.9)
+    return _draw_words(topic, int(rng.integers(2, 15)), on_topic_p, 0.0, rng)
+
+
+def _draw_words(
+    topic: str, n: int, on_topic_p: float, distinct_p: float, rng: np.random.Generator
+) -> list[str]:
+    """``n`` words: on-topic with probability ``on_topic_p`` (an unused one with probability
+    ``distinct_p`` while any is left, else drawn with replacement), else filler or off-topic
+    half and half. ``distinct_p == 0`` draws no extra random number."""
+    others = [w for t, ws in TOPICS.items() if t != topic for w in ws]
+    unused = list(TOPICS[topic])
     words = []
-    for _ in range(int(rng.integers(2, 15))):
+    for _ in range(n):
         u = rng.random()
         if u < on_topic_p:
-            words.append(TOPICS[topic][int(rng.integers(len(TOPICS[topic])))])
+            if unused and distinct_p > 0 and rng.random() < distinct_p:
+                words.append(unused.pop(int(rng.integers(len(unused)))))
+            else:
+                words.append(TOPICS[topic][int(rng.integers(len(TOPICS[topic])))])
         elif u < on_topic_p + (1 - on_topic_p) / 2:
             words.append(FILLER[int(rng.integers(len(FILLER)))])
         else:
@@ -329,82 +349,40 @@ def demonstration(prompt: Sequence[str], rng: np.random.Generator) -> list[str]:
     return words
 
 
-# ------------------------------------------------------------------------ labelling
+# ------------------------------------------------------------------------ prompts and responses
 
 
-@dataclass(frozen=True)
-class LabelledPair:
-    prompt: int  # index into the prompt list
-    chosen: int  # index into that prompt's candidates (or -1: the constructed permutation)
-    rejected: int
-    delta: float  # r*(chosen) - r*(rejected)
-    p_first: float  # Bradley-Terry probability that the first response of the pair wins
-    nondeterministic: bool  # |Δr*| <= tie_eps at selection
-    flipped: bool
+def all_prompts() -> list[list[str]]:
+    """Every distinct prompt of the language: each template around each topic (16 x 8)."""
+    return [template.replace("{t}", topic).split() for template in TEMPLATES for topic in TOPICS]
 
 
-def bt_probability(delta: float, scale: float = 1.0) -> float:
-    """p = σ(Δr* / scale): the Bradley-Terry probability that the first response is preferred."""
-    return float(1.0 / (1.0 + np.exp(-delta / scale)))
+def split_prompts(seed: int, *, validation: float = 0.125, test: float = 0.25) -> dict[str, list[list[str]]]:
+    """A seeded partition of :func:`all_prompts` into train / validation / test prompts.
 
-
-def label_pairs(
-    rewards: Sequence[Sequence[float]],
-    *,
-    nondeterministic: float,
-    flip: float,
-    rng: np.random.Generator,
-    tie_eps: float = 0.25,
-    bt_scale: float = 1.0,
-    responses: Sequence[Sequence[Sequence[str]]] | None = None,
-) -> list[LabelledPair]:
-    """One labelled pair per prompt from its candidate responses' true rewards.
-
-    Exactly ``round(nondeterministic * N)`` prompts (a seeded random subset) get their closest
-    pair (smallest |Δr*|, ≤ ``tie_eps``; distinct responses preferred); where no such pair exists
-    the second response is constructed as a permutation of the first (r* is order-invariant, so
-    Δr* = 0; candidate index -1). The other prompts get a random pair with |Δr*| > ``tie_eps``
-    (their most separated pair if there is none). Every label
-    is drawn from Bernoulli(σ(Δr*/bt_scale)); then exactly ``round(flip * N)`` pairs (a seeded
-    subset) have chosen and rejected swapped."""
-    if not 0 <= nondeterministic <= 1 or not 0 <= flip <= 1:
-        raise ValueError("nondeterministic and flip are fractions in [0, 1]")
-    n = len(rewards)
-    nondet = np.zeros(n, dtype=bool)
-    nondet[rng.permutation(n)[: round(nondeterministic * n)]] = True
-    flipped = np.zeros(n, dtype=bool)
-    flipped[rng.permutation(n)[: round(flip * n)]] = True
-    out = []
-    for i, r in enumerate(rewards):
-        if len(r) < 2:
-            raise ValueError("every prompt needs at least two candidate responses")
-        pairs = list(itertools.combinations(range(len(r)), 2))
-
-        def same(a: int, b: int, i: int = i) -> bool:
-            return responses is not None and list(responses[i][a]) == list(responses[i][b])
-
-        if nondet[i]:
-            # Closest pair; among equally close ones, prefer two different responses.
-            a, b = min(pairs, key=lambda ab: (abs(r[ab[0]] - r[ab[1]]), same(*ab)))
-            if abs(r[a] - r[b]) > tie_eps:
-                b = -1  # the permutation of candidate a
-            delta = 0.0 if b == -1 else r[a] - r[b]
-        else:
-            # A random pair whose true rewards differ (the most separated one if none does).
-            apart = [ab for ab in pairs if abs(r[ab[0]] - r[ab[1]]) > tie_eps]
-            if apart:
-                a, b = apart[int(rng.integers(len(apart)))]
-            else:
-                a, b = max(pairs, key=lambda ab: abs(r[ab[0]] - r[ab[1]]))
-            delta = r[a] - r[b]
-        p = bt_probability(delta, bt_scale)
-        first_wins = rng.random() < p
-        chosen, rejected = (a, b) if first_wins else (b, a)
-        if flipped[i]:
-            chosen, rejected = rejected, chosen
-        d = delta if chosen == a else -delta
-        out.append(LabelledPair(i, chosen, rejected, d, p, bool(nondet[i]), bool(flipped[i])))
+    Stratified by topic, so every split asks about every topic and held-out prompts differ from
+    the training ones by their template only (the reward reads the topic)."""
+    rng = np.random.default_rng([seed, 4242])
+    out: dict[str, list[list[str]]] = {"train": [], "validation": [], "test": []}
+    for topic in TOPICS:
+        prompts = [t.replace("{t}", topic).split() for t in TEMPLATES]
+        order = rng.permutation(len(prompts))
+        n_val, n_test = round(validation * len(prompts)), round(test * len(prompts))
+        out["validation"] += [prompts[i] for i in order[:n_val]]
+        out["test"] += [prompts[i] for i in order[n_val : n_val + n_test]]
+        out["train"] += [prompts[i] for i in order[n_val + n_test :]]
     return out
+
+
+def offpolicy_response(prompt: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """A response from a generator unlike the SFT policy (the default source of preference pairs,
+    as the paper's pairs come from other models): 3..12 words, an on-topic probability drawn per
+    response from [0.1, 1], on-topic words drawn without replacement 70% of the time. Its
+    responses span the whole reward range, near-optimal ones included, which the SFT
+    demonstrations (2..14 words, always with replacement) rarely reach."""
+    topic = prompt_topic(prompt)
+    on_topic_p = rng.uniform(0.1, 1.0)
+    return _draw_words(topic, int(rng.integers(3, 13)), on_topic_p, 0.7, rng)
 
 
 def permuted(response: Sequence[str]) -> list[str]:
@@ -412,3 +390,90 @@ def permuted(response: Sequence[str]) -> list[str]:
     sequence whenever the response has two different words; same r* always)."""
     words = list(response)
     return words[1:] + words[:1] if len(words) > 1 else words
+
+
+# ------------------------------------------------------------------------ labelled pairs
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: tuple[str, ...]
+    chosen: tuple[str, ...]
+    rejected: tuple[str, ...]
+    delta: float  # r*(chosen) - r*(rejected)
+    tie: bool  # non-deterministic: |Δr*| <= tie_eps, labelled by a fair coin
+    flipped: bool  # a deterministic pair whose Bradley-Terry label was then swapped
+
+
+def bt_probability(delta: float, scale: float = 1.0) -> float:
+    """p = σ(Δr* / scale): the Bradley-Terry probability that the first response is preferred."""
+    return float(1.0 / (1.0 + np.exp(-delta / scale)))
+
+
+Pool = dict[tuple[str, ...], list[list[str]]]
+
+
+def deterministic_pairs(
+    pool: Pool,
+    n: int,
+    *,
+    rng: np.random.Generator,
+    tie_eps: float,
+    bt_scale: float,
+    flip: float,
+    tries: int = 50,
+) -> list[Pair]:
+    """``n`` pairs whose true rewards differ by more than ``tie_eps``: a prompt drawn uniformly
+    from the pool, two of its responses drawn until they differ enough, the label drawn from
+    Bradley-Terry σ(Δr*/bt_scale); then exactly ``round(flip * n)`` labels (a seeded subset) are
+    swapped."""
+    prompts = list(pool)
+    flipped = np.zeros(n, dtype=bool)
+    flipped[rng.permutation(n)[: round(flip * n)]] = True
+    out: list[Pair] = []
+    while len(out) < n:
+        prompt = prompts[int(rng.integers(len(prompts)))]
+        responses = pool[prompt]
+        for _ in range(tries):
+            i, j = rng.choice(len(responses), size=2, replace=False)
+            a, b = responses[i], responses[j]
+            delta = true_reward(prompt, a) - true_reward(prompt, b)
+            if abs(delta) > tie_eps:
+                break
+        else:
+            continue  # this prompt's pool has no separated pair in `tries` draws: another prompt
+        if rng.random() >= bt_probability(delta, bt_scale):
+            a, b, delta = b, a, -delta
+        k = len(out)
+        if flipped[k]:
+            a, b, delta = b, a, -delta
+        out.append(Pair(tuple(prompt), tuple(a), tuple(b), float(delta), False, bool(flipped[k])))
+    return out
+
+
+def tie_pairs(pool: Pool, n: int, *, rng: np.random.Generator, tie_eps: float) -> list[Pair]:
+    """``n`` non-deterministic pairs: two different responses of one prompt whose true rewards
+    differ by at most ``tie_eps`` (the rotated response when the pool has no such partner: r* is
+    order-invariant, so Δr* = 0), labelled by a fair coin (Bradley-Terry at Δr* ≈ 0)."""
+    prompts = list(pool)
+    out: list[Pair] = []
+    for _ in range(n):
+        prompt = prompts[int(rng.integers(len(prompts)))]
+        responses = pool[prompt]
+        a = responses[int(rng.integers(len(responses)))]
+        ra = true_reward(prompt, a)
+        partners = [b for b in responses if b != a and abs(true_reward(prompt, b) - ra) <= tie_eps]
+        b = partners[int(rng.integers(len(partners)))] if partners else permuted(a)
+        if rng.random() < 0.5:
+            a, b = b, a
+        delta = true_reward(prompt, a) - true_reward(prompt, b)
+        out.append(Pair(tuple(prompt), tuple(a), tuple(b), float(delta), True, False))
+    return out
+
+
+def ties_for_share(deterministic: int, share: float) -> int:
+    """How many non-deterministic pairs make them ``share`` of all pairs, the deterministic
+    ones kept as they are: share / (1 - share) x deterministic."""
+    if not 0 <= share < 1:
+        raise ValueError(f"a non-deterministic share must lie in [0, 1), got {share}")
+    return round(share / (1 - share) * deterministic)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, OPTConfig, PretrainedConfig
@@ -86,6 +86,13 @@ def build_tiny_model(
         eos_id=tokenizer.eos_token_id,
         bos_id=tokenizer.bos_token_id,
     )
+    return save_random_init(config, tokenizer, out, seed=seed)
+
+
+def save_random_init(config: Any, tokenizer: Any, out: Path, *, seed: int) -> Path:
+    """A float32 random-init causal LM of ``config`` (seeded without touching the global RNG) with
+    the tokenizer's special ids as its generation defaults, saved with the tokenizer to ``out``:
+    an ordinary Hugging Face folder, loaded back as a hub model would be."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
