@@ -16,7 +16,7 @@ from drdo_ray.data.tokenize import encode_prompt, encode_response
 from drdo_ray.errors import UserError
 from drdo_ray.losses import drdo_loss
 from drdo_ray.models import collate_pairs, pair_forward, scale_grad
-from drdo_ray.train.diagnostics import term_gradients
+from drdo_ray.train.diagnostics import term_gradients, term_grads_apply
 from drdo_ray.train.loop import load_model
 
 PAIRS = [
@@ -271,3 +271,14 @@ def test_term_gradients_with_chunked_logps(tiny_model_dir, batch) -> None:
     chunked_cfg = _cfg(tiny_model_dir, logps_chunk_size=5)
     model = load_model(chunked_cfg)
     assert term_gradients(model, batch, chunked_cfg) == pytest.approx(plain, rel=1e-4)
+
+
+def test_term_gradients_are_logged_where_they_apply(tiny_model_dir) -> None:
+    assert term_grads_apply(_cfg(tiny_model_dir)) and term_grads_apply(
+        _cfg(tiny_model_dir, loss="drdo_minus_r")
+    )
+    assert not term_grads_apply(_cfg(tiny_model_dir, loss="dpo"))
+    assert not term_grads_apply(_cfg(tiny_model_dir, stage="oracle", loss=None))
+    assert not term_grads_apply(_cfg(tiny_model_dir, term_grads=False))
+    assert term_grads_apply(_cfg(tiny_model_dir, deepspeed={"enabled": True, "zero_stage": 2}))
+    assert not term_grads_apply(_cfg(tiny_model_dir, deepspeed={"enabled": True, "zero_stage": 3}))
