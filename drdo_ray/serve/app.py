@@ -105,9 +105,11 @@ class OpenAIServer:
     def __init__(self, settings: dict[str, Any], api_key: str | None = None) -> None:
         self.cfg = ServeConfig.model_validate(settings)
         kwargs: dict[str, Any] = {"dtype": self.cfg.dtype, "name": self.cfg.served_model_name}
-        if resolve_backend(self.cfg.backend, self.cfg.model) == "vllm":
+        model = local_model(self.cfg.model)  # the folder the backend choice reads (head size)
+        backend = resolve_backend(self.cfg.backend, model)
+        if backend == "vllm":
             kwargs.update(self.cfg.engine_kwargs)
-        self.engine = make_engine(local_model(self.cfg.model), self.cfg.backend, **kwargs)
+        self.engine = make_engine(model, backend, **kwargs)
         self.name = self.engine.name
         self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
