@@ -226,7 +226,3 @@ def plot_ood(
     ax_n.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-# bench/quality.py's spelling until it imports save_figure.
-_save = save_figure

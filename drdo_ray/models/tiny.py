@@ -104,7 +104,3 @@ def save_random_init(config: Any, tokenizer: Any, out: Path, *, seed: int) -> Pa
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
-
-
-# bench/toy_lm.py's spelling until it imports tiny_config.
-_config = tiny_config

@@ -272,7 +272,3 @@ def fit_oracles(cfg: TrainConfig, console: Console | None = None) -> list[dict[s
         fit(cfg.model_copy(update={"head_seed": k, "name": f"{base}-{k}"}), console)
         for k in range(cfg.ensemble)
     ]
-
-
-# bench/toy_lm.py's spelling until it imports export_fn.
-_export_fn = export_fn
