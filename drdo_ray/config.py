@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .errors import UserError
 
@@ -707,12 +710,95 @@ PIPELINE_STAGES = (
 )
 
 
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _runs_by_name(value: Any) -> Any:
+    return {str(name): None for name in value} if isinstance(value, list) else value
+
+
+class PipelineSection(StageConfig):
+    """A section of the pipeline YAML: a stage config's fields minus those the pipeline derives
+    from ``run_dir`` and the dataset/policy names (``derived``), plus the section's own keys."""
+
+    derived: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_derived_fields(cls, data: Any) -> Any:
+        clash = sorted(set(data) & cls.derived) if isinstance(data, dict) else []
+        if clash:
+            raise PydanticCustomError(
+                "derived_field",
+                "{names} is set by the pipeline (from run_dir and the stage's dataset/model names); remove it",
+                {"names": ", ".join(clash)},
+            )
+        return data
+
+
+def _section(cls: type[StageConfig], name: str, derived: set[str], **own: Any) -> type[PipelineSection]:
+    """The section model of ``cls``: its fields (constraints, defaults) minus ``derived`` and the
+    ``own`` keys that replace them (a dataset name instead of a folder); fields required by
+    ``cls`` are optional here (the pipeline supplies them: a model, a label)."""
+    fields: dict[str, Any] = {
+        key: (info.annotation, info) if not info.is_required() else (info.annotation | None, None)
+        for key, info in cls.model_fields.items()
+        if key not in derived and key not in own
+    }
+    model = create_model(name, __base__=PipelineSection, __module__=__name__, **fields, **own)
+    model.derived = frozenset(derived - own.keys())
+    model.__doc__ = f"{cls.__name__} fields of one pipeline section; {', '.join(sorted(model.derived))} come from the pipeline."
+    return model
+
+
+# One name or a list of names (datasets, policies, prompt sets).
+_Names = Annotated[list[str] | None, BeforeValidator(_listed)]
+_TRAIN_DERIVED = {"stage", "name", "run_dir", "data"}
+
+TinyModelSection = _section(TinyModelConfig, "TinyModelSection", {"out"})
+DatasetSection = _section(PrepareConfig, "DatasetSection", {"out"})
+TrainSection = _section(TrainConfig, "TrainSection", _TRAIN_DERIVED)
+TrainDataSection = _section(TrainConfig, "TrainDataSection", _TRAIN_DERIVED, data=(str | None, None))
+AlignSection = _section(
+    TrainConfig,
+    "AlignSection",
+    _TRAIN_DERIVED,
+    # [drdo, dpo] or {drdo: {gamma: 2}}: each run's TrainConfig fields over the section's.
+    runs=(Annotated[dict[str, TrainSection | None] | None, BeforeValidator(_runs_by_name)], None),
+)
+ScoreSection = _section(
+    ScoreConfig, "ScoreSection", {"data", "out", "oracles", "reference"}, data=(str | None, None)
+)
+GenerateSection = _section(
+    GenerateConfig,
+    "GenerateSection",
+    {"model", "prompts", "out"},
+    prompts=(_Names, None),
+    policies=(_Names, None),
+)
+_COMPARE = {"a": (str, "align-drdo"), "against": (_Names, None), "prompts": (_Names, None)}
+WinrateSection = _section(WinrateConfig, "WinrateSection", {"a", "b", "out", "oracle"}, **_COMPARE)
+JudgeSection = _section(JudgeConfig, "JudgeSection", {"a", "b", "out"}, **_COMPARE)
+KLSection = _section(
+    KLConfig,
+    "KLSection",
+    {"policy", "reference", "samples", "out"},
+    policies=(_Names, None),
+    prompts=(str | None, None),  # one prompt set
+)
+ReportSection = _section(ReportConfig, "ReportSection", {"run"})
+
+
 class PipelineConfig(StageConfig):
     """`drdo-ray pipeline` / jobs/pipeline.py: one experiment, every stage, one run directory (YAML
     section `pipeline`). A stage section holds fields of that stage's own config (PrepareConfig,
     TrainConfig, ScoreConfig, GenerateConfig, WinrateConfig, JudgeConfig, KLConfig, ReportConfig)
     minus the paths derived from ``run_dir``, plus a few pipeline keys naming datasets and
-    policies; ``drdo_ray.pipeline.plan`` builds and validates every stage's config from them."""
+    policies. Each section is typed (the ``*Section`` models above), so a misspelled key or a
+    wrong type is an error naming its section path when the YAML loads; ``drdo_ray.pipeline.plan``
+    then builds every stage's config from the keys a section sets (defaults < ``train`` < the
+    stage's section < what the pipeline derives)."""
 
     run_dir: str = Field(
         description="local path or s3://...: data/ models/ train/ scored/ samples/ eval/ report/"
@@ -721,34 +807,49 @@ class PipelineConfig(StageConfig):
     base_model: str | None = Field(
         None, description="hub id or folder SFT starts from; default: the tiny model"
     )
-    tiny_model: dict[str, Any] | None = Field(
+    tiny_model: TinyModelSection | None = Field(
         None, description="TinyModelConfig fields: build RUN/models/tiny"
     )
-    datasets: dict[str, dict[str, Any]] = Field(
+    datasets: dict[str, DatasetSection] = Field(
         min_length=1, description="name -> PrepareConfig fields (RUN/data/<name>)"
     )
-    train: dict[str, Any] = Field(
-        default_factory=dict, description="TrainConfig fields shared by every training stage"
+    train: TrainSection = Field(
+        default_factory=TrainSection, description="TrainConfig fields shared by every training stage"
     )
-    sft: dict[str, Any] | None = Field(None, description="TrainConfig fields; data: a dataset name")
-    oracle: dict[str, Any] | None = Field(
+    sft: TrainDataSection | None = Field(
+        None,
+        description="TrainConfig fields; data: a dataset name",
+    )
+    oracle: TrainDataSection | None = Field(
         None, description="TrainConfig fields; model defaults to RUN/models/sft"
     )
     ensemble: int = Field(
         0, ge=0, description="e-DPO: K plain Bradley-Terry Oracles, oracle's settings, seeds 0..K-1"
     )
-    score: dict[str, Any] | None = Field(None, description="ScoreConfig fields; data: the dataset to score")
-    align: dict[str, Any] | None = Field(
+    score: ScoreSection | None = Field(
+        None,
+        description="ScoreConfig fields; data: the dataset to score",
+    )
+    align: AlignSection | None = Field(
         None, description="TrainConfig fields of every run + runs: {name: overrides}"
     )
-    generate: dict[str, Any] | None = Field(
+    generate: GenerateSection | None = Field(
         None, description="GenerateConfig fields + prompts: [datasets], policies"
     )
-    winrate: dict[str, Any] | None = Field(None, description="WinrateConfig fields + a, against, prompts")
-    judge: dict[str, Any] | None = Field(None, description="JudgeConfig fields + a, against, prompts")
-    kl: dict[str, Any] | None = Field(None, description="KLConfig fields + policies, prompts")
-    report: dict[str, Any] | None = Field(
-        default_factory=dict, description="ReportConfig fields; null: no report"
+    winrate: WinrateSection | None = Field(
+        None,
+        description="WinrateConfig fields + a, against, prompts",
+    )
+    judge: JudgeSection | None = Field(
+        None,
+        description="JudgeConfig fields + a, against, prompts",
+    )
+    kl: KLSection | None = Field(
+        None,
+        description="KLConfig fields + policies, prompts",
+    )
+    report: ReportSection | None = Field(
+        default_factory=ReportSection, description="ReportConfig fields; null: no report"
     )
 
     def model_post_init(self, _: Any) -> None:

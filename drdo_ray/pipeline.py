@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -136,9 +136,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pop(section: dict[str, Any] | None, keys: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _given(section: BaseModel | None) -> dict[str, Any]:
+    """The keys a (validated) section sets: a stage config is built from defaults < these < what
+    the pipeline derives, so the section's own defaults must not hide the shared ``train`` keys."""
+    return section.model_dump(exclude_unset=True) if section is not None else {}
+
+
+def _pop(section: BaseModel | None, keys: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a section into the pipeline's own keys and the stage config's fields."""
-    fields = dict(section or {})
+    fields = _given(section)
     return {k: fields.pop(k) for k in keys if k in fields}, fields
 
 
@@ -222,7 +228,7 @@ class _Planner:
         if self.cfg.tiny_model is None:
             return
         out = self.path("models", "tiny")
-        tiny = _build(TinyModelConfig, "tiny_model", self.cfg.tiny_model, fixed={"out": out})
+        tiny = _build(TinyModelConfig, "tiny_model", _given(self.cfg.tiny_model), fixed={"out": out})
         self.add("model", "model", tiny, _build_tiny, out, "config.json")
         self.base = self.base or out
 
@@ -232,7 +238,7 @@ class _Planner:
             prep = _build(
                 PrepareConfig,
                 f"datasets.{name}",
-                fields or {},
+                _given(fields),
                 fixed={"out": out},
                 defaults={"tokenizer": self.base},
             )
@@ -260,7 +266,7 @@ class _Planner:
         tc = _build(
             TrainConfig,
             where,
-            _merge(self.cfg.train, fields),
+            _merge(_given(self.cfg.train), fields),
             fixed={**fixed, "run_dir": self.run},
             defaults=defaults,
         )
@@ -277,7 +283,7 @@ class _Planner:
         )
         self.models[str(tc.name)] = out
 
-    def _dataset(self, section: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    def _dataset(self, section: BaseModel, where: str) -> tuple[str, dict[str, Any]]:
         """(dataset name, the stage's own fields) of a section naming one dataset in ``data``."""
         own, fields = _pop(section, ["data"])
         return _one(own.get("data"), where, self.datasets, "datasets"), fields
@@ -350,10 +356,8 @@ class _Planner:
         if self.cfg.align is None:
             return
         own, shared = _pop(self.cfg.align, ["runs"])
-        runs = own.get("runs")
-        if isinstance(runs, list):
-            runs = {str(name): {} for name in runs}
-        if not isinstance(runs, dict) or not runs:
+        runs = own.get("runs")  # {name: overrides or None}; the section turns a list into this
+        if not runs:
             raise UserError("pipeline.align.runs: name the runs, e.g. [drdo, dpo] or {drdo: {gamma: 2}}")
         for run_name, overrides in runs.items():
             overrides = dict(overrides or {})
@@ -495,7 +499,7 @@ class _Planner:
         rc = _build(
             ReportConfig,
             "report",
-            self.cfg.report,
+            _given(self.cfg.report),
             fixed={"run": self.run},
             defaults={"title": self.cfg.title},
         )
@@ -513,8 +517,10 @@ class _Planner:
 
 
 def plan(cfg: PipelineConfig) -> list[Step]:
-    """Every step of ``cfg`` in run order, each with its validated stage config. Raises UserError
-    naming the section for any invalid field or dangling dataset/policy name: nothing runs first."""
+    """Every step of ``cfg`` in run order, each with its validated stage config. Key and type errors
+    were already raised by ``cfg``'s typed sections; this raises UserError naming the section for a
+    dangling dataset/policy name or a stage config its merged fields make invalid (a loss name, a
+    cross-field rule): nothing runs first."""
     p = _Planner(cfg)
     p.model()
     p.prepare()
@@ -619,7 +625,9 @@ def run_pipeline(
 
     status_path = storage.join(run, STATUS_FILE)
     status: dict[str, Any] = storage.read_json(status_path) if _exists(status_path) else {}
-    status.update(title=cfg.title, run_dir=run, config=_redacted(cfg.model_dump(mode="json")))
+    # The config as given: a typed section's defaults would misstate what train < stage layering chose.
+    given = cfg.model_dump(mode="json", exclude_unset=True)
+    status.update(title=cfg.title, run_dir=run, config=_redacted(given))
     record: dict[str, Any] = status.setdefault("stages", {})
     console.print(f"[bold]pipeline[/] {cfg.title or ''} -> {run}: {len(chosen)} of {len(steps)} stages")
     started_all = time.perf_counter()

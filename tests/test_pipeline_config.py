@@ -140,15 +140,9 @@ BASE = {
     ("change", "message"),
     [
         ({"sft": {"data": "nope"}}, "pipeline.sft.data: nope is not one of the datasets: prefs, sft_data"),
-        ({"sft": {"data": "sft_data", "run_dir": "x"}}, "pipeline.sft: run_dir is set by the pipeline"),
-        ({"align": {"runs": {"drdo": {"lr": -1}}}}, r"pipeline.align.runs.drdo: invalid TrainConfig: lr"),
         ({"align": {"runs": ["edpo"]}}, "align.runs.edpo: .*ensemble: K"),
         ({"align": {"runs": ["bogus"]}}, "align.runs.bogus: invalid TrainConfig: loss"),
         ({"score": None}, "align.runs.drdo: alignment reads scored data"),
-        (
-            {"datasets": {"prefs": {"source": "reddit", "input": "x"}}},
-            "pipeline.datasets.prefs: invalid PrepareConfig",
-        ),
         (
             {"generate": {"prompts": ["prefs"], "policies": ["align-dpo"]}},
             "generate.policies: align-dpo is not one",
@@ -159,6 +153,46 @@ BASE = {
 def test_bad_references_fail_before_anything_runs(change, message):
     with pytest.raises(UserError, match=message):
         plan(PipelineConfig.model_validate(BASE | change))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sft": {"data": "sft_data", "lrr": 1e-5}}, "sft.lrr: Extra inputs are not permitted"),
+        ({"train": {"deepspeed": {"zero": 2}}}, "train.deepspeed.zero: Extra inputs are not permitted"),
+        (
+            {"score": {"data": "prefs", "batch_size": "big"}},
+            "score.batch_size: Input should be a valid integer",
+        ),
+        ({"align": {"runs": {"drdo": {"lr": -1}}}}, "align.runs.drdo.lr: Input should be greater than 0"),
+        ({"align": {"runs": {"drdo": {"gama": 2}}}}, "align.runs.drdo.gama: Extra inputs are not permitted"),
+        (
+            {"generate": {"prompts": ["prefs"], "top_p": "high"}},
+            "generate.top_p: Input should be a valid number",
+        ),
+        ({"generate": {"prompts": [1]}}, "generate.prompts.0: Input should be a valid string"),
+        (
+            {"datasets": {"prefs": {"source": "reddit", "input": "x"}}},
+            "datasets.prefs.source: Input should be",
+        ),
+        ({"sft": {"data": "sft_data", "run_dir": "x"}}, "sft: run_dir is set by the pipeline"),
+        ({"winrate": {"oracle": "x"}}, "winrate: oracle is set by the pipeline"),
+        ({"kl": {"bacth_size": 4}}, "kl.bacth_size: Extra inputs are not permitted"),
+        ({"report": {"titel": "x"}}, "report.titel: Extra inputs are not permitted"),
+    ],
+)
+def test_section_typos_and_wrong_types_name_the_section(tmp_path, change, message):
+    # Each section is a typed model: the YAML fails to load, one line, before any plan is made.
+    with pytest.raises(UserError, match=r"^invalid PipelineConfig: ") as err:
+        load_config(PipelineConfig, config_file=_write(tmp_path, BASE | change), section="pipeline")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sections_keep_only_the_keys_they_set():
+    # A section's own defaults must not hide the shared train keys (defaults < train < stage).
+    cfg = PipelineConfig.model_validate(BASE | {"train": {"lr": 3e-5, "deepspeed": {"enabled": True}}})
+    steps = {s.id: s.config for s in plan(cfg)}
+    assert steps["sft"].lr == steps["align:drdo"].lr == 3e-5 and steps["sft"].deepspeed.enabled
 
 
 def test_stage_selection_by_group_or_id():
