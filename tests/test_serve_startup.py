@@ -119,6 +119,11 @@ def test_autoscaling_cluster_waits_with_health_503_then_fails(
     assert len(message.splitlines()) == 1
     assert time.monotonic() - began < 20 + 30
     assert not {APP, f"{APP}-health"} & _apps()
+    from ray import serve
+
+    # Serve's HTTP proxy keeps the port it started with; a later module that starts Serve on
+    # another port would otherwise join this instance and talk to the wrong port.
+    serve.shutdown()
 
 
 def test_generate_refuses_an_impossible_pool_before_reading_prompts(

@@ -23,6 +23,7 @@ def app(ray_session, vllm_model_dir, vllm_engine_kwargs) -> dict[str, Any]:
 
     from drdo_ray.serve.app import start
 
+    serve.shutdown()  # a Serve instance left by an earlier module would keep its own HTTP port
     url = start(
         ServeConfig(
             model=str(vllm_model_dir),
