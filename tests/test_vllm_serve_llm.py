@@ -34,6 +34,7 @@ def llm_app(ray_session, vllm_model_dir, vllm_engine_kwargs) -> str:
     llm["deployment_config"]["autoscaling_config"].update(max_replicas=1)
     module, attr = spec.import_path.split(":")
     port = free_port()
+    serve.shutdown()  # a running Serve instance would keep its first HTTP port, not this one
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(getattr(importlib.import_module(module), attr)(args), name=spec.name, route_prefix="/")
     yield f"http://127.0.0.1:{port}/v1"
