@@ -40,6 +40,7 @@ from rich.console import Console
 
 from .. import storage
 from ..config import BenchQualityConfig, TrainConfig
+from ..losses import LOSS_INPUTS
 from ..models import PolicyWithRewardHead
 from ..train.loop import load_model
 from ..train.stage import reduction_of
@@ -124,17 +125,14 @@ class QualityBench:
     # ------------------------------------------------------------------ data
 
     def _pool(
-        self, prompts: list[list[str]], sft: Path | None, rng: np.random.Generator, seed: int
+        self, prompts: list[list[str]], sft_model: torch.nn.Module, rng: np.random.Generator, seed: int
     ) -> syn.Pool:
         """Candidate responses per prompt: the off-policy generator's, or the SFT model's samples."""
         size = self.cfg.pool_size
-        if self.cfg.pairs_source == "offpolicy" or sft is None:
+        if self.cfg.pairs_source == "offpolicy":
             return {tuple(p): [syn.offpolicy_response(p, rng) for _ in range(size)] for p in prompts}
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(sft)
         drawn = sample(
-            model,
+            sft_model,
             [self.words.encode(p) for p in prompts],
             self.words,
             temperature=1.0,
@@ -242,8 +240,6 @@ class QualityBench:
                 cols[f"ref_zw_{red}"],
                 cols[f"ref_zl_{red}"],
             )
-            from ..losses import LOSS_INPUTS
-
             out = train(
                 cfg,
                 cols,
@@ -372,14 +368,17 @@ class QualityBench:
                 init_rewards[seed] = self._sample_rewards(init, splits["test"], seed)
                 sft_rewards[seed] = self._sample_rewards(sft, splits["test"], seed)
 
-            pool = self._pool(splits["train"], sft, rng, seed)
+            from transformers import AutoModelForCausalLM
+
+            sft_model = AutoModelForCausalLM.from_pretrained(sft)  # pools and reference log-probs
+            pool = self._pool(splits["train"], sft_model, rng, seed)
             det = syn.deterministic_pairs(
                 pool, self.n_pairs, rng=rng, tie_eps=cfg.tie_eps, bt_scale=cfg.bt_scale, flip=cfg.flip
             )
             ties = syn.tie_pairs(
                 pool, syn.ties_for_share(self.n_pairs, max(self.shares)), rng=rng, tie_eps=cfg.tie_eps
             )
-            held_pool = self._pool(splits["validation"], sft, rng, seed + 500)
+            held_pool = self._pool(splits["validation"], sft_model, rng, seed + 500)
             held = syn.deterministic_pairs(
                 held_pool, cfg.heldout_pairs, rng=rng, tie_eps=cfg.tie_eps, bt_scale=cfg.bt_scale, flip=0.0
             )
@@ -390,9 +389,6 @@ class QualityBench:
                 list(held_cols["rejected_ids"]),
                 np.sign([q.delta for q in held]),
             )
-            from transformers import AutoModelForCausalLM
-
-            sft_model = AutoModelForCausalLM.from_pretrained(sft)
             # The tuning share first, so that seed 0 picks every method's values before using them.
             for share in sorted(self.shares, key=lambda s: s != cfg.tune_share):
                 sk = share_key(share)
