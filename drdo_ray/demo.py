@@ -2,7 +2,7 @@
 :func:`drdo_ray.pipeline.run_pipeline`, the code path of `drdo-ray pipeline`) into one local run
 directory, then a summary: the datasets, the training runs and the report's headline.
 
-The stages: tiny model -> every dataset -> SFT -> Oracle and a 3-member e-DPO ensemble -> score
+The stages: tiny model -> every dataset -> SFT -> Oracle and 3 e-DPO Oracles -> score
 -> align with DRDO, DPO and e-DPO -> sample each policy at four temperatures -> Oracle win rates
 -> judge (only when a key or a judge endpoint is given) -> report. A stage whose outputs exist
 is skipped (``--force`` reruns it)."""

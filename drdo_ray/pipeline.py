@@ -2,7 +2,7 @@
 experiment, in order, under one run directory (local, or ``s3://...`` so that every node of a
 cluster reads and writes the same artifacts).
 
-    model -> prepare -> sft -> oracle (+ e-DPO ensemble) -> score -> align -> generate -> winrate
+    model -> prepare -> sft -> oracle (+ edpo_oracles) -> score -> align -> generate -> winrate
           -> judge -> kl -> report
 
 The config (:class:`~drdo_ray.config.PipelineConfig`) names datasets and policies; :func:`plan`
@@ -11,8 +11,8 @@ with every path derived from the run directory:
 
     RUN/models/tiny/                          tiny_model (offline runs)
     RUN/data/<dataset>/                       prepare
-    RUN/train/<run>/, RUN/models/<run>/       sft, oracle, oracle-ens-<k>, align-<name>
-    RUN/scored/<dataset>[_ensemble]/          score (one Oracle; the e-DPO ensemble)
+    RUN/train/<run>/, RUN/models/<run>/       sft, oracle, oracle-edpo-<k>, align-<name>
+    RUN/scored/<dataset>[_edpo]/              score (the one Oracle; the K e-DPO Oracles)
     RUN/samples/<prompts>/<policy>/           generate
     RUN/eval/<prompts>/<kind>-<a>-vs-<b>/     winrate, judge (kl-<policy>/ for kl)
     RUN/report/                               report
@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import storage
+from .artifacts import edpo_oracle_name
 from .config import (
     PIPELINE_STAGES,
     GenerateConfig,
@@ -200,7 +201,7 @@ class _Planner:
         self.base = cfg.base_model or ""
         self.datasets: dict[str, str] = {}  # dataset name -> prepared folder
         self.models: dict[str, str] = {}  # run name -> exported model folder
-        self.scored: dict[str, str] = {}  # "one" / "ensemble" -> scored dataset folder
+        self.scored: dict[str, str] = {}  # "one" / "edpo" -> scored dataset folder
         self.samples: dict[tuple[str, str], str] = {}  # (prompt set, policy) -> generation folder
         self.prompt_sets: list[str] = []
         self.policies: list[str] = []
@@ -263,10 +264,16 @@ class _Planner:
         fixed: dict[str, Any],
         defaults: dict[str, Any],
     ) -> None:
+        merged = _merge(_given(self.cfg.train), fields)
+        if "edpo_oracles" in merged:
+            raise UserError(
+                f"pipeline.{where}: edpo_oracles is a top-level pipeline key (edpo_oracles: K next to "
+                "the oracle section), not a training setting; move it there"
+            )
         tc = _build(
             TrainConfig,
             where,
-            _merge(_given(self.cfg.train), fields),
+            merged,
             fixed={**fixed, "run_dir": self.run},
             defaults=defaults,
         )
@@ -302,21 +309,28 @@ class _Planner:
 
     def oracles(self) -> None:
         cfg = self.cfg
-        if cfg.ensemble and cfg.oracle is None:
+        if cfg.edpo_oracles and cfg.oracle is None:
             raise UserError(
-                "pipeline.ensemble: the e-DPO Oracles take the oracle section's settings; add one"
+                "pipeline.edpo_oracles: the e-DPO Oracles take the oracle section's settings; add one"
             )
         if cfg.oracle is None:
             return
         name, fields = self._dataset(cfg.oracle, "oracle.data")
         fixed = {"stage": "oracle", "data": self.datasets[name]}
         start = {"model": self.start}
-        self._train("oracle", "oracle", "oracle", fields, fixed | {"name": "oracle", "ensemble": 1}, start)
-        # e-DPO: plain Bradley-Terry Oracles that differ only in their reward head's seed.
-        for k in range(cfg.ensemble):
-            member = {"name": f"oracle-ens-{k}", "ensemble": cfg.ensemble, "head_seed": k}
+        self._train("oracle", "oracle", "oracle", fields, fixed | {"name": "oracle"}, start)
+        # e-DPO: plain Bradley-Terry Oracles (Eq. 2 = Eq. 4 with oracle_alpha 0) that differ only in
+        # their reward head's seed. These two keys override the section's (its oracle_alpha and
+        # head_seed are the main Oracle's); the name is the pipeline's, as for every run.
+        for k in range(cfg.edpo_oracles):
+            member = fields | {"oracle_alpha": 0.0, "head_seed": k}
             self._train(
-                "ensemble", f"ensemble:{k}", "oracle (ensemble member)", fields, fixed | member, start
+                "edpo_oracles",
+                f"edpo_oracles:{k}",
+                "oracle (e-DPO Oracle)",
+                member,
+                fixed | {"name": edpo_oracle_name("oracle", k)},
+                start,
             )
 
     def score(self) -> None:
@@ -325,10 +339,10 @@ class _Planner:
         name, fields = self._dataset(self.cfg.score, "score.data")
         if "oracle" not in self.models:
             raise UserError("pipeline.score: scoring needs the oracle stage (an oracle section)")
-        members = [self.models[f"oracle-ens-{k}"] for k in range(self.cfg.ensemble)]
+        members = [self.models[edpo_oracle_name("oracle", k)] for k in range(self.cfg.edpo_oracles)]
         for kind, suffix, oracles in (
             ("one", "", [self.models["oracle"]]),
-            ("ensemble", "_ensemble", members),
+            ("edpo", "_edpo", members),
         ):
             if not oracles:
                 continue
@@ -362,10 +376,10 @@ class _Planner:
         for run_name, overrides in runs.items():
             overrides = dict(overrides or {})
             loss = overrides.get("loss", run_name)
-            source = self.scored.get("ensemble" if loss == "edpo" else "one")
+            source = self.scored.get("edpo" if loss == "edpo" else "one")
             if source is None:
                 need = (
-                    "a score section and ensemble: K (e-DPO's Oracles)"
+                    "a score section and edpo_oracles: K (e-DPO's Oracles)"
                     if loss == "edpo"
                     else "a score section"
                 )

@@ -172,7 +172,7 @@ def columns_added(num_oracles: int, reference: bool) -> list[str]:
 # ---------------------------------------------------------------------------- provenance
 
 
-def ensemble_size(provenance: dict[str, Any]) -> int:
+def oracle_count(provenance: dict[str, Any]) -> int:
     """How many Oracles scored the dataset (e-DPO needs >= 2 per-member reward columns)."""
     return len(provenance.get("oracles") or [])
 
@@ -319,7 +319,7 @@ def check_scored(
     present = set(_schema(data_dir).names)
     missing = [c for c in needs if c not in present]
     if missing:
-        k = ensemble_size(provenance)
+        k = oracle_count(provenance)
         ref = "with" if provenance.get("reference") else "without"
         raise UserError(
             f"{data_dir} lacks column(s) {', '.join(missing)} (scored with {k} oracle(s), {ref} a reference); "

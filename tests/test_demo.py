@@ -1,6 +1,6 @@
 """The embedded default: `drdo-ray demo` runs configs/demo-tiny-cpu.yaml's pipeline: builds the
-tiny model, prepares every dataset from the shipped samples, trains SFT -> Oracle (+ e-DPO
-ensemble) -> score -> DRDO, DPO, e-DPO, samples, win rates, report; a second run skips what exists.
+tiny model, prepares every dataset from the shipped samples, trains SFT -> Oracle (+ 3 e-DPO
+Oracles) -> score -> DRDO, DPO, e-DPO, samples, win rates, report; a second run skips what exists.
 The demo and `drdo-ray pipeline --config configs/demo-tiny-cpu.yaml` are one code path."""
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ def test_demo_builds_every_artifact_and_skips_on_rerun(ray_session, tmp_path, ca
         assert not (models / name / "reward_head.safetensors").exists()
     scoring = json.loads((tmp_path / "scored" / "tldr_easy" / "scoring.json").read_text())
     assert scoring["rows"] == stats["tldr_easy"]["rows_written"]
-    ensemble = json.loads((tmp_path / "scored" / "tldr_easy_ensemble" / "scoring.json").read_text())
-    assert len(ensemble["oracles"]) == 3  # e-DPO's three Oracles, one per head seed
-    heads = [(models / f"oracle-ens-{k}" / "reward_head.safetensors").read_bytes() for k in range(3)]
+    edpo = json.loads((tmp_path / "scored" / "tldr_easy_edpo" / "scoring.json").read_text())
+    assert len(edpo["oracles"]) == 3  # e-DPO's three Oracles, one per head seed
+    heads = [(models / f"oracle-edpo-{k}" / "reward_head.safetensors").read_bytes() for k in range(3)]
     assert len(set(heads)) == 3
-    for run in ("sft", "oracle", "oracle-ens-0", "align-drdo", "align-dpo", "align-edpo"):
+    for run in ("sft", "oracle", "oracle-edpo-0", "align-drdo", "align-dpo", "align-edpo"):
         status = json.loads((tmp_path / "train" / run / "status.json").read_text())
         assert (status["status"], status["global_step"]) == ("finished", 4)
 

@@ -144,7 +144,7 @@ def test_kl_cli_on_ray(models, ray_session):
                 str(models["gen"]),
                 "--out",
                 str(same),
-                "--temperature",
+                "--at-temperature",
                 "0.7",
                 "--set",
                 "num_gpus_per_actor=0",
@@ -154,6 +154,7 @@ def test_kl_cli_on_ray(models, ray_session):
     )
     zero = json.loads((same / "kl.json").read_text())
     assert zero["kl"] == 0.0 and zero["kl_sampled"] == 0.0 and zero["n_samples"] == 3
+    assert zero["at_temperature"] == 0.7
 
 
 def test_kl_bad_inputs_are_one_line_errors(models, capsys):
@@ -167,7 +168,7 @@ def test_kl_bad_inputs_are_one_line_errors(models, capsys):
         "--out",
         str(models["root"] / "bad"),
     ]
-    assert main([*base, "--samples", str(models["gen"]), "--temperature", "0.2"]) == 2
+    assert main([*base, "--samples", str(models["gen"]), "--at-temperature", "0.2"]) == 2
     assert "no samples at temperature 0.2" in capsys.readouterr().err
     assert main([*base, "--samples", str(models["root"] / "nope")]) == 2
     assert "sample set not found" in capsys.readouterr().err

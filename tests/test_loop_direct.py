@@ -88,7 +88,7 @@ def _cfg(tiny_model_dir, **kw) -> TrainConfig:
 @pytest.mark.parametrize("loss", ALIGN_LOSSES)
 def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_path, loss):
     columns, pad = batches
-    collate = Collator(pad_id=pad, pairs=True, extra=EXTRA[loss], ensemble=3 if loss == "edpo" else 0)
+    collate = Collator(pad_id=pad, pairs=True, extra=EXTRA[loss], edpo_oracles=3 if loss == "edpo" else 0)
     feed = [collate({k: v[i : i + 2] for k, v in columns.items()}) for i in (0, 2)]
     cfg = _cfg(tiny_model_dir, loss=loss)
     before = {k: v.clone() for k, v in load_model(cfg).state_dict().items()}

@@ -67,7 +67,8 @@ def test_stage_facts_come_from_the_specs() -> None:
     assert spec_of(_cfg(stage="oracle")) is LOSS_SPECS["oracle"]
     assert uses_reward_head(_cfg(stage="oracle")) and not uses_reward_head(_cfg(stage="sft"))
     assert loss_kwargs(_cfg(stage="oracle", oracle_alpha=0.2)) == {"alpha": 0.2}
-    assert loss_kwargs(_cfg(stage="oracle", oracle_alpha=0.2, ensemble=3)) == {"alpha": 0.0}
+    # An e-DPO Oracle is an Oracle with oracle_alpha 0 (Eq. 2): no special case in the loss call.
+    assert loss_kwargs(_cfg(stage="oracle", oracle_alpha=0.0, head_seed=2)) == {"alpha": 0.0}
     with pytest.raises(ValueError, match="needs a loss"):
         spec_of(_cfg())
 

@@ -49,7 +49,7 @@ def test_shipped_pipeline_config_builds_every_stage(name):
         "prepare",
         "sft",
         "oracle",
-        "ensemble",
+        "edpo_oracles",
         "score",
         "align",
         "generate",
@@ -67,9 +67,7 @@ def test_shipped_pipeline_config_builds_every_stage(name):
     align = {t.loss for t in trains if t.stage == "align"}
     assert {"drdo", "dpo", "edpo"} <= align
     edpo = next(s for s in steps if s.id == "align:edpo")
-    assert (
-        edpo.config.data.endswith("_ensemble") and "score:" + edpo.config.data.rsplit("/", 1)[1] in edpo.needs
-    )
+    assert edpo.config.data.endswith("_edpo") and "score:" + edpo.config.data.rsplit("/", 1)[1] in edpo.needs
 
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
@@ -95,7 +93,10 @@ def test_paper_configs_carry_table_5(name):
             assert cfg_.weight_decay == 0.05 and cfg_.gradient_checkpointing
     assert (steps["sft"].lr, steps["sft"].warmup_steps) == (1e-5, 100)
     assert (steps["oracle"].lr, steps["oracle"].oracle_alpha, steps["oracle"].epochs) == (1e-5, 0.01, 1)
-    assert [steps[f"ensemble:{k}"].head_seed for k in range(3)] == [0, 1, 2] and "ensemble:3" not in steps
+    assert [steps[f"edpo_oracles:{k}"].head_seed for k in range(3)] == [0, 1, 2]
+    assert "edpo_oracles:3" not in steps
+    # The paper's settings for the main Oracle; its e-DPO Oracles are plain Bradley-Terry.
+    assert [steps[f"edpo_oracles:{k}"].oracle_alpha for k in range(3)] == [0.0] * 3
     drdo = steps["align:drdo"]
     assert (drdo.lr, drdo.max_steps, drdo.alpha, drdo.gamma) == (5e-6, 1000, 0.1, 2.0)
     assert steps["align:dpo"].beta == 0.1
@@ -140,7 +141,7 @@ BASE = {
     ("change", "message"),
     [
         ({"sft": {"data": "nope"}}, "pipeline.sft.data: nope is not one of the datasets: prefs, sft_data"),
-        ({"align": {"runs": ["edpo"]}}, "align.runs.edpo: .*ensemble: K"),
+        ({"align": {"runs": ["edpo"]}}, "align.runs.edpo: .*edpo_oracles: K"),
         ({"align": {"runs": ["bogus"]}}, "align.runs.bogus: invalid TrainConfig: loss"),
         ({"score": None}, "align.runs.drdo: alignment reads scored data"),
         (

@@ -76,7 +76,7 @@ def _config(tmp_path: Path) -> Path:
     cfg["datasets"] = {k: v for k, v in cfg["datasets"].items() if k in ("tldr_easy", "tldr_sft")}
     cfg["train"] |= {"num_workers": 1, "max_steps": 2, "checkpoint_every": 1, "micro_batch_size": 2}
     cfg["oracle"] = {"data": "tldr_easy", "lr": 1.0e-3}
-    cfg["ensemble"] = 0
+    cfg["edpo_oracles"] = 0
     cfg["align"] = {"lr": 5.0e-4, "runs": {"drdo": {}}}
     cfg["generate"] |= {"temperatures": [0.7], "limit": 2, "max_new_tokens": 4}
     cfg["winrate"] = {"a": "align-drdo", "against": ["sft"], "bootstrap": 10}

@@ -22,7 +22,7 @@ from drdo_ray.data.readers import sample_path
 from drdo_ray.data.sources import SOURCES
 from drdo_ray.errors import UserError
 from drdo_ray.models import PolicyWithRewardHead, collate_pairs, pair_forward
-from drdo_ray.scoring import check_scored, ensemble_size, fingerprint, score
+from drdo_ray.scoring import check_scored, fingerprint, oracle_count, score
 
 ROWS = 40
 REF_COLUMNS = ["ref_chosen_logps", "ref_rejected_logps"]
@@ -88,7 +88,7 @@ def scored_sum(work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def scored_ensemble_mean(work) -> Path:
+def scored_edpo_mean(work) -> Path:
     out = work["root"] / "scored-ens"
     _score(
         data=work["prep"],
@@ -129,9 +129,9 @@ def _read(out: Path, ids):
 
 
 @pytest.mark.parametrize("which", ["sum", "mean"])
-def test_scores_equal_a_direct_forward_pass(work, scored_sum, scored_ensemble_mean, which):
+def test_scores_equal_a_direct_forward_pass(work, scored_sum, scored_edpo_mean, which):
     prep = pq.read_table(work["prep"] / "data")
-    out = scored_sum if which == "sum" else scored_ensemble_mean
+    out = scored_sum if which == "sum" else scored_edpo_mean
     table = _read(out, prep["id"].to_pylist())
     assert table.num_rows == prep.num_rows > 0
     assert set(prep.column_names) <= set(table.column_names)  # every input column kept
@@ -150,9 +150,9 @@ def test_scores_equal_a_direct_forward_pass(work, scored_sum, scored_ensemble_me
     )
 
 
-def test_ensemble_keeps_members_and_their_mean(work, scored_ensemble_mean):
+def test_edpo_oracles_keep_members_and_their_mean(work, scored_edpo_mean):
     prep = pq.read_table(work["prep"] / "data")
-    table = _read(scored_ensemble_mean, prep["id"].to_pylist())
+    table = _read(scored_edpo_mean, prep["id"].to_pylist())
     second = _direct(work["oracle2"], prep, reduction="mean")
     np.testing.assert_allclose(
         table["oracle_rejected_1"].to_numpy(), second.rejected_rewards.numpy(), rtol=1e-5, atol=1e-5
@@ -161,8 +161,8 @@ def test_ensemble_keeps_members_and_their_mean(work, scored_ensemble_mean):
         members = np.stack([table[f"oracle_{side}_{k}"].to_numpy() for k in range(2)])
         assert not np.allclose(members[0], members[1])  # different head seeds, different Oracles
         np.testing.assert_allclose(table[f"oracle_{side}"].to_numpy(), members.mean(0), rtol=1e-12)
-    provenance = json.loads((scored_ensemble_mean / "scoring.json").read_text())
-    assert ensemble_size(provenance) == 2
+    provenance = json.loads((scored_edpo_mean / "scoring.json").read_text())
+    assert oracle_count(provenance) == 2
     assert [o["path"] for o in provenance["oracles"]] == [str(work["oracle1"]), str(work["oracle2"])]
 
 
@@ -195,7 +195,7 @@ def test_identical_request_is_reused_different_refused_force_rescores(work, scor
     assert {p.name: p.stat().st_mtime_ns for p in (copy / "data").glob("*.parquet")} != before
 
 
-def test_check_scored(work, scored_sum, scored_ensemble_mean):
+def test_check_scored(work, scored_sum, scored_edpo_mean):
     all_columns = ["oracle_chosen", "oracle_rejected", *REF_COLUMNS]
     provenance = check_scored(
         str(scored_sum),
@@ -204,9 +204,9 @@ def test_check_scored(work, scored_sum, scored_ensemble_mean):
         oracles=[str(work["oracle1"])],
         reference=str(work["model"]),
     )
-    assert ensemble_size(provenance) == 1
+    assert oracle_count(provenance) == 1
     members = ["oracle_chosen_0", "oracle_rejected_0", "oracle_chosen_1", "oracle_rejected_1"]
-    assert ensemble_size(check_scored(str(scored_ensemble_mean), needs=members)) == 2
+    assert oracle_count(check_scored(str(scored_edpo_mean), needs=members)) == 2
     assert check_scored(str(work["prep"]), needs=[]) == {}  # nothing needed, nothing checked
 
     with pytest.raises(UserError, match="oracle_chosen_1"):
@@ -217,7 +217,7 @@ def test_check_scored(work, scored_sum, scored_ensemble_mean):
         check_scored(str(scored_sum), needs=["oracle_chosen"], oracles=[str(work["oracle2"])])
     with pytest.raises(UserError, match="different oracle"):  # the order of an ensemble matters
         check_scored(
-            str(scored_ensemble_mean), needs=members, oracles=[str(work["oracle2"]), str(work["oracle1"])]
+            str(scored_edpo_mean), needs=members, oracles=[str(work["oracle2"]), str(work["oracle1"])]
         )
     with pytest.raises(UserError, match="different reference"):
         check_scored(str(scored_sum), needs=REF_COLUMNS, reference=str(work["oracle1"]))

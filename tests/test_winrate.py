@@ -187,9 +187,9 @@ def test_winrate_matches_direct_scoring_and_pairs_by_key(setup):
         ood["n"] == 11 and ood["bin_width"] == 50 and (out / "ood.png").exists() and (out / "ood.md").exists()
     )
     assert all(p["prompt_tokens"] > 0 for p in pairs)
-    assert main(["eval", "ood", "--result", str(out), "--bin-width", "20", "--temperature", "0.7"]) == 0
+    assert main(["eval", "ood", "--result", str(out), "--bin-width", "20", "--at-temperature", "0.7"]) == 0
     rebinned = json.loads((out / "ood.json").read_text())
-    assert rebinned["bin_width"] == 20 and rebinned["n"] == 5 and rebinned["temperature"] == 0.7
+    assert rebinned["bin_width"] == 20 and rebinned["n"] == 5 and rebinned["at_temperature"] == 0.7
 
 
 def test_winrate_against_references(setup):

@@ -48,7 +48,7 @@ from . import synthetic as syn
 from .quality_report import build_report, plot_report, print_report
 from .toy_lm import Progress, Words, build_model, objects, pair_scores, sample, train
 
-ENSEMBLE = 3
+EDPO_ORACLES = 3
 PAPER_DRDO = {"alpha": 0.1, "gamma": 2.0, "distill_weight": 1.0, "distill_trunk": "full"}
 # Report rows beyond the tuned methods: (row, loss, where its hyperparameters come from, Oracle).
 EXTRA_ROWS = {"drdo_paper": ("drdo", "paper", "oracle"), "drdo_true_r": ("drdo", "drdo", "true")}
@@ -82,7 +82,7 @@ class QualityBench:
         self.temps = list(cfg.temperatures)
         self.methods = list(dict.fromkeys(cfg.methods))
         self.oracles = ["oracle"] + (
-            [f"oracle-bt{k}" for k in range(ENSEMBLE)] if "edpo" in self.methods else []
+            [f"oracle-bt{k}" for k in range(EDPO_ORACLES)] if "edpo" in self.methods else []
         )
         self.shares = cfg.effective_shares()
         self.n_pairs = max(1, round(cfg.pairs * cfg.scale))
@@ -181,8 +181,9 @@ class QualityBench:
                     name=name,
                     model=str(sft),
                     lr=self.cfg.oracle_lr,
-                    ensemble=1 if name == "oracle" else ENSEMBLE,
                     head_seed=k,
+                    # e-DPO's Oracles are plain Bradley-Terry (Eq. 2: Eq. 4 with oracle_alpha 0).
+                    **({} if name == "oracle" else {"oracle_alpha": 0.0}),
                     **self._common(
                         data.run_dir, seed, len(cols["prompt_ids"]), epochs=self.cfg.oracle_epochs
                     ),
@@ -245,7 +246,7 @@ class QualityBench:
                 cols,
                 pad_id=self.words.pad,
                 extra=LOSS_INPUTS[loss],
-                ensemble=ENSEMBLE if loss == "edpo" else 0,
+                edpo_oracles=EDPO_ORACLES if loss == "edpo" else 0,
             )
         metrics = data.run_dir / "train" / name / "metrics.jsonl"
         curve = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]

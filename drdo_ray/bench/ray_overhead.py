@@ -45,7 +45,7 @@ def drdo_under_ray_train(
             "num_rows": rows,
             "pad_id": pad_id,
             "extra": list(extra),
-            "ensemble": 0,
+            "edpo_oracles": 0,
         },
         scaling_config=ScalingConfig(
             num_workers=1,

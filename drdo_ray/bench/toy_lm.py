@@ -90,13 +90,13 @@ def train(
     *,
     pad_id: int,
     extra: Sequence[str] = (),
-    ensemble: int = 0,
+    edpo_oracles: int = 0,
 ) -> Path:
     """One stage through THE loop; returns the exported model folder (run_dir/models/<name>)."""
     from ..train.ray_trainer import export_fn, model_dir
 
     rows = len(columns["prompt_ids"])
-    collate = Collator(pad_id=pad_id, pairs=cfg.stage != "sft", extra=extra, ensemble=ensemble)
+    collate = Collator(pad_id=pad_id, pairs=cfg.stage != "sft", extra=extra, edpo_oracles=edpo_oracles)
     size = cfg.micro_batch_size
 
     def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:

@@ -224,9 +224,9 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     trl_times: dict[str, list[float]] = {}
     for rep in range(cfg.repeats):
         for v in variants:
-            train_cfg, extra, ensemble = _train_config(v, model, cfg, steps)
+            train_cfg, extra, edpo_oracles = _train_config(v, model, cfg, steps)
             sft = v.method == "sft"
-            collate = Collator(pad_id=pad_id, pairs=not sft, extra=extra, ensemble=ensemble)
+            collate = Collator(pad_id=pad_id, pairs=not sft, extra=extra, edpo_oracles=edpo_oracles)
             source = _sft_view(cols) if sft else cols
             metrics_dir = inputs.temp_dir("metrics")
             started = time.perf_counter()

@@ -4,17 +4,16 @@ Keep imports here light (heavy modules load inside the command functions)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ..cli_flags import add_common, add_config_flags, config_from_args
+from ..config import JudgeConfig, KLConfig, OODConfig, ReportConfig, WinrateConfig
+
 console = Console(stderr=True)
-
-
-def _flags(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    return {name: getattr(args, name, None) for name in names}
 
 
 def _rate_table(title: str, result: dict[str, Any], extra: Sequence[str] = ()) -> Table:
@@ -48,32 +47,7 @@ def _outputs(outputs: dict[str, str]) -> None:
 
 
 def cmd_winrate(args: argparse.Namespace) -> None:
-    from ..config import WinrateConfig, load_config
-
-    cfg = load_config(
-        WinrateConfig,
-        config_file=args.config,
-        section="winrate",
-        flags=_flags(
-            args,
-            [
-                "a",
-                "b",
-                "oracle",
-                "out",
-                "a_name",
-                "b_name",
-                "tie_margin",
-                "batch_size",
-                "num_actors",
-                "bootstrap",
-                "seed",
-                "bin_width",
-                "ood_temperature",
-            ],
-        ),
-        overrides=args.overrides,
-    )
+    cfg = config_from_args(WinrateConfig, args, "winrate")
     from .winrate import run_winrate
 
     result = run_winrate(cfg, console)
@@ -85,38 +59,7 @@ def cmd_winrate(args: argparse.Namespace) -> None:
 
 
 def cmd_judge(args: argparse.Namespace) -> None:
-    from ..config import JudgeConfig, load_config
-
-    cfg = load_config(
-        JudgeConfig,
-        config_file=args.config,
-        section="judge",
-        flags=_flags(
-            args,
-            [
-                "a",
-                "b",
-                "out",
-                "model",
-                "base_url",
-                "task",
-                "orders",
-                "max_concurrency",
-                "max_cost",
-                "max_pairs",
-                "cache",
-                "tokenizer",
-                "a_name",
-                "b_name",
-                "seed",
-                "scores",
-                "bootstrap",
-                "bin_width",
-                "ood_temperature",
-            ],
-        ),
-        overrides=args.overrides,
-    )
+    cfg = config_from_args(JudgeConfig, args, "judge")
     from .judge import run_judge
 
     result = run_judge(cfg, console)
@@ -138,28 +81,7 @@ def cmd_judge(args: argparse.Namespace) -> None:
 
 
 def cmd_kl(args: argparse.Namespace) -> None:
-    from ..config import KLConfig, load_config
-
-    cfg = load_config(
-        KLConfig,
-        config_file=args.config,
-        section="kl",
-        flags=_flags(
-            args,
-            [
-                "policy",
-                "reference",
-                "samples",
-                "out",
-                "label",
-                "step",
-                "temperature",
-                "batch_size",
-                "num_actors",
-            ],
-        ),
-        overrides=args.overrides,
-    )
+    cfg = config_from_args(KLConfig, args, "kl")
     from .kl import run_kl
 
     result = run_kl(cfg, console)
@@ -172,15 +94,7 @@ def cmd_kl(args: argparse.Namespace) -> None:
 
 
 def cmd_ood(args: argparse.Namespace) -> None:
-    from ..config import OODConfig, load_config
-
-    cfg = load_config(
-        OODConfig,
-        config_file=args.config,
-        section="ood",
-        flags=_flags(args, ["result", "bin_width", "temperature"]),
-        overrides=args.overrides,
-    )
+    cfg = config_from_args(OODConfig, args, "ood")
     from .ood import markdown_table, rebin
 
     result = rebin(cfg)
@@ -190,15 +104,7 @@ def cmd_ood(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from ..config import ReportConfig, load_config
-
-    cfg = load_config(
-        ReportConfig,
-        config_file=args.config,
-        section="report",
-        flags=_flags(args, ["run", "out", "title"]),
-        overrides=args.overrides,
-    )
+    cfg = config_from_args(ReportConfig, args, "report")
     from .report import build_report
 
     result = build_report(cfg)
@@ -210,108 +116,40 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(result["report"])
 
 
-def _comparison_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--a", help="generation folder of policy A (samples.jsonl|parquet + generation.json)")
-    p.add_argument(
-        "--b", help="generation folder of policy B, or 'reference' for the prompts' reference responses"
-    )
-    p.add_argument("--out", help="output folder (e.g. RUN/eval/<name>)")
-    p.add_argument("--a-name", dest="a_name", help="label of A (default: its generation's model folder name)")
-    p.add_argument("--b-name", dest="b_name", help="label of B")
-    p.add_argument("--bootstrap", type=int, help="bootstrap resamples for the 95%% interval (default 2000)")
-    p.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
-    p.add_argument(
-        "--bin-width", dest="bin_width", type=int, help="OOD bins: prompt tokens per bin (default 50)"
-    )
-    p.add_argument(
-        "--ood-temperature",
-        dest="ood_temperature",
-        type=float,
-        help="OOD bins from this temperature only (default: all)",
-    )
-
-
-def register(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add this package's subcommands. `common` adds --config and --set to a parser."""
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this package's subcommands; their flags are the fields of their configs."""
     evaluate = sub.add_parser("eval", help="evaluate policies: Oracle and judge win rates, KL, OOD bins")
     kinds = evaluate.add_subparsers(dest="eval_command", required=True, metavar="KIND")
-
-    wr = kinds.add_parser("winrate", help="Oracle win rate of A over B per temperature (Ray Data actor pool)")
-    common(wr)
-    _comparison_args(wr)
-    wr.add_argument("--oracle", help="Oracle folder (LM + reward head)")
-    wr.add_argument(
-        "--tie-margin", dest="tie_margin", type=float, help="|r_A - r_B| <= this is a tie (default 0)"
-    )
-    wr.add_argument("--batch-size", dest="batch_size", type=int, help="responses per forward pass")
-    wr.add_argument(
-        "--num-actors", dest="num_actors", type=int, help="scoring actors (one GPU each where CUDA exists)"
-    )
-    wr.set_defaults(func=cmd_winrate)
-
-    jd = kinds.add_parser(
-        "judge", help="LLM-judge win rate through an OpenAI-compatible API (key: OPENAI_API_KEY)"
-    )
-    common(jd)
-    _comparison_args(jd)
-    jd.add_argument("--model", help="judge model (default gpt-4o)")
-    jd.add_argument(
-        "--base-url", dest="base_url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
-    )
-    jd.add_argument(
-        "--task",
-        choices=["auto", "summarize", "instruct"],
-        help="prompt template: summarize (App. G) or instruct (AlpacaEval); auto by the prompts' chat flag",
-    )
-    jd.add_argument(
-        "--orders",
-        choices=["both", "random"],
-        help="both orders per pair (default) or one seeded random order",
-    )
-    jd.add_argument(
-        "--scores",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also ask for scores in [0, 1] (paper Fig. 9; default on)",
-    )
-    jd.add_argument(
-        "--max-concurrency", dest="max_concurrency", type=int, help="requests in flight (default 8)"
-    )
-    jd.add_argument("--max-cost", dest="max_cost", type=float, help="USD: stop before spending more")
-    jd.add_argument("--max-pairs", dest="max_pairs", type=int, help="judge a seeded random subset of N pairs")
-    jd.add_argument("--cache", help="SQLite cache of answers (default OUT/judge_cache.sqlite)")
-    jd.add_argument(
-        "--tokenizer", help="tokenizer for the OOD bins' prompt lengths (default: A's model folder)"
-    )
-    jd.set_defaults(func=cmd_judge)
-
-    kl = kinds.add_parser(
-        "kl", help="token-averaged KL of a policy from its SFT model on its own samples (App. J)"
-    )
-    common(kl)
-    kl.add_argument("--policy", help="policy model folder")
-    kl.add_argument("--reference", help="SFT (reference) model folder")
-    kl.add_argument("--samples", help="generation folder of the policy's own samples")
-    kl.add_argument("--out", help="output folder (e.g. RUN/eval/kl-<name>)")
-    kl.add_argument("--label", help="column label in the report's KL table (default: policy folder name)")
-    kl.add_argument("--step", type=int, help="training step of this checkpoint (row in the KL table)")
-    kl.add_argument("--temperature", type=float, help="only samples at this temperature (paper: 0.7)")
-    kl.add_argument("--batch-size", dest="batch_size", type=int)
-    kl.add_argument("--num-actors", dest="num_actors", type=int)
-    kl.set_defaults(func=cmd_kl)
-
-    ood = kinds.add_parser("ood", help="rebin a winrate/judge result by prompt token length (App. F.2)")
-    common(ood)
-    ood.add_argument("--result", help="a winrate or judge output folder")
-    ood.add_argument("--bin-width", dest="bin_width", type=int, help="prompt tokens per bin (default 50)")
-    ood.add_argument("--temperature", type=float, help="only pairs sampled at this temperature")
-    ood.set_defaults(func=cmd_ood)
+    gpus = {"num_gpus_per_actor": {"flags": ["--num-gpus-per-actor", "--num-gpus"]}}
+    for name, cls, func, text in (
+        (
+            "winrate",
+            WinrateConfig,
+            cmd_winrate,
+            "Oracle win rate of A over B per temperature (Ray Data actor pool)",
+        ),
+        (
+            "judge",
+            JudgeConfig,
+            cmd_judge,
+            "LLM-judge win rate through an OpenAI-compatible API (key: OPENAI_API_KEY)",
+        ),
+        (
+            "kl",
+            KLConfig,
+            cmd_kl,
+            "token-averaged KL of a policy from its SFT model on its own samples (App. J)",
+        ),
+        ("ood", OODConfig, cmd_ood, "rebin a winrate/judge result by prompt token length (App. F.2)"),
+    ):
+        p = kinds.add_parser(name, help=text)
+        add_common(p)
+        add_config_flags(p, cls, custom=gpus if "num_gpus_per_actor" in cls.model_fields else None)
+        p.set_defaults(func=func)
 
     report = sub.add_parser(
         "report", help="Markdown + PNG report of a run directory (training curves, win rates, KL)"
     )
-    common(report)
-    report.add_argument("--run", help="run directory (reads train/*/ and eval/**/)")
-    report.add_argument("--out", help="output folder (default RUN/report)")
-    report.add_argument("--title", help="report title")
+    add_common(report)
+    add_config_flags(report, ReportConfig)
     report.set_defaults(func=cmd_report)

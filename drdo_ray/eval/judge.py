@@ -574,7 +574,7 @@ def run_judge(
             width=cfg.bin_width,
             n_boot=cfg.bootstrap,
             seed=cfg.seed,
-            temperature=cfg.ood_temperature,
+            at_temperature=cfg.ood_at_temperature,
             source="judge",
             a=a.name,
             b=b.name,

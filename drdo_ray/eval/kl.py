@@ -14,7 +14,7 @@ sampled estimator ``log π(y_t) - log π_ref(y_t)``, which is reported beside it
 without the EOS it never produced.
 
     OUT/kl.json            kl, kl_std, kl_token_weighted, kl_sampled, n_samples, n_tokens,
-                           by_temperature, label, step, provenance
+                           by_temperature, label, step, at_temperature (the filter), provenance
     OUT/kl_samples.jsonl   per sample: key, tokens, kl, kl_sampled
 """
 
@@ -170,10 +170,10 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     samples = load_samples(cfg.samples)
     rows = samples.rows
-    if cfg.temperature is not None:
-        rows = rows[(rows["temperature"] - cfg.temperature).abs() < 1e-4]
+    if cfg.at_temperature is not None:
+        rows = rows[(rows["temperature"] - cfg.at_temperature).abs() < 1e-4]
         if rows.empty:
-            raise UserError(f"{cfg.samples} holds no samples at temperature {cfg.temperature:g}")
+            raise UserError(f"{cfg.samples} holds no samples at temperature {cfg.at_temperature:g}")
     policy, reference = resolve(cfg.policy), resolve(cfg.reference)
     check_model(policy, role="policy")
     check_model(reference, role="reference")
@@ -231,7 +231,7 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
         "policy": {"path": policy, "fingerprint": fingerprint(policy)},
         "reference": {"path": reference, "fingerprint": fingerprint(reference)},
         "samples": samples.describe(),
-        "temperature": cfg.temperature,
+        "at_temperature": cfg.at_temperature,
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     storage.makedirs(cfg.out)

@@ -32,23 +32,24 @@ def ood_result(
     width: int = 50,
     n_boot: int = stats.DEFAULT_BOOTSTRAP,
     seed: int = 0,
-    temperature: float | None = None,
+    at_temperature: float | None = None,
     source: str = "",
     a: str = "A",
     b: str = "B",
     tokenizer: str | None = None,
 ) -> dict[str, Any]:
     """Bins of per-pair rows (``outcome`` in win/tie/loss, ``prompt_tokens``, ``prompt_id``,
-    ``temperature``). Rows without a decided outcome (dropped, not judged) or without a prompt
-    length are left out and counted."""
+    ``temperature``); with ``at_temperature``, only the rows sampled at that temperature. Rows
+    without a decided outcome (dropped, not judged) or without a prompt length are left out and
+    counted."""
     kept, no_length = [], 0
     for row in rows:
         if row.get("outcome") not in DECIDED:
             continue
         if (
-            temperature is not None
+            at_temperature is not None
             and row.get("temperature") is not None
-            and round(float(row["temperature"]), 4) != round(float(temperature), 4)
+            and round(float(row["temperature"]), 4) != round(float(at_temperature), 4)
         ):
             continue
         if row.get("prompt_tokens") is None:
@@ -69,7 +70,7 @@ def ood_result(
         "a": a,
         "b": b,
         "bin_width": width,
-        "temperature": temperature,
+        "at_temperature": at_temperature,
         "tokenizer": tokenizer,
         "n": len(kept),
         "no_prompt_length": no_length,
@@ -92,7 +93,7 @@ def markdown_table(ood: Mapping[str, Any]) -> str:
 
 
 def title(ood: Mapping[str, Any]) -> str:
-    temp = f", T={ood['temperature']:g}" if ood.get("temperature") is not None else ""
+    temp = f", T={ood['at_temperature']:g}" if ood.get("at_temperature") is not None else ""
     return f"{ood['a']} vs {ood['b']} ({ood['source']}{temp}): win rate by prompt length"
 
 
@@ -140,7 +141,7 @@ def rebin(cfg: OODConfig) -> dict[str, Any]:
         width=cfg.bin_width,
         n_boot=cfg.bootstrap,
         seed=cfg.seed,
-        temperature=cfg.temperature,
+        at_temperature=cfg.at_temperature,
         source=summary.get("kind", name.split(".")[0]),
         a=(summary.get("a") or {}).get("name", "A"),
         b=(summary.get("b") or {}).get("name", "B"),

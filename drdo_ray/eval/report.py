@@ -419,7 +419,7 @@ def _ood_section(results: list[dict[str, Any]], figures: str, out: str) -> str:
             ]
             for b in r.get("bins", [])
         ]
-        temp = f", T={r['temperature']:g}" if r.get("temperature") is not None else ""
+        temp = f", T={r['at_temperature']:g}" if r.get("at_temperature") is not None else ""
         parts.append(
             f"<details><summary>{r.get('a')} vs {r.get('b')} ({evaluator}{temp}): {len(rows)} bins of "
             f"{r.get('bin_width')} tokens</summary>\n\n"

@@ -27,13 +27,13 @@ class Collator:
         pad_id: int,
         pairs: bool,
         extra: Sequence[str] = (),
-        ensemble: int = 0,
+        edpo_oracles: int = 0,
         padding_side: str = "right",
     ) -> None:
         self.pad_id = pad_id
         self.pairs = pairs
         self.extra = tuple(extra)
-        self.ensemble = ensemble
+        self.edpo_oracles = edpo_oracles
         self.padding_side = padding_side
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -51,8 +51,10 @@ class Collator:
                 prompts, _lists(batch["chosen_ids"]), pad_id=self.pad_id, padding_side=self.padding_side
             )
         for name in self.extra:
-            if self.ensemble and name in ("oracle_chosen", "oracle_rejected"):
-                members = [np.asarray(batch[f"{name}_{k}"], dtype=np.float32) for k in range(self.ensemble)]
+            if self.edpo_oracles and name in ("oracle_chosen", "oracle_rejected"):
+                members = [
+                    np.asarray(batch[f"{name}_{k}"], dtype=np.float32) for k in range(self.edpo_oracles)
+                ]
                 out[name] = torch.from_numpy(np.stack(members))
             else:
                 out[name] = torch.from_numpy(np.asarray(batch[name], dtype=np.float32))

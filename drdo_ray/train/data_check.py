@@ -20,7 +20,7 @@ class DataInfo:
     num_rows: int
     columns: tuple[str, ...]  # the columns training reads
     extra: tuple[str, ...]  # score columns passed to the loss
-    ensemble: int  # number of oracle_chosen_k columns the loss stacks (e-DPO), 0 otherwise
+    edpo_oracles: int  # number of oracle_chosen_k columns the loss stacks (e-DPO), 0 otherwise
 
 
 def inspect_data(cfg: TrainConfig) -> DataInfo:
@@ -52,14 +52,14 @@ def inspect_data(cfg: TrainConfig) -> DataInfo:
             )
 
     extra = score_columns(cfg)
-    ensemble = 0
+    edpo_oracles = 0
     if cfg.loss == "edpo":
-        ensemble = sum(1 for n in names if n.startswith("oracle_chosen_"))
+        edpo_oracles = sum(1 for n in names if n.startswith("oracle_chosen_"))
     if extra:
         from ..scoring import check_scored
 
-        needs = [c for c in extra if not (ensemble and c.startswith("oracle_"))]
-        needs += [f"{side}_{k}" for side in ("oracle_chosen", "oracle_rejected") for k in range(ensemble)]
+        needs = [c for c in extra if not (edpo_oracles and c.startswith("oracle_"))]
+        needs += [f"{side}_{k}" for side in ("oracle_chosen", "oracle_rejected") for k in range(edpo_oracles)]
         check_scored(
             cfg.data,
             needs=needs,
@@ -72,6 +72,6 @@ def inspect_data(cfg: TrainConfig) -> DataInfo:
     columns = tuple(token_columns) + tuple(
         c
         for c in sorted(names)
-        if c in extra or (ensemble and c.startswith(("oracle_chosen_", "oracle_rejected_")))
+        if c in extra or (edpo_oracles and c.startswith(("oracle_chosen_", "oracle_rejected_")))
     )
-    return DataInfo(path=path, num_rows=num_rows, columns=columns, extra=extra, ensemble=ensemble)
+    return DataInfo(path=path, num_rows=num_rows, columns=columns, extra=extra, edpo_oracles=edpo_oracles)

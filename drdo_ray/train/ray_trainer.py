@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 from rich.console import Console
 
 from .. import storage
-from ..artifacts import check_model, is_hub_id, local_model, pad_id
+from ..artifacts import check_model, edpo_oracle_name, is_hub_id, local_model, pad_id
 from ..config import TrainConfig
 from ..errors import UserError
 from ..losses import ALIGN_LOSSES, LOSS_INPUTS
@@ -118,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         pad_id=config["pad_id"],
         pairs=cfg.stage != "sft",
         extra=config["extra"],
-        ensemble=config["ensemble"],
+        edpo_oracles=config["edpo_oracles"],
         padding_side=cfg.padding_side,
     )
 
@@ -192,6 +192,8 @@ def _absolute(path: str | None) -> str | None:
 
 def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     """Run one training stage; returns the final metrics and where the model went."""
+    if cfg.edpo_oracles:  # K runs, named by edpo_oracle_name: fit_oracles trains them one by one
+        raise UserError("fit trains one model; train the e-DPO Oracles (edpo_oracles) with fit_oracles")
     console = console or Console(stderr=True)
     cfg, info = validate(cfg)
     pad = pad_id(cfg.model)
@@ -218,7 +220,7 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
             "num_rows": info.num_rows,
             "pad_id": pad,
             "extra": list(info.extra),
-            "ensemble": info.ensemble,
+            "edpo_oracles": info.edpo_oracles,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
@@ -263,12 +265,23 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
 
 
 def fit_oracles(cfg: TrainConfig, console: Console | None = None) -> list[dict[str, Any]]:
-    """The Oracle stage: one Oracle (Eq. 4), or an e-DPO ensemble of K plain Bradley-Terry
-    Oracles that differ only in their reward head's seed."""
-    if cfg.ensemble == 1:
+    """The Oracle stage: one Oracle (Eq. 4), or with ``edpo_oracles`` K the e-DPO Oracles: plain
+    Bradley-Terry Oracles (Eq. 2, i.e. Eq. 4 with ``oracle_alpha`` 0) that differ only in their
+    reward head's seed, named by :func:`~drdo_ray.artifacts.edpo_oracle_name` (as the pipeline's)."""
+    if not cfg.edpo_oracles:
         return [fit(cfg, console)]
     base = cfg.name or "oracle"
     return [
-        fit(cfg.model_copy(update={"head_seed": k, "name": f"{base}-{k}"}), console)
-        for k in range(cfg.ensemble)
+        fit(
+            cfg.model_copy(
+                update={
+                    "edpo_oracles": 0,
+                    "oracle_alpha": 0.0,
+                    "head_seed": k,
+                    "name": edpo_oracle_name(base, k),
+                }
+            ),
+            console,
+        )
+        for k in range(cfg.edpo_oracles)
     ]

@@ -35,10 +35,7 @@ def reduction_of(cfg: TrainConfig) -> str:
 
 def loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The loss's keyword hyperparameters, read from the config fields its spec names."""
-    kwargs = {kw: getattr(cfg, field) for field, kw in spec_of(cfg).hyperparams.items()}
-    if cfg.stage == "oracle" and cfg.ensemble > 1:
-        kwargs["alpha"] = 0.0  # e-DPO's ensemble members are plain Bradley-Terry (paper Eq. 2)
-    return kwargs
+    return {kw: getattr(cfg, field) for field, kw in spec_of(cfg).hyperparams.items()}
 
 
 def pair_tensors(pair: PairOutput, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:

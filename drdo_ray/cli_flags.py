@@ -1,0 +1,160 @@
+"""Command-line flags declared by the stage configs: a command names the config fields it exposes,
+and each flag's name, type, choices, default and help come from that field (config.py), so a
+setting is declared once. Every package that owns commands (train, data, serve, eval, bench) builds
+its parsers with these helpers; no command keeps its own list of flag names.
+
+    add_config_flags(parser, TrainConfig, ["lr", "deepspeed.zero_stage"])   # --lr, --zero-stage
+    cfg = config_from_args(TrainConfig, args, section="align")              # YAML < flags < --set
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from .config import StageConfig, load_config
+
+C = TypeVar("C", bound=StageConfig)
+
+FIELDS_KEY = "config_fields"  # the parser default listing the field paths its flags set
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--set KEY=VALUE``: every command takes them."""
+    parser.add_argument("--config", help="YAML file with this stage's settings")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting (repeatable; dotted keys for nested settings)",
+    )
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    cls: type[BaseModel],
+    fields: Sequence[str] | None = None,
+    *,
+    exclude: Collection[str] = (),
+    custom: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """A ``--kebab-name`` flag for each field path of ``cls`` (``deepspeed.zero_stage`` is
+    ``--zero-stage`` and sets that nested field); ``fields=None``: every field a flag can hold
+    (not ``exclude``; dicts, tuples and nested configs stay with ``--config`` and ``--set``).
+    ``custom[path]`` adds or replaces argparse keywords; ``flags`` there replaces the option strings."""
+    if fields is None:
+        fields = [name for name, info in cls.model_fields.items() if name not in exclude and flaggable(info)]
+    for path in fields:
+        kwargs = _argparse_kwargs(path, _field(cls, path))
+        kwargs.update((custom or {}).get(path, {}))
+        options = kwargs.pop("flags", None) or ["--" + path.rsplit(".", 1)[-1].replace("_", "-")]
+        parser.add_argument(*options, dest=path, default=None, **kwargs)
+    parser.set_defaults(**{FIELDS_KEY: [*(parser.get_default(FIELDS_KEY) or []), *fields]})
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """{field path: value} of the config flags given on the command line."""
+    return {path: getattr(args, path) for path in getattr(args, FIELDS_KEY, [])}
+
+
+def config_from_args(
+    cls: type[C], args: argparse.Namespace, section: str, extra: dict[str, Any] | None = None
+) -> C:
+    """``cls`` from defaults < ``--config`` (its ``section``) < the flags (and ``extra``) < ``--set``."""
+    return load_config(
+        cls,
+        config_file=args.config,
+        section=section,
+        flags=flag_values(args) | (extra or {}),
+        overrides=args.overrides,
+    )
+
+
+def _field(cls: type[BaseModel], path: str) -> FieldInfo:
+    *parents, leaf = path.split(".")
+    model = cls
+    for name in parents:
+        model = _unwrap(model.model_fields[name].annotation)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"{cls.__name__}.{path}: {name} is not a nested config")
+    if leaf not in model.model_fields:
+        raise TypeError(f"{cls.__name__} has no field {path}")
+    return model.model_fields[leaf]
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; ``Annotated[X, ...]`` -> ``X`` (the validators run in the config)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _csv(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    """'a,b' -> [item(a), item(b)]."""
+
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [item(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects comma-separated values, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("is empty; give at least one value")
+        return values
+
+    parse.__name__ = "comma-separated list"
+    return parse
+
+
+def flaggable(info: FieldInfo) -> bool:
+    """Whether a flag can hold this field (a scalar, a choice, a list of scalars)."""
+    try:
+        _argparse_kwargs("", info)
+    except TypeError:
+        return False
+    return True
+
+
+def _argparse_kwargs(path: str, info: FieldInfo) -> dict[str, Any]:
+    annotation = _unwrap(info.annotation)
+    origin = typing.get_origin(annotation)
+    name = path.rsplit(".", 1)[-1]
+    kwargs: dict[str, Any] = {}
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif origin is Literal:
+        choices = list(typing.get_args(annotation))
+        kwargs.update(choices=choices, type=type(choices[0]))
+    elif annotation in (int, float, str):
+        kwargs.update(type=annotation, metavar=name.upper())
+    elif origin is list:
+        (item,) = typing.get_args(annotation)
+        scalar = type(typing.get_args(item)[0]) if typing.get_origin(item) is Literal else item
+        if scalar not in (int, float, str):
+            raise TypeError(f"no flag for {path}: list of {item}")
+        kwargs.update(type=_csv(scalar), metavar="A,B,...")
+    else:
+        raise TypeError(f"no flag for {path}: {info.annotation} (use --set)")
+    kwargs["help"] = _help(info)
+    return kwargs
+
+
+def _help(info: FieldInfo) -> str:
+    text = info.description or ""
+    default = info.get_default(call_default_factory=True)
+    if default is not PydanticUndefined and default is not None and "default" not in text:
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        text = f"{text} (default: {shown})" if text else f"default: {shown}"
+    return text.replace("%", "%%")  # argparse formats help with %
