@@ -40,7 +40,9 @@ class StageConfig(BaseModel):
     def _no_renamed_keys(cls, data: Any) -> Any:
         old = sorted(set(data) & cls.renamed.keys()) if isinstance(data, dict) else []
         if old:
-            raise ValueError("; ".join(f"`{key}` was renamed to `{cls.renamed[key]}`" for key in old))
+            raise PydanticCustomError(
+                "renamed_key", "; ".join(f"`{key}` was renamed to `{cls.renamed[key]}`" for key in old)
+            )
         return data
 
 
@@ -85,6 +87,13 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def describe_errors(err: ValidationError) -> str:
+    """One line: ``section.key: message`` per problem (a whole-config check names its own keys)."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in err.errors()
+    )
+
+
 def load_config(
     cls: type[C],
     *,
@@ -119,10 +128,7 @@ def load_config(
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in err.errors()
-        )
-        raise UserError(f"invalid {cls.__name__}: {problems}") from None
+        raise UserError(f"invalid {cls.__name__}: {describe_errors(err)}") from None
 
 
 class ScoreConfig(StageConfig):
@@ -810,6 +816,12 @@ class PipelineSection(StageConfig):
     @classmethod
     def _no_derived_fields(cls, data: Any) -> Any:
         clash = sorted(set(data) & cls.derived) if isinstance(data, dict) else []
+        if "edpo_oracles" in clash:
+            raise PydanticCustomError(
+                "top_level_key",
+                "edpo_oracles is a top-level pipeline key (edpo_oracles: K beside the oracle section), "
+                "not a section's setting; move it there",
+            )
         if clash:
             raise PydanticCustomError(
                 "derived_field",
@@ -837,7 +849,7 @@ def _section(cls: type[StageConfig], name: str, derived: set[str], **own: Any) -
 
 # One name or a list of names (datasets, policies, prompt sets).
 _Names = Annotated[list[str] | None, BeforeValidator(_listed)]
-_TRAIN_DERIVED = {"stage", "name", "run_dir", "data"}
+_TRAIN_DERIVED = {"stage", "name", "run_dir", "data", "edpo_oracles"}
 
 TinyModelSection = _section(TinyModelConfig, "TinyModelSection", {"out"})
 DatasetSection = _section(PrepareConfig, "DatasetSection", {"out"})
@@ -940,6 +952,101 @@ class PipelineConfig(StageConfig):
         default_factory=ReportSection, description="ReportConfig fields; null: no report"
     )
 
-    def model_post_init(self, _: Any) -> None:
+    @model_validator(mode="after")
+    def _check_references(self) -> PipelineConfig:
+        """Every name a section gives (a dataset, a policy, a prompt set) names something the config
+        makes, and every stage has the stages it reads from: one error listing each problem."""
+        problems: list[str] = []
         if not self.base_model and self.tiny_model is None:
-            raise ValueError("set base_model (a hub id or folder) or tiny_model")
+            problems.append("set base_model (a hub id or folder) or tiny_model")
+
+        def check(where: str, names: list[str], known: list[str], what: str) -> None:
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                problems.append(
+                    f"{where}: {', '.join(unknown)} is not one of the {what}: {', '.join(known) or '(none)'}"
+                )
+
+        datasets = list(self.datasets)
+        for name in ("sft", "oracle", "score"):
+            section = getattr(self, name)
+            if section is not None:
+                if section.data is None:
+                    problems.append(f"{name}.data: name the dataset, one of {', '.join(datasets)}")
+                else:
+                    check(f"{name}.data", [section.data], datasets, "datasets")
+        if self.edpo_oracles and self.oracle is None:
+            problems.append("edpo_oracles: the e-DPO Oracles take the oracle section's settings; add one")
+        if self.score is not None and self.oracle is None:
+            problems.append("score: scoring needs the oracle stage (an oracle section)")
+        if self.align is not None:
+            if not self.align.runs:
+                problems.append("align.runs: name the runs, e.g. [drdo, dpo] or {drdo: {gamma: 2}}")
+            for run, loss in self.align_losses().items():
+                if self.score is None or (loss == "edpo" and not self.edpo_oracles):
+                    need = "a score section" + (
+                        " and edpo_oracles: K (e-DPO's Oracles)" if loss == "edpo" else ""
+                    )
+                    problems.append(f"align.runs.{run}: alignment reads scored data; add {need}")
+        if self.generate is not None:
+            if not self.generate.prompts:
+                problems.append("generate.prompts: name the prompt datasets to sample")
+            check("generate.prompts", self.generate.prompts or [], datasets, "datasets")
+            check("generate.policies", self.generate.policies or [], self.policies(), "policies")
+        generated = self.generated_policies()
+        for kind in ("winrate", "judge"):
+            section = getattr(self, kind)
+            if section is None:
+                continue
+            if kind == "winrate" and self.oracle is None:
+                problems.append("winrate: Oracle win rates need the oracle stage")
+            a, against, prompts = self.comparison(kind)
+            check(f"{kind}.a", [a], generated, "generated policies")
+            check(f"{kind}.against", against, [*generated, "reference"], "generated policies (or reference)")
+            check(f"{kind}.prompts", prompts, self.prompt_sets(), "generated prompt sets")
+        if self.kl is not None:
+            if self.sft is None:
+                problems.append("kl: KL is measured against the SFT model; add an sft section")
+            policies, prompts = self.kl_targets()
+            check("kl.policies", policies, generated, "generated policies")
+            check("kl.prompts", [prompts] if prompts else [], self.prompt_sets(), "generated prompt sets")
+            if not prompts:
+                problems.append("kl.prompts: name one of the generated prompt sets")
+        if problems:
+            raise PydanticCustomError("pipeline_references", "; ".join(problems))
+        return self
+
+    # The names the config makes, with the sections' defaults resolved (the planner reads these).
+
+    def align_losses(self) -> dict[str, str]:
+        """{run name: its loss}: a run's loss is its own ``loss`` key, else its name."""
+        runs = (self.align.runs if self.align else None) or {}
+        return {run: (over.loss if over is not None and over.loss else run) for run, over in runs.items()}
+
+    def policies(self) -> list[str]:
+        """The models generation can sample: the SFT model and each align run (align-<name>)."""
+        return (["sft"] if self.sft is not None else []) + [f"align-{run}" for run in self.align_losses()]
+
+    def generated_policies(self) -> list[str]:
+        if self.generate is None:
+            return []
+        return list(self.generate.policies or self.policies())
+
+    def prompt_sets(self) -> list[str]:
+        return list(self.generate.prompts or []) if self.generate is not None else []
+
+    def comparison(self, kind: Literal["winrate", "judge"]) -> tuple[str, list[str], list[str]]:
+        """(A, [B...], [prompt sets]) of the winrate or judge section; B defaults to every other
+        generated policy and the prompts' reference responses."""
+        section = getattr(self, kind)
+        a = section.a
+        against = section.against or [p for p in self.generated_policies() if p != a] + ["reference"]
+        return a, list(against), list(section.prompts or self.prompt_sets())
+
+    def kl_targets(self) -> tuple[list[str], str | None]:
+        """([policies], prompt set) of the kl section: default every generated policy but SFT, on
+        the first prompt set."""
+        assert self.kl is not None
+        policies = self.kl.policies or [p for p in self.generated_policies() if p != "sft"]
+        sets = self.prompt_sets()
+        return list(policies), self.kl.prompts or (sets[0] if sets else None)

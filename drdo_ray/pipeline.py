@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
@@ -53,6 +53,7 @@ from .config import (
     TinyModelConfig,
     TrainConfig,
     WinrateConfig,
+    describe_errors,
 )
 from .errors import UserError
 
@@ -157,42 +158,19 @@ def _build(
     fixed: dict[str, Any],
     defaults: dict[str, Any] | None = None,
 ) -> Any:
-    """``cls`` from defaults < the section's fields < what the pipeline derives from run_dir."""
-    clash = sorted(set(fields) & set(fixed))
-    if clash:
-        raise UserError(
-            f"pipeline.{where}: {', '.join(clash)} is set by the pipeline (from run_dir and the "
-            "stage's dataset/model names); remove it"
-        )
+    """``cls`` from defaults < the section's fields < what the pipeline derives from run_dir. The
+    sections refuse the derived keys and the config checked every name, so what fails here is a
+    stage config its merged fields make invalid (an unknown loss as a run name, a cross-field rule)."""
     try:
         return cls.model_validate({**(defaults or {}), **fields, **fixed})
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in err.errors()
-        )
-        raise UserError(f"pipeline.{where}: invalid {cls.__name__}: {problems}") from None
-
-
-def _names(value: Any, where: str, known: dict[str, str], what: str) -> list[str]:
-    names = [value] if isinstance(value, str) else list(value or [])
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(
-            f"pipeline.{where}: {', '.join(map(str, unknown))} is not one of the {what}: "
-            f"{', '.join(known) or '(none)'}"
-        )
-    return names
-
-
-def _one(value: Any, where: str, known: dict[str, str], what: str) -> str:
-    if not isinstance(value, str):
-        raise UserError(f"pipeline.{where}: name one of the {what}: {', '.join(known) or '(none)'}")
-    return _names(value, where, known, what)[0]
+        raise UserError(f"pipeline.{where}: invalid {cls.__name__}: {describe_errors(err)}") from None
 
 
 class _Planner:
-    """Builds the steps of one PipelineConfig group by group, in run order. Each group reads what
-    the earlier ones recorded (datasets, models, scored data, samples) by name."""
+    """Builds the steps of one PipelineConfig group by group, in run order. The config has checked
+    every name (datasets, policies, prompt sets) and resolved the sections' defaults; each group
+    reads the folders the earlier ones recorded, by name."""
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
@@ -203,8 +181,6 @@ class _Planner:
         self.models: dict[str, str] = {}  # run name -> exported model folder
         self.scored: dict[str, str] = {}  # "one" / "edpo" -> scored dataset folder
         self.samples: dict[tuple[str, str], str] = {}  # (prompt set, policy) -> generation folder
-        self.prompt_sets: list[str] = []
-        self.policies: list[str] = []
 
     def path(self, *parts: str) -> str:
         return storage.join(self.run, *parts)
@@ -244,15 +220,7 @@ class _Planner:
                 defaults={"tokenizer": self.base},
             )
             inputs = (prep.tokenizer,) if prep.tokenizer else ()
-            self.add(
-                f"prepare:{name}",
-                "prepare",
-                prep,
-                _prepare,
-                out,
-                "stats.json",
-                inputs=inputs,
-            )
+            self.add(f"prepare:{name}", "prepare", prep, _prepare, out, "stats.json", inputs=inputs)
             self.datasets[name] = out
 
     def _train(
@@ -264,16 +232,10 @@ class _Planner:
         fixed: dict[str, Any],
         defaults: dict[str, Any],
     ) -> None:
-        merged = _merge(_given(self.cfg.train), fields)
-        if "edpo_oracles" in merged:
-            raise UserError(
-                f"pipeline.{where}: edpo_oracles is a top-level pipeline key (edpo_oracles: K next to "
-                "the oracle section), not a training setting; move it there"
-            )
         tc = _build(
             TrainConfig,
             where,
-            merged,
+            _merge(_given(self.cfg.train), fields),
             fixed={**fixed, "run_dir": self.run},
             defaults=defaults,
         )
@@ -290,16 +252,16 @@ class _Planner:
         )
         self.models[str(tc.name)] = out
 
-    def _dataset(self, section: BaseModel, where: str) -> tuple[str, dict[str, Any]]:
-        """(dataset name, the stage's own fields) of a section naming one dataset in ``data``."""
+    def _dataset(self, section: BaseModel) -> tuple[str, dict[str, Any]]:
+        """(the prepared folder of the dataset named by ``data``, the section's other fields)."""
         own, fields = _pop(section, ["data"])
-        return _one(own.get("data"), where, self.datasets, "datasets"), fields
+        return self.datasets[own["data"]], fields
 
     def sft(self) -> None:
         if self.cfg.sft is None:
             return
-        name, fields = self._dataset(self.cfg.sft, "sft.data")
-        fixed = {"stage": "sft", "name": "sft", "data": self.datasets[name]}
+        data, fields = self._dataset(self.cfg.sft)
+        fixed = {"stage": "sft", "name": "sft", "data": data}
         self._train("sft", "sft", "sft", fields, fixed, {"model": self.base})
 
     @property
@@ -308,27 +270,21 @@ class _Planner:
         return self.models.get("sft", self.base)
 
     def oracles(self) -> None:
-        cfg = self.cfg
-        if cfg.edpo_oracles and cfg.oracle is None:
-            raise UserError(
-                "pipeline.edpo_oracles: the e-DPO Oracles take the oracle section's settings; add one"
-            )
-        if cfg.oracle is None:
+        if self.cfg.oracle is None:
             return
-        name, fields = self._dataset(cfg.oracle, "oracle.data")
-        fixed = {"stage": "oracle", "data": self.datasets[name]}
+        data, fields = self._dataset(self.cfg.oracle)
+        fixed = {"stage": "oracle", "data": data}
         start = {"model": self.start}
         self._train("oracle", "oracle", "oracle", fields, fixed | {"name": "oracle"}, start)
         # e-DPO: plain Bradley-Terry Oracles (Eq. 2 = Eq. 4 with oracle_alpha 0) that differ only in
         # their reward head's seed. These two keys override the section's (its oracle_alpha and
         # head_seed are the main Oracle's); the name is the pipeline's, as for every run.
-        for k in range(cfg.edpo_oracles):
-            member = fields | {"oracle_alpha": 0.0, "head_seed": k}
+        for k in range(self.cfg.edpo_oracles):
             self._train(
                 "edpo_oracles",
                 f"edpo_oracles:{k}",
                 "oracle (e-DPO Oracle)",
-                member,
+                fields | {"oracle_alpha": 0.0, "head_seed": k},
                 fixed | {"name": edpo_oracle_name("oracle", k)},
                 start,
             )
@@ -336,76 +292,44 @@ class _Planner:
     def score(self) -> None:
         if self.cfg.score is None:
             return
-        name, fields = self._dataset(self.cfg.score, "score.data")
-        if "oracle" not in self.models:
-            raise UserError("pipeline.score: scoring needs the oracle stage (an oracle section)")
+        data, fields = self._dataset(self.cfg.score)
+        name = self.cfg.score.data
         members = [self.models[edpo_oracle_name("oracle", k)] for k in range(self.cfg.edpo_oracles)]
-        for kind, suffix, oracles in (
-            ("one", "", [self.models["oracle"]]),
-            ("edpo", "_edpo", members),
-        ):
+        for kind, suffix, oracles in (("one", "", [self.models["oracle"]]), ("edpo", "_edpo", members)):
             if not oracles:
                 continue
-            out = self.path("scored", name + suffix)
-            fixed = {
-                "data": self.datasets[name],
-                "out": out,
-                "oracles": oracles,
-                "reference": self.models.get("sft"),
-            }
+            out = self.path("scored", f"{name}{suffix}")
+            fixed = {"data": data, "out": out, "oracles": oracles, "reference": self.models.get("sft")}
             sc = _build(ScoreConfig, "score", fields, fixed=fixed)
             inputs = (sc.data, *sc.oracles, *([sc.reference] if sc.reference else []))
-            self.add(
-                f"score:{name}{suffix}",
-                "score",
-                sc,
-                _score,
-                out,
-                "scoring.json",
-                inputs=inputs,
-            )
+            self.add(f"score:{name}{suffix}", "score", sc, _score, out, "scoring.json", inputs=inputs)
             self.scored[kind] = out
 
     def align(self) -> None:
         if self.cfg.align is None:
             return
         own, shared = _pop(self.cfg.align, ["runs"])
-        runs = own.get("runs")  # {name: overrides or None}; the section turns a list into this
-        if not runs:
-            raise UserError("pipeline.align.runs: name the runs, e.g. [drdo, dpo] or {drdo: {gamma: 2}}")
-        for run_name, overrides in runs.items():
-            overrides = dict(overrides or {})
-            loss = overrides.get("loss", run_name)
-            source = self.scored.get("edpo" if loss == "edpo" else "one")
-            if source is None:
-                need = (
-                    "a score section and edpo_oracles: K (e-DPO's Oracles)"
-                    if loss == "edpo"
-                    else "a score section"
-                )
-                raise UserError(f"pipeline.align.runs.{run_name}: alignment reads scored data; add {need}")
+        for run_name, loss in self.cfg.align_losses().items():
+            overrides = own["runs"][run_name] or {}  # the run's keys (dumped with the section)
             self._train(
                 "align",
                 f"align:{run_name}",
                 f"align.runs.{run_name}",
                 _merge(shared, overrides),
-                {"stage": "align", "name": f"align-{run_name}", "data": source},
+                {
+                    "stage": "align",
+                    "name": f"align-{run_name}",
+                    "data": self.scored["edpo" if loss == "edpo" else "one"],
+                },
                 {"model": self.start, "loss": run_name},
             )
 
     def generate(self) -> None:
         if self.cfg.generate is None:
             return
-        own, fields = _pop(self.cfg.generate, ["prompts", "policies"])
-        self.prompt_sets = _names(own.get("prompts"), "generate.prompts", self.datasets, "datasets")
-        if not self.prompt_sets:
-            raise UserError("pipeline.generate.prompts: name the prompt datasets to sample")
-        candidates = {n: m for n, m in self.models.items() if n == "sft" or n.startswith("align-")}
-        self.policies = _names(
-            own.get("policies") or list(candidates), "generate.policies", candidates, "policies"
-        )
-        for prompts in self.prompt_sets:
-            for policy in self.policies:
+        _, fields = _pop(self.cfg.generate, ["prompts", "policies"])
+        for prompts in self.cfg.prompt_sets():
+            for policy in self.cfg.generated_policies():
                 out = self.path("samples", prompts, policy)
                 fixed = {"model": self.models[policy], "prompts": self.datasets[prompts], "out": out}
                 gen = _build(GenerateConfig, "generate", fields, fixed=fixed)
@@ -420,10 +344,7 @@ class _Planner:
                 )
                 self.samples[(prompts, policy)] = out
 
-    def _sampled(self) -> dict[str, str]:
-        return {p: p for p in self.policies}
-
-    def compare(self, kind: str) -> None:
+    def compare(self, kind: Literal["winrate", "judge"]) -> None:
         """The win-rate or judge section: one step per (prompt set, A, B). Both compare sample
         sets A and B (B may be the prompts' reference responses); the win rate scores them with
         the Oracle, the judge asks an LLM (and is skipped while no key or endpoint is given)."""
@@ -431,27 +352,11 @@ class _Planner:
         if section is None:
             return
         oracle = self.models.get("oracle")
-        if kind == "winrate" and oracle is None:
-            raise UserError("pipeline.winrate: Oracle win rates need the oracle stage")
         cls, action = (WinrateConfig, _winrate) if kind == "winrate" else (JudgeConfig, _judge)
-        own, fields = _pop(section, ["a", "against", "prompts"])
-        sampled = self._sampled()
-        a = _one(own.get("a", "align-drdo"), f"{kind}.a", sampled, "generated policies")
-        against = own.get("against") or [p for p in self.policies if p != a] + ["reference"]
-        b_names = _names(
-            against,
-            f"{kind}.against",
-            {**sampled, "reference": "reference"},
-            "generated policies (or reference)",
-        )
-        prompt_sets = _names(
-            own.get("prompts") or self.prompt_sets,
-            f"{kind}.prompts",
-            dict.fromkeys(self.prompt_sets),
-            "generated prompt sets",
-        )
+        _, fields = _pop(section, ["a", "against", "prompts"])
+        a, against, prompt_sets = self.cfg.comparison(kind)
         for prompts in prompt_sets:
-            for b in b_names:
+            for b in against:
                 out = self.path("eval", prompts, f"{kind}-{a}-vs-{b}")
                 fixed = {
                     "a": self.samples[(prompts, a)],
@@ -473,27 +378,14 @@ class _Planner:
     def kl(self) -> None:
         if self.cfg.kl is None:
             return
-        own, fields = _pop(self.cfg.kl, ["policies", "prompts"])
-        if "sft" not in self.models:
-            raise UserError("pipeline.kl: KL is measured against the SFT model; add an sft section")
-        kl_policies = _names(
-            own.get("policies") or [p for p in self.policies if p != "sft"],
-            "kl.policies",
-            self._sampled(),
-            "generated policies",
-        )
-        prompts = _one(
-            own.get("prompts") or (self.prompt_sets[0] if self.prompt_sets else None),
-            "kl.prompts",
-            dict.fromkeys(self.prompt_sets),
-            "generated prompt sets",
-        )
-        for policy in kl_policies:
-            out = self.path("eval", prompts, f"kl-{policy}")
+        _, fields = _pop(self.cfg.kl, ["policies", "prompts"])
+        policies, prompts = self.cfg.kl_targets()
+        for policy in policies:
+            out = self.path("eval", str(prompts), f"kl-{policy}")
             fixed = {
                 "policy": self.models[policy],
                 "reference": self.models["sft"],
-                "samples": self.samples[(prompts, policy)],
+                "samples": self.samples[(str(prompts), policy)],
                 "out": out,
             }
             kc = _build(KLConfig, "kl", fields, fixed=fixed, defaults={"label": policy})
@@ -532,8 +424,8 @@ class _Planner:
 
 def plan(cfg: PipelineConfig) -> list[Step]:
     """Every step of ``cfg`` in run order, each with its validated stage config. Key and type errors
-    were already raised by ``cfg``'s typed sections; this raises UserError naming the section for a
-    dangling dataset/policy name or a stage config its merged fields make invalid (a loss name, a
+    and dangling dataset/policy names were raised when ``cfg`` was validated; this raises UserError
+    naming the section for a stage config its merged fields make invalid (a loss name, a
     cross-field rule): nothing runs first."""
     p = _Planner(cfg)
     p.model()

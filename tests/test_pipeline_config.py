@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from drdo_ray import pipeline
 from drdo_ray.cli import main
@@ -140,20 +141,49 @@ BASE = {
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"sft": {"data": "nope"}}, "pipeline.sft.data: nope is not one of the datasets: prefs, sft_data"),
-        ({"align": {"runs": ["edpo"]}}, "align.runs.edpo: .*edpo_oracles: K"),
-        ({"align": {"runs": ["bogus"]}}, "align.runs.bogus: invalid TrainConfig: loss"),
+        ({"sft": {"data": "nope"}}, "sft.data: nope is not one of the datasets: prefs, sft_data"),
+        ({"sft": {"lr": 1e-5}}, "sft.data: name the dataset"),
+        (
+            {"align": {"runs": ["edpo"]}},
+            "align.runs.edpo: alignment reads scored data; add a score section and edpo_oracles: K",
+        ),
+        ({"align": {"runs": ["bogus"]}}, "align.runs.bogus: invalid TrainConfig: loss"),  # when planned
+        ({"align": {"runs": []}}, "align.runs: name the runs"),
         ({"score": None}, "align.runs.drdo: alignment reads scored data"),
+        ({"oracle": None}, "score: scoring needs the oracle stage"),
         (
             {"generate": {"prompts": ["prefs"], "policies": ["align-dpo"]}},
-            "generate.policies: align-dpo is not one",
+            "generate.policies: align-dpo is not one of the policies: sft, align-drdo",
         ),
-        ({"winrate": {"a": "align-drdo"}}, "winrate.a"),  # nothing generated to compare
+        ({"generate": {"prompts": ["nope"]}}, "generate.prompts: nope is not one of the datasets"),
+        (
+            {"winrate": {"a": "align-drdo"}},
+            "winrate.a: align-drdo is not one of the generated policies: (none)",
+        ),
+        (
+            {"generate": {"prompts": ["prefs"]}, "judge": {"against": ["align-dpo"]}},
+            "judge.against: align-dpo is not one of the generated policies (or reference)",
+        ),
+        (
+            {"generate": {"prompts": ["prefs"]}, "kl": {"prompts": "sft_data"}},
+            "kl.prompts: sft_data is not one",
+        ),
+        ({"sft": None, "generate": {"prompts": ["prefs"]}, "kl": {}}, "kl: KL is measured against the SFT"),
     ],
 )
-def test_bad_references_fail_before_anything_runs(change, message):
-    with pytest.raises(UserError, match=message):
-        plan(PipelineConfig.model_validate(BASE | change))
+def test_bad_references_fail_when_the_config_loads(tmp_path, change, message):
+    # Checked by PipelineConfig itself (every problem in one line), before any plan is made; a run
+    # named after no loss fails when its TrainConfig is built, still before anything runs.
+    with pytest.raises(UserError, match=r"^invalid PipelineConfig: |^pipeline\.") as err:
+        plan(load_config(PipelineConfig, config_file=_write(tmp_path, BASE | change), section="pipeline"))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_reference_problem_is_listed_at_once():
+    with pytest.raises(ValidationError) as err:
+        PipelineConfig.model_validate(BASE | {"sft": {"data": "x"}, "score": {"data": "y"}})
+    text = str(err.value)
+    assert "sft.data: x is not one" in text and "score.data: y is not one" in text
 
 
 @pytest.mark.parametrize(
@@ -325,7 +355,7 @@ def test_cli_dry_run_and_errors(tmp_path, capsys):
     assert main(["pipeline"]) == 2
     assert "pipeline needs --config" in capsys.readouterr().err
     assert main(["pipeline", "--config", _write(tmp_path, BASE | {"sft": {"data": "x"}})]) == 2
-    assert "pipeline.sft.data" in capsys.readouterr().err
+    assert "sft.data: x is not one of the datasets" in capsys.readouterr().err
 
 
 def test_pipeline_job_entry_point_runs_outside_the_package():
