@@ -25,7 +25,8 @@ def drdo_under_ray_train(
     from ray.train.torch import TorchTrainer
 
     from ..ray_runtime import ensure_ray
-    from ..train.ray_trainer import train_loop_per_worker
+    from ..train.data_check import DataInfo
+    from ..train.ray_trainer import loop_config, train_loop_per_worker
 
     root = inputs.temp_dir("ray")
     names = ("prompt_ids", "chosen_ids", "rejected_ids", *extra)
@@ -40,13 +41,11 @@ def drdo_under_ray_train(
     gpu = torch.cuda.is_available()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "train": run_cfg.model_dump(mode="json"),
-            "num_rows": rows,
-            "pad_id": pad_id,
-            "extra": list(extra),
-            "edpo_oracles": 0,
-        },
+        train_loop_config=loop_config(
+            run_cfg,
+            DataInfo(path=str(root), num_rows=rows, columns=names, extra=tuple(extra), edpo_oracles=0),
+            pad_id,
+        ),
         scaling_config=ScalingConfig(
             num_workers=1,
             use_gpu=gpu,

@@ -105,9 +105,16 @@ def _record_worker(cfg: TrainConfig, world: World) -> None:
     )
 
 
+def loop_config(cfg: TrainConfig, info: DataInfo, pad: int) -> dict[str, Any]:
+    """``train_loop_config`` of :func:`train_loop_per_worker`. The validated config and the data
+    check travel to the workers as they are (pickled): nothing is dumped and validated again."""
+    return {"train": cfg, "data": info, "pad_id": pad}
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
-    cfg = TrainConfig.model_validate(config["train"])
+    cfg: TrainConfig = config["train"]
+    info: DataInfo = config["data"]
     ctx = ray.train.get_context()
     world = World(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank())
     if world.device.type == "cuda":
@@ -117,8 +124,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     collator = Collator(
         pad_id=config["pad_id"],
         pairs=cfg.stage != "sft",
-        extra=config["extra"],
-        edpo_oracles=config["edpo_oracles"],
+        extra=list(info.extra),
+        edpo_oracles=info.edpo_oracles,
         padding_side=cfg.padding_side,
     )
 
@@ -131,7 +138,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     metrics_dir = _local_or_temp(_train_dir(cfg), "metrics")
     common = dict(
         batches=batches,
-        num_rows=config["num_rows"],
+        num_rows=info.num_rows,
         world=world,
         reporter=_RayReporter(),
         metrics_dir=metrics_dir,
@@ -215,13 +222,7 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "train": cfg.model_dump(mode="json"),
-            "num_rows": info.num_rows,
-            "pad_id": pad,
-            "extra": list(info.extra),
-            "edpo_oracles": info.edpo_oracles,
-        },
+        train_loop_config=loop_config(cfg, info, pad),
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
