@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from ..artifacts import cuda_here
 from ..errors import UserError
 from .row_sampler import GREEDY_BELOW, RowSampler
 from .vllm_support import vllm_cpu_build, vllm_engine_kwargs, vllm_unusable_reason
@@ -241,9 +242,7 @@ class TransformersEngine(_EngineBase):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
+        self.device = torch.device(("cuda" if cuda_here() else "cpu") if device == "auto" else device)
         if dtype == "auto":
             # bf16 on GPU (tensor cores, half the memory); CPU bf16 is slow and coarse.
             torch_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -395,9 +394,7 @@ class VLLMEngine(_EngineBase):
         **engine_kwargs: Any,
     ) -> None:
         if llm is None:
-            import torch
-
-            gpu = torch.cuda.is_available()
+            gpu = cuda_here()
             if (reason := vllm_unusable_reason(model, gpu=gpu)) is not None:
                 raise UserError(f"the vllm backend cannot run {model}: {reason}")
             import vllm
@@ -447,9 +444,7 @@ class VLLMEngine(_EngineBase):
 def vllm_available(model: str | Path | None = None) -> bool:
     """Whether vLLM can run ``model`` in this process: installed, and a GPU for the CUDA
     build, or the CPU build with a head size its CPU kernels support."""
-    import torch
-
-    return vllm_unusable_reason(model, gpu=torch.cuda.is_available()) is None
+    return vllm_unusable_reason(model, gpu=cuda_here()) is None
 
 
 def resolve_backend(backend: str, model: str | Path | None = None) -> str:
