@@ -475,6 +475,14 @@ def _exists(uri: str) -> bool:
         return storage.exists(uri)
     except ImportError as err:  # fsspec names the missing package (s3fs, gcsfs): one line, not a traceback
         raise UserError(f"cannot reach {uri}: {err} (pip install 'drdo-ray[s3]' for s3://)") from None
+    except Exception as err:  # no credentials, access denied, no such bucket: the store's own words
+        if storage.is_local(uri):
+            raise
+        raise UserError(
+            f"cannot reach {uri}: {type(err).__name__}: {err} (credentials come from the environment: "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the instance profile; AWS_ENDPOINT_URL for an "
+            "S3-compatible store)"
+        ) from None
 
 
 def _redacted(value: Any) -> Any:

@@ -161,3 +161,35 @@ def test_pipeline_runs_under_s3_and_skips_on_rerun(s3_env, tmp_path):
         assert not any(s.encode() in body for s in secret_values), key
     for text in (first.stdout, first.stderr, second.stdout, second.stderr):
         assert not any(s in text for s in secret_values)
+
+
+def _dry_run(config: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
+    return subprocess.run(
+        [sys.executable, "-m", "drdo_ray.cli", "pipeline", "--config", str(config), "--dry-run"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=keep | OFFLINE | env | {"PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_an_unreachable_store_is_one_line_not_a_traceback(s3_env, tmp_path):
+    env, _ = s3_env
+    config = _config(tmp_path)
+    assert _dry_run(config, env, tmp_path).returncode == 0  # with the credentials: the plan
+    # The same store without credentials (and none a default file or instance profile could give).
+    bare = {
+        "AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    result = _dry_run(config, bare, tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("drdo-ray: error:")]
+    assert len(error) == 1 and f"cannot reach s3://{BUCKET}/run/" in error[0]
+    assert "NoCredentialsError" in error[0] and "AWS_ACCESS_KEY_ID" in error[0]
