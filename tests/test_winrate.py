@@ -6,6 +6,7 @@ can be rebinned; bad inputs are one-line errors."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,25 @@ def test_winrate_bad_inputs_are_one_line_errors(setup, capsys):
     assert "sample set not found" in capsys.readouterr().err
     assert main(["eval", "ood", "--result", str(setup["root"])]) == 2
     assert "not a win-rate result" in capsys.readouterr().err
+
+
+def test_an_impossible_actor_pool_fails_before_scoring(setup, capsys, monkeypatch):
+    """A GPU per scoring actor on the CPU-only test cluster: one line, exit 2, nothing written
+    (Ray Data would otherwise wait for the actors forever)."""
+    monkeypatch.setenv("DRDO_RAY_AUTOSCALING", "0")
+    out = setup["root"] / "no-gpus"
+    args = [
+        "eval",
+        "winrate",
+        "--a",
+        str(setup["a"]),
+        "--b",
+        str(setup["b"]),
+        "--oracle",
+        str(setup["oracle"]),
+    ]
+    assert main([*args, "--out", str(out), "--num-gpus-per-actor", "1"]) == 2
+    assert re.search(
+        r"needs \{CPU: 1, GPU: 1\}.*the cluster has \{CPU: \d+, GPU: 0\}", capsys.readouterr().err
+    )
+    assert not (out / "winrate.json").exists()

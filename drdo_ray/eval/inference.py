@@ -8,6 +8,7 @@ import hashlib
 from typing import Any
 
 import pandas as pd
+from rich.console import Console
 
 
 def text_uid(prompt: str, chat: bool, text: str) -> str:
@@ -45,18 +46,22 @@ def map_with_actors(
     batch_size: int,
     num_actors: int,
     num_gpus: float | None,
+    console: Console | None = None,
 ) -> pd.DataFrame:
     """Run ``actor(*args, **kwargs)(batch)`` over ``frame`` on an actor pool; returns the
     concatenated outputs (row order is not guaranteed: join on an id column). Rows are sorted by
-    text length first so each batch pads to similar lengths."""
+    text length first so each batch pads to similar lengths. A pool the cluster could never place
+    fails first, as for `score` and `generate` (Ray Data would wait for it forever)."""
     import ray.data
 
     from ..artifacts import gpus_per_actor
+    from ..cluster_resources import check_actor_pool
     from ..ray_runtime import ensure_ray
 
     ensure_ray()
     if frame.empty:
         return pd.DataFrame()
+    check_actor_pool(gpus_per_actor(num_gpus), num_actors, console, flag="--num-gpus-per-actor")
     order = (frame["prompt"].str.len() + frame["text"].str.len()).sort_values(kind="stable").index
     dataset = ray.data.from_pandas(frame.loc[order].reset_index(drop=True))
     mapped = dataset.map_batches(

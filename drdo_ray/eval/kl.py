@@ -194,6 +194,7 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
             batch_size=cfg.batch_size,
             num_actors=cfg.num_actors,
             num_gpus=cfg.num_gpus_per_actor,
+            console=console,
         )
         .set_index("row")
         .sort_index()

@@ -185,6 +185,7 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
         batch_size=cfg.batch_size,
         num_actors=cfg.num_actors,
         num_gpus=cfg.num_gpus_per_actor,
+        console=console,
     ).set_index("uid")
     scoring_s = time.perf_counter() - scoring_started
 
