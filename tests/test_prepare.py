@@ -303,3 +303,25 @@ def test_hub_path_goes_through_from_huggingface(ray_session, tmp_path, monkeypat
     table = pq.read_table(tmp_path / "data").to_pylist()
     assert {r["split"] for r in table} == {"train_prefs"}
     assert sorted(r["prompt"] for r in table) == sorted(r["prompt"] for r in records)
+
+
+def test_input_kinds_follow_the_one_path_rule(tmp_path):
+    """An input is the sample, files (local, file:// or an object store) or a hub id, by the same
+    rule every model path follows (drdo_ray.artifacts)."""
+    from drdo_ray.data.readers import describe_input
+    from drdo_ray.data.sources import SOURCES
+    from drdo_ray.errors import UserError
+
+    tldr = SOURCES["tldr"]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("{}\n")
+    assert describe_input(tldr, "sample")[0] == "sample"
+    assert describe_input(tldr, str(rows)) == ("files", str(rows.resolve()))
+    assert describe_input(tldr, f"file://{rows}") == ("files", str(rows.resolve()))
+    assert describe_input(tldr, "s3://bucket/rows/") == ("files", "s3://bucket/rows/")
+    assert describe_input(tldr, "CarperAI/openai_summarize_tldr") == ("hub", "CarperAI/openai_summarize_tldr")
+    assert describe_input(tldr, "imdb") == ("hub", "imdb")  # a hub id without an owner
+    assert describe_input(tldr, "hub:./odd") == ("hub", "./odd")
+    for missing in ("rows.jsonl", "./no/such", "no/such/file.jsonl"):
+        with pytest.raises(UserError, match="input path does not exist"):
+            describe_input(tldr, missing)

@@ -9,7 +9,6 @@ refuse to unify a field typed differently in two files)."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ import pyarrow as pa
 import ray
 from ray.data.datasource import FileBasedDatasource
 
+from ..artifacts import is_hub_id, is_remote
 from ..errors import UserError
 from .sources import Source, sample_path
 
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 TEXT_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PARQUET_EXTENSIONS = (".parquet",)
-_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LINES_PER_BLOCK = 4096
 _CHUNK_BYTES = 1 << 20
 
@@ -150,11 +148,12 @@ def describe_input(source: Source, spec: str) -> tuple[str, str]:
         return "sample", str(sample_path(source))
     if spec.startswith("hub:"):
         return "hub", spec[4:]
-    if _REMOTE.match(spec):
+    if is_remote(spec):
         return "files", spec
+    spec = spec.removeprefix("file://")
     if Path(spec).exists():
         return "files", str(Path(spec).resolve())
-    if _HUB_ID.match(spec) and not spec.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS):
+    if is_hub_id(spec) and not spec.endswith(TEXT_EXTENSIONS + PARQUET_EXTENSIONS):
         return "hub", spec
     raise UserError(f"input path does not exist: {spec}")
 
@@ -168,7 +167,7 @@ def read_rows(
         return _read_hub(source, location, hub_split or source.hub_split, streaming)
     files = (
         _local_files(Path(location))
-        if kind == "sample" or not _REMOTE.match(location)
+        if kind == "sample" or not is_remote(location)
         else _remote_files(location)
     )
     fmt = _format_of(files)
