@@ -634,6 +634,11 @@ class BenchTrainConfig(StageConfig):
     logps_chunk_sizes: list[int] = Field(
         default_factory=list, description="add drdo+chunkN rows (chunked vocabulary log-probs)"
     )
+    term_grads: list[Literal["hidden", "params"]] = Field(
+        default_factory=lambda: ["hidden", "params"],
+        description="add drdo+term_grads_<wrt> rows: DRDO with its per-term gradient diagnostics on every "
+        "step (training's default is hidden at every logged step)",
+    )
     ray_overhead: bool = Field(True, description="also DRDO under Ray Train, 1 worker (needs Ray)")
     trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
     peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")

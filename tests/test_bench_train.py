@@ -30,6 +30,8 @@ def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
             "warmup=1",
             "--set",
             "logps_chunk_sizes=[4]",
+            "--term-grads",
+            "hidden",
             "--set",
             "ray_overhead=false",
             "--set",
@@ -39,9 +41,21 @@ def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
     assert code == 0
     report = json.loads((tmp_path / "bench_train.json").read_text())
     methods = report["methods"]
-    assert set(methods) == {"drdo", "dpo", "dpo_live_ref", "edpo", "sft", "drdo+chunk4"}
+    assert set(methods) == {
+        "drdo",
+        "dpo",
+        "dpo_live_ref",
+        "edpo",
+        "sft",
+        "drdo+chunk4",
+        "drdo+term_grads_hidden",
+    }
     assert methods["drdo"]["ratio_to_drdo"] == 1.0
     assert methods["drdo+chunk4"]["logps_chunk_size"] == 4
+    # The diagnostics row logged the per-term gradients at every step; the plain row timed none.
+    assert methods["drdo+term_grads_hidden"]["term_grads_wrt"] == "hidden"
+    assert methods["drdo+term_grads_hidden"]["term_grads_logged"] is True
+    assert methods["drdo"]["term_grads_wrt"] is None and methods["drdo"]["term_grads_logged"] is False
     for r in methods.values():
         assert len(r["step_s_reps"]) == 2 and r["step_s"] > 0
         assert r["ratio_to_drdo"] == pytest.approx(r["step_s"] / methods["drdo"]["step_s"])

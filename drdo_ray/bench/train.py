@@ -44,6 +44,7 @@ class Variant:
     method: str
     engine: str  # "torch" | "deepspeed"
     chunk: int | None = None
+    term_grads: str | None = None  # DRDO's per-term gradient diagnostics on every step: where taken
 
 
 class PeakMemory:
@@ -90,6 +91,9 @@ def _variants(cfg: BenchTrainConfig) -> list[Variant]:
         )
         out += [Variant(m + suffix, m, engine) for m in cfg.methods]
     out += [Variant(f"drdo+chunk{c}", "drdo", cfg.engines[0], c) for c in cfg.logps_chunk_sizes]
+    out += [
+        Variant(f"drdo+term_grads_{wrt}", "drdo", cfg.engines[0], term_grads=wrt) for wrt in cfg.term_grads
+    ]
     return out
 
 
@@ -111,7 +115,11 @@ def _train_config(
         bf16=cfg.bf16,
         logps_chunk_size=v.chunk,
         deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage},
-        term_grads=False,  # the step itself is timed, not DRDO's per-term gradient diagnostics
+        # Rows without diagnostics time the step alone; the drdo+term_grads_* rows time the
+        # diagnostics as training runs them by default (every logged step, log_every 1).
+        term_grads=v.term_grads is not None,
+        term_grads_wrt=v.term_grads or "hidden",
+        log_every=1,
     )
     if sft:
         return TrainConfig(stage="sft", **common), (), 0
@@ -177,9 +185,12 @@ def _installed(module: str) -> bool:
         return False
 
 
+def _logged(metrics_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (metrics_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
 def _step_times(metrics_dir: Path, warmup: int) -> list[float]:
-    rows = [json.loads(line) for line in (metrics_dir / "metrics.jsonl").read_text().splitlines() if line]
-    return [r["step_s"] for r in rows][warmup:]
+    return [r["step_s"] for r in _logged(metrics_dir)][warmup:]
 
 
 def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[str, Any]:
@@ -220,6 +231,7 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
 
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     mem: dict[str, float | None] = {}
+    diagnosed: dict[str, bool] = {}
     ray_times: list[float] = []
     trl_times: dict[str, list[float]] = {}
     for rep in range(cfg.repeats):
@@ -239,6 +251,8 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
                     metrics_dir=metrics_dir,
                 )
             times[v.name].append(statistics.median(_step_times(metrics_dir, cfg.warmup)))
+            # Whether every timed step logged the diagnostics: what the term_grads rows pay for.
+            diagnosed[v.name] = all("term_grad_cosine" in r for r in _logged(metrics_dir))
             mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
             console.print(
                 f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "
@@ -268,7 +282,7 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
                 )
 
     report = _summarize(
-        cfg, model, device, variants, times, mem, tokens_per_step, dims, peak, ray_times, trl_times
+        cfg, model, device, variants, times, mem, diagnosed, tokens_per_step, dims, peak, ray_times, trl_times
     )
     storage.makedirs(cfg.out)
     storage.write_json(storage.join(cfg.out, "bench_train.json"), report)
@@ -284,6 +298,7 @@ def _summarize(
     variants: list[Variant],
     times: dict[str, list[float]],
     mem: dict[str, float | None],
+    diagnosed: dict[str, bool],
     tokens_per_step: float,
     dims: dict[str, int],
     peak: float | None,
@@ -303,6 +318,8 @@ def _summarize(
             "method": v.method,
             "engine": v.engine,
             "logps_chunk_size": v.chunk,
+            "term_grads_wrt": v.term_grads,
+            "term_grads_logged": diagnosed[v.name],
             "step_s": step,
             "step_s_reps": times[v.name],
             "tokens_per_s": tokens_per_step / step,
