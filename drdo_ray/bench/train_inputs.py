@@ -98,14 +98,14 @@ def synthetic_columns(vocab_size: int, rows: int, seq_len: int, seed: int = 0) -
     }
 
 
-def add_scores(cols: dict[str, list[Any]], rows: int, ensemble: int = 3, seed: int = 0) -> None:
-    """Oracle rewards (one Oracle and an e-DPO ensemble) drawn with chosen ahead on average."""
+def add_scores(cols: dict[str, list[Any]], rows: int, edpo_oracles: int = 3, seed: int = 0) -> None:
+    """Oracle rewards (the one Oracle and K e-DPO Oracles) drawn with chosen ahead on average."""
     rng = np.random.default_rng(seed)
     cols["oracle_chosen"], cols["oracle_rejected"] = (
         list(rng.normal(0.5, 1, rows)),
         list(rng.normal(-0.5, 1, rows)),
     )
-    for k in range(ensemble):
+    for k in range(edpo_oracles):
         cols[f"oracle_chosen_{k}"] = list(rng.normal(0.5, 1, rows))
         cols[f"oracle_rejected_{k}"] = list(rng.normal(-0.5, 1, rows))
 
