@@ -20,10 +20,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .config import StageConfig, load_config
+from .errors import UserError
 
 C = TypeVar("C", bound=StageConfig)
 
 FIELDS_KEY = "config_fields"  # the parser default listing the field paths its flags set
+LISTS_KEY = "config_lists"  # {field path: (flag, item type)} of the comma-separated list flags
+LIST_ITEM = "list_item"
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -53,17 +56,24 @@ def add_config_flags(
     ``custom[path]`` adds or replaces argparse keywords; ``flags`` there replaces the option strings."""
     if fields is None:
         fields = [name for name, info in cls.model_fields.items() if name not in exclude and flaggable(info)]
+    lists = dict(parser.get_default(LISTS_KEY) or {})
     for path in fields:
         kwargs = _argparse_kwargs(path, _field(cls, path))
         kwargs.update((custom or {}).get(path, {}))
         options = kwargs.pop("flags", None) or ["--" + path.rsplit(".", 1)[-1].replace("_", "-")]
+        if LIST_ITEM in kwargs:
+            lists[path] = (options[0], kwargs.pop(LIST_ITEM))
         parser.add_argument(*options, dest=path, default=None, **kwargs)
-    parser.set_defaults(**{FIELDS_KEY: [*(parser.get_default(FIELDS_KEY) or []), *fields]})
+    parser.set_defaults(**{FIELDS_KEY: [*(parser.get_default(FIELDS_KEY) or []), *fields], LISTS_KEY: lists})
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    """{field path: value} of the config flags given on the command line."""
-    return {path: getattr(args, path) for path in getattr(args, FIELDS_KEY, [])}
+    """{field path: value} of the config flags given on the command line (lists split)."""
+    values = {path: getattr(args, path) for path in getattr(args, FIELDS_KEY, [])}
+    for path, (flag, item) in (getattr(args, LISTS_KEY, None) or {}).items():
+        if isinstance(values.get(path), str):
+            values[path] = _csv(flag, item, values[path])
+    return values
 
 
 def config_from_args(
@@ -102,20 +112,15 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _csv(item: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    """'a,b' -> [item(a), item(b)]."""
-
-    def parse(text: str) -> list[Any]:
-        try:
-            values = [item(part.strip()) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects comma-separated values, got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError("is empty; give at least one value")
-        return values
-
-    parse.__name__ = "comma-separated list"
-    return parse
+def _csv(flag: str, item: Callable[[str], Any], text: str) -> list[Any]:
+    """'a,b' -> [item(a), item(b)]; parsed here, not by argparse, so a bad list is one line."""
+    try:
+        values = [item(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} expects comma-separated {item.__name__} values, got {text!r}") from None
+    if not values:
+        raise UserError(f"{flag} is empty; give at least one value, e.g. {flag} A,B")
+    return values
 
 
 def flaggable(info: FieldInfo) -> bool:
@@ -144,7 +149,8 @@ def _argparse_kwargs(path: str, info: FieldInfo) -> dict[str, Any]:
         scalar = type(typing.get_args(item)[0]) if typing.get_origin(item) is Literal else item
         if scalar not in (int, float, str):
             raise TypeError(f"no flag for {path}: list of {item}")
-        kwargs.update(type=_csv(scalar), metavar="A,B,...")
+        kwargs.update(metavar="A,B,...")
+        kwargs[LIST_ITEM] = scalar  # add_config_flags keeps it for flag_values
     else:
         raise TypeError(f"no flag for {path}: {info.annotation} (use --set)")
     kwargs["help"] = _help(info)

@@ -11,6 +11,7 @@ import yaml
 from drdo_ray import config as C
 from drdo_ray.cli import build_parser
 from drdo_ray.cli_flags import FIELDS_KEY, config_from_args, flaggable
+from drdo_ray.errors import UserError
 
 # Each command and the config its flags set.
 COMMANDS: dict[tuple[str, ...], type] = {
@@ -126,8 +127,11 @@ def test_list_flags_are_comma_separated_and_checked():
         ["generate", "--model", "m", "--prompts", "p", "--out", "o", "--temperatures", "0.2,0.7"]
     )
     assert config_from_args(C.GenerateConfig, args, "generate").temperatures == [0.2, 0.7]
-    with pytest.raises(SystemExit):
-        parser.parse_args(["generate", "--temperatures", "warm"])
+    for bad, message in (("warm", "--temperatures expects comma-separated float values"), (",", "is empty")):
+        with pytest.raises(UserError, match=message):  # one line from main(), not argparse's usage
+            config_from_args(
+                C.GenerateConfig, parser.parse_args(["generate", "--temperatures", bad]), "generate"
+            )
     args = parser.parse_args(["bench", "generate", "--engines", "vllm,hf_generate"])
     assert config_from_args(C.BenchGenerateConfig, args, "bench_generate").engines == ["vllm", "hf_generate"]
 
