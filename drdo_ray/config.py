@@ -347,6 +347,13 @@ class TrainConfig(StageConfig):
         return self
 
 
+def edpo_oracle_settings(k: int) -> dict[str, Any]:
+    """The TrainConfig fields that make an Oracle run the ``k``-th e-DPO Oracle: plain Bradley-Terry
+    (Eq. 2 = Eq. 4 with ``oracle_alpha`` 0), its own reward-head seed. Laid over the Oracle's
+    settings by ``train oracle --edpo-oracles K``, the pipeline and ``bench quality``."""
+    return {"oracle_alpha": 0.0, "head_seed": k}
+
+
 # ------------------------------------------------------------------ evaluation (drdo_ray/eval)
 
 

@@ -54,6 +54,7 @@ from .config import (
     TrainConfig,
     WinrateConfig,
     describe_errors,
+    edpo_oracle_settings,
 )
 from .errors import UserError
 
@@ -284,7 +285,7 @@ class _Planner:
                 "edpo_oracles",
                 f"edpo_oracles:{k}",
                 "oracle (e-DPO Oracle)",
-                fields | {"oracle_alpha": 0.0, "head_seed": k},
+                fields | edpo_oracle_settings(k),
                 fixed | {"name": edpo_oracle_name("oracle", k)},
                 start,
             )

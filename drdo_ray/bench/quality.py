@@ -39,7 +39,7 @@ import torch
 from rich.console import Console
 
 from .. import storage
-from ..config import BenchQualityConfig, TrainConfig
+from ..config import BenchQualityConfig, TrainConfig, edpo_oracle_settings
 from ..losses import LOSS_INPUTS
 from ..models import PolicyWithRewardHead
 from ..train.loop import load_model
@@ -181,9 +181,8 @@ class QualityBench:
                     name=name,
                     model=str(sft),
                     lr=self.cfg.oracle_lr,
-                    head_seed=k,
-                    # e-DPO's Oracles are plain Bradley-Terry (Eq. 2: Eq. 4 with oracle_alpha 0).
-                    **({} if name == "oracle" else {"oracle_alpha": 0.0}),
+                    # e-DPO's Oracles: plain Bradley-Terry, head seed k; the Oracle keeps head seed 0.
+                    **({"head_seed": k} if name == "oracle" else edpo_oracle_settings(k)),
                     **self._common(
                         data.run_dir, seed, len(cols["prompt_ids"]), epochs=self.cfg.oracle_epochs
                     ),

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from .. import storage
 from ..artifacts import check_model, edpo_oracle_name, is_hub_id, local_model, pad_id
-from ..config import TrainConfig
+from ..config import TrainConfig, edpo_oracle_settings
 from ..errors import UserError
 from ..losses import ALIGN_LOSSES, LOSS_INPUTS
 from ..ray_runtime import ensure_ray
@@ -275,12 +275,7 @@ def fit_oracles(cfg: TrainConfig, console: Console | None = None) -> list[dict[s
     return [
         fit(
             cfg.model_copy(
-                update={
-                    "edpo_oracles": 0,
-                    "oracle_alpha": 0.0,
-                    "head_seed": k,
-                    "name": edpo_oracle_name(base, k),
-                }
+                update={"edpo_oracles": 0, "name": edpo_oracle_name(base, k), **edpo_oracle_settings(k)}
             ),
             console,
         )
