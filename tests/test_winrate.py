@@ -110,26 +110,17 @@ def _direct_rewards(oracle: Path, rows: list[tuple[str, bool, str]]) -> list[flo
     )
 
 
+def _winrate_argv(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    """`eval winrate` of the fixture's A over B with its Oracle, into ``out``."""
+    a, b, oracle = (str(setup[k]) for k in ("a", "b", "oracle"))
+    return ["eval", "winrate", "--a", a, "--b", b, "--oracle", oracle, "--out", str(out), *extra]
+
+
 def test_winrate_matches_direct_scoring_and_pairs_by_key(setup):
     out = setup["root"] / "eval-a-vs-b"
-    argv = [
-        "eval",
-        "winrate",
-        "--a",
-        str(setup["a"]),
-        "--b",
-        str(setup["b"]),
-        "--oracle",
-        str(setup["oracle"]),
-        "--out",
-        str(out),
-        "--batch-size",
-        "4",
-        "--set",
-        "bootstrap=300",
-        "--set",
-        "num_gpus_per_actor=0",
-    ]
+    argv = _winrate_argv(
+        setup, out, "--batch-size", "4", "--set", "bootstrap=300", "--set", "num_gpus_per_actor=0"
+    )
     assert main(argv) == 0
     result = json.loads((out / "winrate.json").read_text())
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
@@ -236,17 +227,7 @@ def test_an_impossible_actor_pool_fails_before_scoring(setup, capsys, monkeypatc
     (Ray Data would otherwise wait for the actors forever)."""
     monkeypatch.setenv("DRDO_RAY_AUTOSCALING", "0")
     out = setup["root"] / "no-gpus"
-    args = [
-        "eval",
-        "winrate",
-        "--a",
-        str(setup["a"]),
-        "--b",
-        str(setup["b"]),
-        "--oracle",
-        str(setup["oracle"]),
-    ]
-    assert main([*args, "--out", str(out), "--num-gpus-per-actor", "1"]) == 2
+    assert main(_winrate_argv(setup, out, "--num-gpus-per-actor", "1")) == 2
     assert re.search(
         r"needs \{CPU: 1, GPU: 1\}.*the cluster has \{CPU: \d+, GPU: 0\}", capsys.readouterr().err
     )
