@@ -189,10 +189,6 @@ def _logged(metrics_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (metrics_dir / "metrics.jsonl").read_text().splitlines() if line]
 
 
-def _step_times(metrics_dir: Path, warmup: int) -> list[float]:
-    return [r["step_s"] for r in _logged(metrics_dir)][warmup:]
-
-
 def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     torch.set_num_threads(cfg.threads)
@@ -250,9 +246,10 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
                     world=World(),
                     metrics_dir=metrics_dir,
                 )
-            times[v.name].append(statistics.median(_step_times(metrics_dir, cfg.warmup)))
-            # Whether every timed step logged the diagnostics: what the term_grads rows pay for.
-            diagnosed[v.name] = all("term_grad_cosine" in r for r in _logged(metrics_dir))
+            logged = _logged(metrics_dir)
+            times[v.name].append(statistics.median(r["step_s"] for r in logged[cfg.warmup :]))
+            # Whether every step logged the diagnostics: what the term_grads rows pay for.
+            diagnosed[v.name] = all("term_grad_cosine" in r for r in logged)
             mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
             console.print(
                 f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "
