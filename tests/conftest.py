@@ -17,11 +17,13 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray cluster shared by the whole session. 4 logical CPUs on a 2-core machine so
-    Ray Data tasks and training workers never wait on each other."""
+    Ray Data tasks and training workers never wait on each other. ``address="local"``: always a
+    cluster of its own, never one that a `ray start` on this machine (another test's head) left
+    in /tmp/ray/ray_current_cluster."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
