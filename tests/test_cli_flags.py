@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from drdo_ray import config as C
+from drdo_ray.bench import configs as B
+from drdo_ray.bench.quality_config import BenchQualityConfig
 from drdo_ray.cli import build_parser
 from drdo_ray.cli_flags import FIELDS_KEY, config_from_args, flaggable
 from drdo_ray.errors import UserError
@@ -28,10 +30,10 @@ COMMANDS: dict[tuple[str, ...], type] = {
     ("eval", "kl"): C.KLConfig,
     ("eval", "ood"): C.OODConfig,
     ("report",): C.ReportConfig,
-    ("bench", "serve"): C.BenchServeConfig,
-    ("bench", "generate"): C.BenchGenerateConfig,
-    ("bench", "train"): C.BenchTrainConfig,
-    ("bench", "quality"): C.BenchQualityConfig,
+    ("bench", "serve"): B.BenchServeConfig,
+    ("bench", "generate"): B.BenchGenerateConfig,
+    ("bench", "train"): B.BenchTrainConfig,
+    ("bench", "quality"): BenchQualityConfig,
 }
 
 
@@ -133,7 +135,7 @@ def test_list_flags_are_comma_separated_and_checked():
                 C.GenerateConfig, parser.parse_args(["generate", "--temperatures", bad]), "generate"
             )
     args = parser.parse_args(["bench", "generate", "--engines", "vllm,hf_generate"])
-    assert config_from_args(C.BenchGenerateConfig, args, "bench_generate").engines == ["vllm", "hf_generate"]
+    assert config_from_args(B.BenchGenerateConfig, args, "bench_generate").engines == ["vllm", "hf_generate"]
 
 
 def test_flags_override_yaml_and_set_overrides_flags(tmp_path):

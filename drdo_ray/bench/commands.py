@@ -8,7 +8,8 @@ import argparse
 from rich.console import Console
 
 from ..cli_flags import add_common, add_config_flags, config_from_args
-from ..config import BenchGenerateConfig, BenchQualityConfig, BenchServeConfig, BenchTrainConfig
+from .configs import BenchGenerateConfig, BenchServeConfig, BenchTrainConfig
+from .quality_config import BenchQualityConfig
 
 console = Console(stderr=True)
 

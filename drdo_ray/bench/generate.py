@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from .. import storage
-from ..config import BenchGenerateConfig
+from .configs import BenchGenerateConfig
 
 
 def bench_prompts(n: int) -> list[str]:

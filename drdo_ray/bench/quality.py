@@ -39,12 +39,13 @@ import torch
 from rich.console import Console
 
 from .. import storage
-from ..config import BenchQualityConfig, TrainConfig, edpo_oracle_settings
+from ..config import TrainConfig, edpo_oracle_settings
 from ..losses import LOSS_INPUTS
 from ..models import PolicyWithRewardHead
 from ..train.loop import load_model
 from ..train.stage import reduction_of
 from . import synthetic as syn
+from .quality_config import BenchQualityConfig
 from .quality_report import build_report, plot_report, print_report
 from .toy_lm import Progress, Words, build_model, objects, pair_scores, sample, train
 

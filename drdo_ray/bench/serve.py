@@ -17,8 +17,9 @@ from typing import Any
 from rich.console import Console
 
 from .. import storage
-from ..config import BenchServeConfig, ServeConfig
+from ..config import ServeConfig
 from ..errors import UserError
+from .configs import BenchServeConfig
 
 APP_NAME = "drdo-bench"
 ROUTE = "/bench"

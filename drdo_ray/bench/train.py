@@ -27,11 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import storage
-from ..config import BenchTrainConfig, TrainConfig
+from ..config import TrainConfig
 from ..train.batches import Collator
 from ..train.engine import World
 from ..train.loop import run
 from . import train_inputs as inputs
+from .configs import BenchTrainConfig
 
 ORACLE = ("oracle_chosen", "oracle_rejected")
 REF = ("ref_chosen_logps", "ref_rejected_logps")

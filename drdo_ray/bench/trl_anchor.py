@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..config import BenchTrainConfig
 from . import train_inputs as inputs
+from .configs import BenchTrainConfig
 
 
 def trl_dpo_step_times(

@@ -1,0 +1,90 @@
+"""Settings of the `drdo-ray bench serve|generate|train` commands (the quality benchmark's are in
+quality_config.py). Benchmarks own their configs: the stage configs in drdo_ray/config.py do not
+know them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..config import StageConfig
+
+
+class BenchServeConfig(StageConfig):
+    """`drdo-ray bench serve`: N concurrent requests against the app, batched vs one at a time."""
+
+    model: str | None = Field(None, description="model folder; default: a tiny random model built on the fly")
+    out: str = Field("bench_serve", description="output folder for bench_serve.json")
+    requests: int = Field(64, gt=0, description="requests per mode")
+    concurrency: int = Field(64, gt=0, description="requests in flight")
+    max_tokens: int = Field(32, gt=0, description="tokens generated per request")
+    max_batch_size: int = Field(16, gt=0, description="@serve.batch size")
+    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    port: int = Field(0, ge=0, le=65535, description="0: a free port")
+    backend: Literal["auto", "vllm", "transformers"] = "transformers"
+    modes: list[Literal["batched", "sequential"]] = Field(default_factory=lambda: ["batched", "sequential"])
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+
+
+class BenchGenerateConfig(StageConfig):
+    """`drdo-ray bench generate`: tokens/s of the engines (vLLM, the transformers engine) and of
+    plain Hugging Face ``generate`` on the same prompts in the same run, ratios to ``generate``."""
+
+    model: str | None = Field(
+        None, description="model folder; default: a tiny random model (head size 32) built on the fly"
+    )
+    out: str = Field("bench_generate", description="output folder for bench_generate.json")
+    prompts: int = Field(64, gt=0, description="prompts, generated as one batch")
+    max_tokens: int = Field(64, gt=0, description="new tokens per prompt (EOS ignored)")
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.8, gt=0, le=1)
+    repeats: int = Field(3, gt=0, description="interleaved repetitions; the median counts")
+    engines: list[Literal["hf_generate", "transformers", "vllm"]] = Field(
+        default_factory=lambda: ["hf_generate", "transformers", "vllm"]
+    )
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=lambda: {"enforce_eager": True}, description="extra vLLM engine arguments"
+    )
+
+
+class BenchTrainConfig(StageConfig):
+    """`drdo-ray bench train`: step time, tokens/s, memory (and MFU on GPU) of the one training
+    loop per method, with ratios to DRDO measured in the same run."""
+
+    model: str | None = Field(None, description="model folder; default: --shape, else the tiny random model")
+    shape: Literal["opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b"] | None = Field(
+        None, description="random-init model of this shape (no download)"
+    )
+    seq_len: int | None = Field(
+        None,
+        gt=1,
+        description="synthetic rows of exactly this many tokens per sequence; "
+        "default: the shipped Ultrafeedback rows",
+    )
+    out: str = Field("bench_train", description="output folder for bench_train.json")
+    pairs: int = Field(8, gt=0, description="pairs per optimizer step")
+    steps: int = Field(12, gt=0, description="timed steps per repetition (after warmup)")
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(3, gt=0, description="interleaved repetitions of every method")
+    methods: list[Literal["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]] = Field(
+        default_factory=lambda: ["drdo", "dpo", "dpo_live_ref", "edpo", "sft"]
+    )
+    engines: list[Literal["torch", "deepspeed"]] = Field(
+        default_factory=lambda: ["torch"],
+        description="the first is the baseline; others add method+engine rows",
+    )
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    bf16: bool | None = Field(None, description="default: on with a GPU")
+    logps_chunk_sizes: list[int] = Field(
+        default_factory=list, description="add drdo+chunkN rows (chunked vocabulary log-probs)"
+    )
+    term_grads: list[Literal["hidden", "params"]] = Field(
+        default_factory=lambda: ["hidden", "params"],
+        description="add drdo+term_grads_<wrt> rows: DRDO with its per-term gradient diagnostics on every "
+        "step (training's default is hidden at every logged step)",
+    )
+    ray_overhead: bool = Field(True, description="also DRDO under Ray Train, 1 worker (needs Ray)")
+    trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
+    peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")
+    threads: int = Field(1, gt=0, description="torch CPU threads")
