@@ -167,6 +167,36 @@ def test_term_gradient_diagnostics_leave_training_unchanged(
         assert torch.equal(exported[True][name], value), name
 
 
+@pytest.mark.parametrize("clip", [1e9, 1e-3])
+def test_detach_trains_the_lm_exactly_as_drdo_minus_r_up_to_clipping(batches, tiny_model_dir, tmp_path, clip):
+    """With distill_trunk=detach the distillation term trains the reward head only, so the LM's update
+    is DRDO(-R)'s: the exported LMs are bit-identical when the global grad-norm clip never binds, and differ
+    when it does (the head's gradient then shrinks the LM's step). Why bench quality reports DRDO(-R)
+    and not a separate detach row."""
+    columns, pad = batches
+    exported: dict[str, dict] = {}
+    for loss, extra in (("drdo", EXTRA["drdo"]), ("drdo_minus_r", ())):
+        collate = Collator(pad_id=pad, pairs=True, extra=extra)
+        feed = [collate({k: v[i : i + 2] for k, v in columns.items()}) for i in (0, 2)]
+        cfg = _cfg(tiny_model_dir, loss=loss, distill_trunk="detach", max_grad_norm=clip, checkpoint_every=0)
+        run(
+            cfg,
+            batches=lambda epoch, feed=feed: feed,
+            num_rows=4,
+            world=World(),
+            metrics_dir=tmp_path / f"{loss}-{clip}",
+            export=lambda m, e, loss=loss: exported.update(
+                {loss: {k: v.clone() for k, v in m.state_dict().items()}}
+            ),
+        )
+    lm = {k.removeprefix("lm."): v for k, v in exported["drdo"].items() if k.startswith("lm.")}
+    assert set(lm) == set(exported["drdo_minus_r"])
+    differ = [
+        k for k, v in exported["drdo_minus_r"].items() if not torch.allclose(lm[k], v, rtol=0, atol=1e-6)
+    ]
+    assert (differ == []) == (clip > 1)
+
+
 def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir, tmp_path):
     columns, pad = batches
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
