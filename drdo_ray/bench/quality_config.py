@@ -1,149 +1,260 @@
-"""Settings of `drdo-ray bench quality` and its tuning grids."""
+"""Settings of `drdo-ray bench quality`: the protocol's sizes, the rows it trains and their tuning
+ladders. The rows:
+
+- tuned methods (``METHODS``): each starts from a 4-cell grid and follows the edge rule of
+  quality_tuning.py on the tuning seeds;
+- controls (``CONTROLS``): a method's recipe with fixed or borrowed settings (the paper's DRDO,
+  DPO again with another training seed, DRDO distilling the true reward)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ..config import StageConfig, TrainConfig
+from ..config import StageConfig
+from .quality_tuning import Axis
 
-QUALITY_METHODS = ("drdo", "dpo", "ipo", "edpo")
-# The tuning grids of `bench quality`: small, fixed, the same size order for every method. The DPO
-# family shares one β grid (DPO's used to stop at 0.3, where its best value sat: at the grid's edge).
-# DRDO's covers the paper's α sweep {0.1, 1} and how much the distillation term moves the trunk.
-QUALITY_GRID: dict[str, list[dict[str, Any]]] = {
-    "dpo": [{"beta": b} for b in (0.1, 0.3, 1.0)],
-    "ipo": [{"beta": b} for b in (0.1, 0.3, 1.0)],
-    "edpo": [{"beta": b} for b in (0.1, 0.3, 1.0)],
-    "drdo": [
-        {"alpha": a, "distill_weight": w, "distill_trunk": t}
-        for a in (0.1, 1.0)
-        for w, t in ((1.0, "full"), (0.1, "full"), (1.0, "scaled:0.1"), (1.0, "detach"))
-    ],
+# Ladders of every tuned setting, shared by the methods that use them (geometric where the
+# setting is a scale). The learning rate is an axis of every method, on the same ladder.
+LR = (1.5e-5, 5e-5, 1.5e-4, 5e-4, 1.5e-3, 5e-3, 1.5e-2)
+BETA = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+ALPHA = (0.01, 0.1, 1.0, 10.0, 100.0)
+GAMMA = (0.0, 1.0, 2.0, 5.0)  # the paper's sweep
+
+_LR2 = Axis("lr", LR, (1.5e-4, 5e-4))
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a row trains: the stage, the loss and log-prob reduction, what it distills (``oracle``:
+    the Oracle's rewards, ``edpo``: the e-DPO Oracles', ``true``: r* itself, ``none``) and the
+    axes it is tuned on (a 4-cell start grid for every method)."""
+
+    stage: Literal["sft", "align"]
+    loss: str | None
+    reduction: Literal["mean", "sum"] | None
+    distills: Literal["oracle", "edpo", "true", "none"]
+    axes: tuple[Axis, ...]
+    description: str
+
+
+METHODS: dict[str, Method] = {
+    "sft_chosen": Method(
+        "sft",
+        None,
+        None,
+        "none",
+        # Its only setting is the learning rate: four rungs of the shared ladder.
+        (Axis("lr", LR, (5e-5, 1.5e-4, 5e-4, 1.5e-3)),),
+        "SFT on the pairs' chosen responses, same steps: the imitation control",
+    ),
+    "dpo": Method("align", "dpo", "sum", "none", (_LR2, Axis("beta", BETA, (0.3, 1.0))), "DPO"),
+    "ipo": Method("align", "ipo", "sum", "none", (_LR2, Axis("beta", BETA, (0.3, 1.0))), "IPO"),
+    "edpo": Method(
+        "align",
+        "edpo",
+        "sum",
+        "edpo",
+        (_LR2, Axis("beta", BETA, (0.3, 1.0))),
+        "e-DPO (3 Oracles, worst member)",
+    ),
+    "drdo": Method(
+        "align",
+        "drdo",
+        "mean",
+        "oracle",
+        (_LR2, Axis("alpha", ALPHA, (0.1, 1.0))),
+        "DRDO, distillation through the whole trunk (the paper's form), token-mean log-probs",
+    ),
+    "drdo_sum": Method(
+        "align",
+        "drdo",
+        "sum",
+        "oracle",
+        (_LR2, Axis("alpha", ALPHA, (0.1, 1.0))),
+        "DRDO as drdo, summed log-probs (the paper's reduction)",
+    ),
+    "drdo_minus_r": Method(
+        "align",
+        "drdo_minus_r",
+        "mean",
+        "none",
+        # Its α only scales the loss, which Adam undoes: the focal γ is its setting.
+        (_LR2, Axis("gamma", GAMMA, (1.0, 2.0))),
+        "DRDO(-R): the focal preference term alone (no Oracle, no reward head)",
+    ),
 }
-QUALITY_QUICK_GRID: dict[str, list[dict[str, Any]]] = {
-    "dpo": [{"beta": 0.1}],
-    "ipo": [{"beta": 0.3}],
-    "edpo": [{"beta": 0.3}],
-    "drdo": [
-        {"alpha": 0.1, "distill_weight": 1.0, "distill_trunk": "full"},
-        {"alpha": 1.0, "distill_weight": 1.0, "distill_trunk": "detach"},
-    ],
+TUNED = tuple(METHODS)
+
+# The paper's DRDO (Table 5 / Eq. 5): α 0.1, γ 2, λ 1, distillation through the whole trunk.
+PAPER_DRDO: dict[str, Any] = {"alpha": 0.1, "gamma": 2.0, "distill_weight": 1.0, "distill_trunk": "full"}
+
+
+@dataclass(frozen=True)
+class Control:
+    """A row that trains with a method's recipe and settings it does not tune: ``settings`` is
+    ``"paper"`` (PAPER_DRDO at ``paper_lr``) or ``"tuned"`` (the method's tuned values);
+    ``distills`` overrides what it distills; ``train_seed_offset`` moves the training seed (batch
+    order, initialisation) off the data seed."""
+
+    method: str
+    settings: Literal["paper", "tuned"]
+    description: str
+    distills: Literal["oracle", "true"] | None = None
+    train_seed_offset: int = 0
+
+
+CONTROLS: dict[str, Control] = {
+    "drdo_paper": Control("drdo", "paper", "the paper's DRDO, untuned (α 0.1, γ 2, λ 1, full trunk), mean"),
+    "drdo_paper_sum": Control("drdo_sum", "paper", "the paper's DRDO, untuned, summed log-probs"),
+    "drdo_true_r": Control("drdo", "tuned", "tuned DRDO distilling the true r* (a perfect Oracle)", "true"),
+    "dpo_reseed": Control(
+        "dpo",
+        "tuned",
+        "tuned DPO, another training seed on the same data: the noise floor",
+        train_seed_offset=7919,
+    ),
 }
+
+ARMS = ("ties", "lowmargin")
+
+
+def condition_key(arm: str | None, share: float) -> str:
+    """A condition's name: ``0`` for deterministic pairs only (shared by both arms), else
+    ``<arm>:<share>``, e.g. ``lowmargin:0.3``."""
+    return "0" if share == 0 else f"{arm}:{share:g}"
+
+
 QUALITY_QUICK: dict[str, Any] = {
-    "seeds": 1,
+    "seeds": [0],
+    "tune_seeds": [100],
     "shares": [0.0, 0.6],
     "tune_share": 0.6,
     "pairs": 96,
     "heldout_pairs": 64,
     "pool_size": 8,
     "sft_rows": 512,
-    "sft_steps": 150,
     "epochs": 2,
     "oracle_epochs": 2,
     "samples_per_prompt": 1,
     "bootstrap": 100,
     "diagnostic_batches": 1,
-    "methods": ["drdo", "dpo", "edpo"],
+    "max_extensions": 0,
+    "methods": ["sft_chosen", "dpo", "edpo", "drdo", "drdo_minus_r"],
 }
 
 
 class BenchQualityConfig(StageConfig):
     """`drdo-ray bench quality`: alignment quality on a synthetic task whose true reward is a known
-    program (drdo_ray/bench/synthetic.py). SFT -> a fixed set of deterministic pairs plus added
-    non-deterministic ones -> Oracle(s) -> every method tuned on validation prompts -> samples of
-    test prompts scored with the true reward. ``quick`` shrinks everything for the test suite."""
+    program (drdo_ray/bench/synthetic.py). Per seed: SFT -> N training pairs, of which a share is
+    non-deterministic (exact ties, or low-margin pairs) -> Oracle(s) -> every row trained for the
+    same steps -> samples of test prompts scored with the true reward. Methods are tuned on
+    separate tuning seeds and validation prompts; ``quick`` shrinks everything for the test suite."""
 
     out: str = Field("bench_quality", description="output folder for bench_quality.json and .png")
-    quick: bool = Field(False, description="a minutes-long smoke run: 1 seed, shares 0 and 0.6, tiny grid")
-    scale: float = Field(
-        1.0, gt=0, description="multiplies pairs, SFT rows and SFT steps; > 1 adds share 0.8"
+    quick: bool = Field(False, description="a minutes-long smoke run: 1 seed, shares 0 and 0.6, small grids")
+    seeds: list[int] = Field(
+        default_factory=lambda: [10, 11, 12, 13, 14],
+        min_length=1,
+        description="the seeds every reported figure comes from (data, SFT model, sampling)",
     )
-    seeds: int = Field(3, gt=0, description="seeds 0..N-1: data, model init, sampling")
-    shares: list[float] | None = Field(
-        None,
-        description="non-deterministic shares of all pairs; default 0, 0.3, 0.6 (and 0.8 with scale > 1)",
+    tune_seeds: list[int] = Field(
+        default_factory=lambda: [100, 101],
+        min_length=1,
+        description="the seeds tuning runs on (validation prompts, the mean over them); never reported",
     )
-    tune_share: float = Field(0.3, ge=0, lt=1, description="the share at which seed 0 tunes every method")
-    pairs_source: Literal["offpolicy", "onpolicy"] = Field(
-        "offpolicy",
-        description="responses of the pairs: another generator than the SFT policy, or its samples",
+    shares: list[float] = Field(
+        default_factory=lambda: [0.0, 0.3, 0.6],
+        min_length=1,
+        description="non-deterministic shares of the training pairs (they replace deterministic ones); "
+        "0 must be one of them",
+    )
+    arms: list[Literal[ARMS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(ARMS),
+        min_length=1,
+        description="what the non-deterministic pairs are: exact ties with coin-flip labels, or "
+        "low-margin pairs with Bradley-Terry labels",
+    )
+    tune_arm: Literal[ARMS] = Field("lowmargin", description="the arm tuning runs at")  # type: ignore[valid-type]
+    tune_share: float = Field(0.3, ge=0, lt=1, description="the share tuning runs at")
+    pairs: int = Field(768, gt=0, description="training pairs at every share (fixed steps)")
+    deterministic_margin: float = Field(1.5, gt=0, description="deterministic pairs: |Δr*| at least this")
+    lowmargin_band: list[float] = Field(
+        default_factory=lambda: [0.5, 1.0],
+        min_length=2,
+        max_length=2,
+        description="low-margin pairs: |Δr*| within this band, LO,HI (r* moves in steps of 0.5)",
     )
     flip: float = Field(0.1, ge=0, le=1, description="share of deterministic labels swapped after labelling")
-    tie_eps: float = Field(0.25, ge=0, description="|Δr*| at most this is a non-deterministic pair")
-    bt_scale: float = Field(1.0, gt=0, description="deterministic labels: p = σ(Δr* / bt_scale)")
+    bt_scale: float = Field(1.0, gt=0, description="labels: p(first preferred) = σ(Δr* / bt_scale)")
     pool_size: int = Field(64, ge=2, description="candidate responses per prompt that pairs are drawn from")
-    # Sizes.
     sft_rows: int = Field(2048, gt=0)
-    pairs: int = Field(768, gt=0, description="deterministic training pairs (the same at every share)")
-    heldout_pairs: int = Field(
-        512, gt=0, description="deterministic validation-prompt pairs: Oracle accuracy"
-    )
+    sft_steps: int = Field(150, gt=0, description="SFT steps: a weak start, so alignment has room to gain")
+    heldout_pairs: int = Field(512, gt=0, description="validation-prompt pairs per kind: Oracle accuracy")
     samples_per_prompt: int = Field(4, gt=0)
     temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9], min_length=1)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(16, gt=0)
-    methods: list[Literal[QUALITY_METHODS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(QUALITY_METHODS), min_length=1
+    methods: list[Literal[TUNED]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(TUNED), min_length=1, description="tuned rows (dpo is the baseline)"
     )
-    # Model.
+    controls: list[Literal[tuple(CONTROLS)]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CONTROLS), description="control rows"
+    )
     hidden_size: int = Field(64, gt=0)
     num_layers: int = Field(2, gt=0)
-    # Training: the same batches, epochs and learning rate for every alignment method.
+    # Training: the same batches, epochs and steps for every row.
     batch_size: int = Field(32, gt=0, description="rows (SFT) or pairs per optimizer step")
-    sft_steps: int = Field(600, gt=0)
-    epochs: int = Field(
-        4, gt=0, description="alignment epochs over the pairs (DPO's train accuracy plateaus)"
-    )
+    epochs: int = Field(4, gt=0, description="passes over the training pairs, for every row")
     oracle_epochs: int = Field(4, gt=0)
     sft_lr: float = Field(2e-3, gt=0)
     oracle_lr: float = Field(1e-3, gt=0)
-    align_lr: float = Field(5e-4, gt=0, description="alignment lr of every method unless `lr` names it")
-    lr: dict[str, float] = Field(
-        default_factory=dict, description="per-method alignment lr, e.g. lr.dpo=1e-4"
-    )
-    reduction: dict[str, Literal["mean", "sum"]] = Field(
-        default_factory=dict, description="per method; default: mean for drdo, sum for the DPO family"
-    )
-    gamma: float = Field(2.0, ge=0, description="DRDO's focal γ where a grid entry does not set it")
+    paper_lr: float = Field(5e-4, gt=0, description="learning rate of the untuned paper rows")
     warmup_steps: int = Field(10, ge=0)
-    grid: dict[str, list[dict[str, Any]]] | None = Field(
-        None, description="per-method tuning grid (lists of TrainConfig overrides); default: QUALITY_GRID"
-    )
+    max_extensions: int = Field(3, ge=0, description="times the edge rule may extend one axis")
     diagnostic_batches: int = Field(4, gt=0, description="batches averaged for DRDO's step-0 term gradients")
-    bootstrap: int = Field(2000, ge=0)
+    bootstrap: int = Field(2000, ge=0, description="seed-bootstrap replicates (a secondary interval)")
     threads: int = Field(1, gt=0, description="torch CPU threads (1: the tiny model gains nothing from more)")
 
-    def model_post_init(self, _: Any) -> None:
-        if self.shares is not None and any(not 0 <= f < 1 for f in self.shares):
-            raise ValueError("shares must lie in [0, 1)")
-        if "drdo" not in self.methods:
-            raise ValueError("methods must include drdo (win rates are DRDO's)")
-        unknown = sorted((set(self.lr) | set(self.grid or {})) - set(QUALITY_METHODS))
-        if unknown:
-            raise ValueError(f"lr or grid names unknown methods: {', '.join(unknown)}")
-        if self.quick:
-            for key, value in QUALITY_QUICK.items():
-                if key not in self.model_fields_set:
-                    setattr(self, key, value)
-        if self.tune_share not in self.effective_shares():
-            raise ValueError(
-                f"tune_share {self.tune_share:g} is not one of the shares {self.effective_shares()}"
+    @model_validator(mode="before")
+    @classmethod
+    def _quick_defaults(cls, data: Any) -> Any:
+        # The quick run's sizes, under whatever the caller set explicitly.
+        if isinstance(data, dict) and data.get("quick"):
+            return {**QUALITY_QUICK, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> BenchQualityConfig:
+        problems = []
+        if overlap := sorted(set(self.seeds) & set(self.tune_seeds)):
+            problems.append(
+                f"tuning seeds {overlap} are also report seeds: tuning and reporting use disjoint seeds"
             )
-
-    def effective_shares(self) -> list[float]:
-        if self.shares is not None:
-            return list(self.shares)
-        return [0.0, 0.3, 0.6] + ([0.8] if self.scale > 1 else [])
-
-    def grid_of(self, method: str) -> list[dict[str, Any]]:
-        grid = (self.grid or {}).get(method) or (QUALITY_QUICK_GRID if self.quick else QUALITY_GRID)[method]
-        for entry in grid:
-            TrainConfig.model_validate(
-                {"stage": "align", "loss": method, "model": "-", "data": "-", "run_dir": "-", **entry}
+        if any(not 0 <= s < 1 for s in self.shares) or 0.0 not in self.shares:
+            problems.append("shares must lie in [0, 1) and include 0 (the deterministic-only baseline)")
+        if self.tune_share not in self.shares:
+            problems.append(f"tune_share {self.tune_share:g} is not one of the shares {self.shares}")
+        if self.tune_arm not in self.arms:
+            problems.append(f"tune_arm {self.tune_arm} is not one of the arms {self.arms}")
+        lo, hi = self.lowmargin_band
+        if not 0 < lo <= hi < self.deterministic_margin:
+            problems.append(
+                f"lowmargin_band {list(self.lowmargin_band)} must lie in (0, deterministic_margin "
+                f"{self.deterministic_margin:g})"
             )
-        return grid
+        if "dpo" not in self.methods:
+            problems.append("methods must include dpo (every row is compared with it)")
+        for name in self.controls:
+            needs = CONTROLS[name].method
+            if CONTROLS[name].settings == "tuned" and needs not in self.methods:
+                problems.append(f"control {name} uses tuned {needs}: add {needs} to methods")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
-    def lr_of(self, method: str) -> float:
-        return self.lr.get(method, self.align_lr)
+    def rows(self) -> list[str]:
+        """Every trained row, in report order."""
+        return [*self.methods, *self.controls]

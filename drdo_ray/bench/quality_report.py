@@ -1,241 +1,250 @@
-"""The report of `drdo-ray bench quality`: per method and share, the mean true reward with a seed
-interval, paired win rates with prompt-bootstrap intervals, the slope of mean r* against the
-non-deterministic share (the robustness claim in one number), the tuning table, Oracle accuracy,
-DPO's convergence and DRDO's per-term gradients at step 0; plus the figure and console table."""
+"""The report of `drdo-ray bench quality`: the JSON (per-seed values of every row and condition,
+paired differences against DPO and SFT with t intervals over seeds, wins / ties / losses, the
+robustness effect, the tuning table, Oracle accuracy), the figure and the console table. Reads
+only the results it is handed (no import of quality.py)."""
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..eval.stats import fmt_rate, outcomes_from_rewards, summarize, temperature_key
+from ..eval.stats import temperature_key
 from . import synthetic as syn
+from .quality_config import CONTROLS, METHODS, PAPER_DRDO, BenchQualityConfig, condition_key
+from .quality_stats import paired_difference, robustness_effect, t_interval
 
-if TYPE_CHECKING:
-    from .quality import QualityBench
-
-# Two-sided 95% Student t quantiles by degrees of freedom (a seed interval over a few seeds).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def seed_interval(values: Sequence[float]) -> list[float] | None:
-    """95% t-interval of the mean over seeds; None with fewer than two seeds."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
-        return None
-    half = _T975.get(x.size - 1, 1.96) * x.std(ddof=1) / math.sqrt(x.size)
-    return [float(x.mean() - half), float(x.mean() + half)]
+TUNING_RULE = (
+    "every method starts from a 4-cell grid; a winner at the edge of an axis extends it by the next rung "
+    "of its ladder and is re-tuned, until the winner is inside every axis, at a ladder's end, or the axis "
+    "was extended max_extensions times; score: mean true reward on the validation prompts, mean over the "
+    "tuning seeds"
+)
 
 
-def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ys against xs."""
-    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-    dx = x - x.mean()
-    return float((dx * (y - y.mean())).sum() / (dx**2).sum())
+@dataclass
+class QualityResults:
+    """What a run measured, handed from the protocol to the report."""
+
+    cfg: BenchQualityConfig
+    conditions: list[str]
+    # rewards[row][condition][seed]: true rewards of the test-prompt samples, (prompt, temperature, sample)
+    rewards: dict[str, dict[str, dict[int, np.ndarray]]] = field(default_factory=dict)
+    reference: dict[str, dict[int, float]] = field(default_factory=dict)
+    oracle_accuracy: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+    data: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    train_metrics: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
+    term_gradients: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)
+    tuned: dict[str, dict[str, float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add_rewards(self, row: str, conditions: list[str], seed: int, rewards: np.ndarray) -> None:
+        for key in conditions:
+            self.rewards.setdefault(row, {}).setdefault(key, {})[seed] = rewards
 
 
-def _paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], label: str, n_boot: int) -> dict[str, Any]:
-    """Win rate of A's samples over B's, paired by (seed, prompt, temperature, sample index); the
-    bootstrap resamples (seed, prompt) clusters."""
-    seeds = sorted(a)
-    ra = np.concatenate([a[s].ravel() for s in seeds])
-    rb = np.concatenate([b[s].ravel() for s in seeds])
-    clusters = np.concatenate(
-        [[f"{s}:{p}" for p in range(a[s].shape[0]) for _ in range(a[s][0].size)] for s in seeds]
-    )
-    return summarize(outcomes_from_rewards(ra, rb), clusters, n_boot=n_boot, seed=0, label=label)
+def _seed_means(by_seed: dict[int, np.ndarray]) -> dict[int, float]:
+    return {s: float(np.mean(v)) for s, v in sorted(by_seed.items())}
 
 
-def _curves(runs: list[list[dict[str, float]]], key: str) -> list[float]:
-    """Mean over runs of ``key`` per logged row (one row per epoch)."""
-    n = min((len(r) for r in runs), default=0)
-    return [float(np.mean([r[i].get(key, math.nan) for r in runs])) for i in range(n)]
+def _mean_of(dicts: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in dicts[0] if k != "seed"] if dicts else []
+    return {k: float(np.mean([d.get(k, math.nan) for d in dicts])) for k in keys}
 
 
-def build_report(bench: QualityBench, wall: float) -> dict[str, Any]:
-    from .quality import share_key
+def build_report(res: QualityResults) -> dict[str, Any]:
+    cfg = res.cfg
+    rows = ["sft", *cfg.rows()]
+    conds = res.conditions
+    means = {r: {c: _seed_means(res.rewards[r][c]) for c in conds} for r in rows}
+    n_boot = cfg.bootstrap
 
-    cfg = bench.cfg
-    shares = [share_key(s) for s in bench.shares]
-    xs = [float(s) for s in shares]
-    seeds = list(range(cfg.seeds))
-    rows = [r for r in bench.rewards if r != "init"]
-    per_seed = {r: {s: [float(bench.rewards[r][s][i].mean()) for i in seeds] for s in shares} for r in rows}
-    mean = {r: {s: float(np.mean(v)) for s, v in per_seed[r].items()} for r in rows}
-    slopes = {}
-    for r in rows:
-        seed_slopes = [slope(xs, [per_seed[r][s][i] for s in shares]) for i in seeds] if len(xs) > 1 else []
-        slopes[r] = {
-            "slope": slope(xs, [mean[r][s] for s in shares]) if len(xs) > 1 else None,
-            "per_seed": seed_slopes,
-            "seed_ci95": seed_interval(seed_slopes),
+    def paired(a: str, b: str) -> dict[str, Any]:
+        return {
+            c: paired_difference(res.rewards[a][c], res.rewards[b][c], n_boot=n_boot, label=f"{a}-{b}-{c}")
+            for c in conds
         }
-    bases = [r for r in rows if r != "drdo"]
-    win = {
-        b: {
-            s: _paired(bench.rewards["drdo"][s], bench.rewards[b][s], f"drdo-vs-{b}-{s}", cfg.bootstrap)
-            for s in shares
-        }
-        for b in bases
+
+    robust = {
+        r: {c: robustness_effect(means[r], means["dpo"], c, "0") for c in conds if c != "0"}
+        for r in rows
+        if r != "dpo"
     }
-    vs_dpo = {}
-    if "dpo" in rows:
-        vs_dpo = {
-            r: {
-                s: _paired(bench.rewards[r][s], bench.rewards["dpo"][s], f"{r}-vs-dpo-{s}", cfg.bootstrap)
-                for s in shares
-            }
-            for r in rows
-            if r != "dpo"
-        }
+    temps = cfg.temperatures
     by_temp = {
         r: {
-            s: {
-                temperature_key(t): float(np.mean([bench.rewards[r][s][i][:, k] for i in seeds]))
-                for k, t in enumerate(bench.temps)
+            c: {
+                temperature_key(t): float(np.mean([v[:, k] for v in res.rewards[r][c].values()]))
+                for k, t in enumerate(temps)
             }
-            for s in shares
+            for c in conds
         }
         for r in rows
     }
-    dpo_runs = bench.train_curves.get("dpo", {})
-    convergence = {}
-    for s in shares:
-        acc = _curves(dpo_runs.get(s, []), "reward_accuracy")
-        convergence[s] = {
-            "train_reward_accuracy_by_epoch": acc,
-            "train_loss_by_epoch": _curves(dpo_runs.get(s, []), "loss"),
-            "last_epoch_gain": acc[-1] - acc[-2] if len(acc) > 1 else None,
-        }
-    term_grads = {
-        s: {
-            label: {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-            for label, runs in by_label.items()
-        }
-        for s, by_label in bench.term_grads.items()
-    }
-    final_train = {
-        r: {
-            s: {k: float(np.mean([c[-1].get(k, math.nan) for c in curves if c])) for k in curves[0][-1]}
-            for s, curves in by_share.items()
-            if curves and curves[0]
-        }
-        for r, by_share in bench.train_curves.items()
-        if r in rows
+    steps = {
+        r: {c: sorted({int(m.get("step", -1)) for m in res.train_metrics[r][c]}) for c in conds}
+        for r in cfg.rows()
     }
     return {
-        "mean_true_reward": mean,
-        "mean_true_reward_seed_ci95": {
-            r: {s: seed_interval(v) for s, v in per_seed[r].items()} for r in rows
+        "protocol": "v3",
+        "seeds": cfg.seeds,
+        "tune_seeds": cfg.tune_seeds,
+        "conditions": conds,
+        "rows": rows,
+        "descriptions": {
+            "sft": "the SFT model every row starts from",
+            **{m: METHODS[m].description for m in cfg.methods},
+            **{c: CONTROLS[c].description for c in cfg.controls},
         },
-        "mean_true_reward_per_seed": per_seed,
+        "mean_true_reward": {
+            r: {
+                c: {
+                    "per_seed": {str(s): v for s, v in means[r][c].items()},
+                    **t_interval(list(means[r][c].values())),
+                }
+                for c in conds
+            }
+            for r in rows
+        },
+        "vs_dpo": {r: paired(r, "dpo") for r in rows if r != "dpo"},
+        "vs_sft": {r: paired(r, "sft") for r in rows if r != "sft"},
+        "robustness_vs_dpo": robust,
         "mean_true_reward_by_temperature": by_temp,
-        "slope_vs_share": slopes,
-        "drdo_win_rate": win,
-        "win_rate_vs_dpo": vs_dpo,
-        "tuned_hyperparameters": bench.tuned,
-        "tuning": {"seed": 0, "share": cfg.tune_share, "split": "validation", "results": bench.tuning},
-        "paper_drdo_hyperparameters": bench.paper,
-        "oracle_accuracy": {s: float(np.mean(bench.oracle_acc[s]["oracle"])) for s in shares},
-        "oracle_accuracy_detail": bench.oracle_acc,
-        "drdo_step0_term_gradients": term_grads,
-        "dpo_convergence": convergence,
-        "final_train_metrics": final_train,
+        "training_steps": steps,
+        "tuning": {
+            "seeds": cfg.tune_seeds,
+            "condition": condition_key(cfg.tune_arm, cfg.tune_share),
+            "split": "validation",
+            "rule": TUNING_RULE,
+            "max_extensions": cfg.max_extensions,
+            "grid_sizes": {
+                m: {"start": t["start_size"], "final": t["final_size"]}
+                for m, t in res.tuning.items()
+                if m != "sft"
+            },
+            "methods": res.tuning,
+        },
+        "tuned_hyperparameters": res.tuned,
+        "paper_drdo": {**PAPER_DRDO, "lr": cfg.paper_lr},
+        "oracle_accuracy": {
+            c: {
+                k: {"per_seed": {str(s): v for s, v in by_seed.items()}, **t_interval(list(by_seed.values()))}
+                for k, by_seed in kinds.items()
+            }
+            for c, kinds in res.oracle_accuracy.items()
+            if c in conds
+        },
+        "drdo_step0_term_gradients": {
+            c: {label: _mean_of(runs) for label, runs in by_label.items()}
+            for c, by_label in res.term_gradients.items()
+        },
+        "final_train_metrics": {
+            r: {c: _mean_of(v) for c, v in by_cond.items()} for r, by_cond in res.train_metrics.items()
+        },
         "reference_true_reward": {
-            "random_init": float(np.mean([bench.rewards["init"][shares[0]][i].mean() for i in seeds])),
-            "sft": mean["sft"][shares[0]],
+            "random_init": float(np.mean(list(res.reference["random_init"].values()))),
+            "sft": t_interval(list(means["sft"]["0"].values()))["mean"],
             "optimum": float(syn.TARGET_LENGTH),
         },
-        "data": bench.data_stats,
-        "settings": cfg.model_dump(mode="json") | {"shares": bench.shares},
-        "timings": {"wall_s": wall, **{f"{k}_s": v for k, v in bench.progress.times.items()}},
+        "data": res.data,
+        "settings": cfg.model_dump(mode="json"),
+        "timings": res.timings,
         "device": f"cpu ({cfg.threads} thread(s))",
         "command": " ".join(sys.argv),
     }
 
 
+def _share(condition: str) -> float:
+    return float(condition.partition(":")[2] or 0)
+
+
 def plot_report(report: dict[str, Any], path: str) -> None:
+    """Left: mean r* by share for each arm (95% t interval over seeds). Right: each row − DPO
+    per condition, the primary statistic, with its t interval."""
     from ..eval.plots import COLORS, plt, save_figure
 
-    shares = list(report["oracle_accuracy"])
-    xs = np.array([float(s) for s in shares])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, (row, values) in enumerate(report["mean_true_reward"].items()):
-        cis = report["mean_true_reward_seed_ci95"][row]
-        ys = np.array([values[s] for s in shares])
+    conds = report["conditions"]
+    arms = sorted({c.partition(":")[0] for c in conds if c != "0"})
+    rows = report["rows"]
+    fig, axes = plt.subplots(1, len(arms) + 1, figsize=(6 * (len(arms) + 1), 5.5))
+    for ax, arm in zip(axes, arms):
+        cells = ["0"] + [c for c in conds if c.startswith(f"{arm}:")]
+        xs = np.array([_share(c) for c in cells])
+        for i, row in enumerate(rows):
+            stats = [report["mean_true_reward"][row][c] for c in cells]
+            ys = np.array([s["mean"] for s in stats])
+            err = np.array(
+                [
+                    [y - (s["ci95"] or [y, y])[0] for y, s in zip(ys, stats)],
+                    [(s["ci95"] or [y, y])[1] - y for y, s in zip(ys, stats)],
+                ]
+            )
+            ax.errorbar(
+                xs + 0.004 * (i - len(rows) / 2),
+                ys,
+                yerr=err,
+                fmt="--o" if row == "sft" else "-o",
+                ms=3,
+                capsize=2,
+                color=COLORS[i % 10],
+                label=row,
+            )
+        ax.set(
+            xlabel=f"non-deterministic share ({arm})",
+            ylabel="mean true reward r* (test prompts)",
+            title=f"{arm}: mean r*, 95% t interval over seeds",
+        )
+    axes[0].legend(fontsize=7, ncol=2)
+    ax = axes[-1]
+    others = [r for r in rows if r != "dpo"]
+    for j, c in enumerate(conds):
+        ys = np.arange(len(others)) + 0.12 * (j - len(conds) / 2)
+        stats = [report["vs_dpo"][r][c] for r in others]
+        xs = np.array([s["mean"] for s in stats])
         err = np.array(
             [
-                [y - (cis[s] or [y, y])[0] for s, y in zip(shares, ys)],
-                [(cis[s] or [y, y])[1] - y for s, y in zip(shares, ys)],
+                [x - (s["ci95"] or [x, x])[0] for x, s in zip(xs, stats)],
+                [(s["ci95"] or [x, x])[1] - x for x, s in zip(xs, stats)],
             ]
         )
-        sl = report["slope_vs_share"][row]["slope"]
-        ax1.errorbar(
-            xs + 0.004 * (i - 3),
-            ys,
-            yerr=err,
-            fmt="--o" if row == "sft" else "-o",
-            capsize=3,
-            color=COLORS[i % 10],
-            label=f"{row} (slope {sl:+.2f})" if sl is not None else row,
-        )
-    ax1.set(
-        xlabel="non-deterministic share of pairs",
-        ylabel="mean true reward r* (test prompts)",
-        title="Mean true reward, 95% seed interval",
-    )
-    ax1.legend(fontsize=7)
-    for i, (base, values) in enumerate(report["drdo_win_rate"].items()):
-        rates = np.array([values[s]["win_rate"] for s in shares])
-        cis = [values[s]["ci95"] or [values[s]["win_rate"]] * 2 for s in shares]
-        err = np.array([[r - c[0] for r, c in zip(rates, cis)], [c[1] - r for r, c in zip(rates, cis)]])
-        ax2.errorbar(
-            xs + 0.004 * (i - 3),
-            rates,
-            yerr=err,
-            marker="o",
-            capsize=3,
-            color=COLORS[(i + 1) % 10],
-            label=f"DRDO vs {base}",
-        )
-    ax2.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax2.set(
-        xlabel="non-deterministic share of pairs",
-        ylabel="true-reward win rate of tuned DRDO",
-        ylim=(0, 1),
-        title="Paired win rate (ties half, 95% prompt bootstrap)",
-    )
-    ax2.legend(fontsize=7)
+        ax.errorbar(xs, ys, xerr=err, fmt="o", ms=3, capsize=2, color=COLORS[j % 10], label=c)
+    ax.axvline(0, color="grey", lw=0.8, ls=":")
+    ax.set_yticks(np.arange(len(others)), others, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="mean r* − DPO's, per seed (95% t interval)", title="Paired difference against tuned DPO")
+    ax.legend(fontsize=7, title="condition")
     save_figure(fig, path)
 
 
+def _fmt(stat: dict[str, Any]) -> str:
+    ci = stat["ci95"]
+    return f"{stat['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
-    shares = list(report["oracle_accuracy"])
+    conds = report["conditions"]
     ref = report["reference_true_reward"]
     table = Table(
-        title=f"bench quality: mean true reward on test prompts (optimum {ref['optimum']:g}, "
-        f"random init {ref['random_init']:.2f})"
+        title=f"bench quality: mean r* − tuned DPO's, 95% t interval over {len(report['seeds'])} seeds (SFT {ref['sft']:.2f}, optimum {ref['optimum']:g})"
     )
     table.add_column("row")
-    for s in shares:
-        table.add_column(f"share {s}", justify="right")
-    table.add_column("slope", justify="right")
-    for row, values in report["mean_true_reward"].items():
-        ci = report["mean_true_reward_seed_ci95"][row]
-        cells = [f"{values[s]:.2f}" + (f" [{ci[s][0]:.2f}, {ci[s][1]:.2f}]" if ci[s] else "") for s in shares]
-        sl = report["slope_vs_share"][row]["slope"]
-        table.add_row(row, *cells, f"{sl:+.2f}" if sl is not None else "-")
-    for base, values in report["drdo_win_rate"].items():
+    for c in conds:
+        table.add_column(c, justify="right")
+    for row, by_cond in report["vs_dpo"].items():
+        table.add_row(row, *[_fmt(by_cond[c]) for c in conds])
+    acc = report["oracle_accuracy"]
+    if acc:
         table.add_row(
-            f"DRDO win vs {base}", *[fmt_rate(values[s]["win_rate"], values[s]["ci95"]) for s in shares], ""
+            "Oracle accuracy (det.)",
+            *[f"{100 * acc[c]['deterministic']['mean']:.0f}%" if c in acc else "-" for c in conds],
         )
-    table.add_row("Oracle accuracy", *[f"{100 * report['oracle_accuracy'][s]:.1f}%" for s in shares], "")
     console.print(table)
     console.print(f"tuned: {report['tuned_hyperparameters']}")
+    console.print(f"grid sizes (start -> final): {report['tuning']['grid_sizes']}")
     console.print(f"wall time {report['timings']['wall_s'] / 60:.1f} min")

@@ -401,8 +401,14 @@ class Pair:
     chosen: tuple[str, ...]
     rejected: tuple[str, ...]
     delta: float  # r*(chosen) - r*(rejected)
-    tie: bool  # non-deterministic: |Δr*| <= tie_eps, labelled by a fair coin
+    kind: str  # "deterministic", "lowmargin" or "tie" (see PAIR_KINDS)
     flipped: bool  # a deterministic pair whose Bradley-Terry label was then swapped
+
+
+# What a pair's |Δr*| is, by kind. r* moves in steps of 0.5, so the bands are disjoint: a tie is an
+# exact tie, a low-margin pair differs by one or two steps, a deterministic one by three or more.
+PAIR_KINDS = ("deterministic", "lowmargin", "tie")
+REWARD_STEP = 0.5
 
 
 def bt_probability(delta: float, scale: float = 1.0) -> float:
@@ -413,48 +419,62 @@ def bt_probability(delta: float, scale: float = 1.0) -> float:
 Pool = dict[tuple[str, ...], list[list[str]]]
 
 
-def deterministic_pairs(
+def _separated_pair(
+    pool: Pool, prompt: tuple[str, ...], lo: float, hi: float, rng: np.random.Generator, tries: int
+) -> tuple[list[str], list[str], float] | None:
+    """Two responses of ``prompt`` whose |Δr*| lies in [lo, hi], or None after ``tries`` draws."""
+    responses = pool[prompt]
+    for _ in range(tries):
+        i, j = rng.choice(len(responses), size=2, replace=False)
+        a, b = responses[i], responses[j]
+        delta = true_reward(prompt, a) - true_reward(prompt, b)
+        if lo <= abs(delta) <= hi:
+            return a, b, delta
+    return None
+
+
+def labelled_pairs(
     pool: Pool,
     n: int,
     *,
     rng: np.random.Generator,
-    tie_eps: float,
+    margin: tuple[float, float],
     bt_scale: float,
-    flip: float,
+    flip: float = 0.0,
+    kind: str = "deterministic",
     tries: int = 50,
 ) -> list[Pair]:
-    """``n`` pairs whose true rewards differ by more than ``tie_eps``: a prompt drawn uniformly
-    from the pool, two of its responses drawn until they differ enough, the label drawn from
+    """``n`` pairs whose |Δr*| lies in ``margin`` = (lo, hi): a prompt drawn uniformly from the pool,
+    two of its responses drawn until their margin is in the band, the label drawn from
     Bradley-Terry σ(Δr*/bt_scale); then exactly ``round(flip * n)`` labels (a seeded subset) are
-    swapped."""
+    swapped. Deterministic pairs use a wide band and a flip share; low-margin ones
+    (``kind="lowmargin"``) a narrow band of small margins and no flips."""
+    lo, hi = margin
+    if lo <= 0:
+        raise ValueError(f"a labelled pair needs a positive margin (exact ties are tie_pairs), got {lo}")
     prompts = list(pool)
     flipped = np.zeros(n, dtype=bool)
     flipped[rng.permutation(n)[: round(flip * n)]] = True
     out: list[Pair] = []
     while len(out) < n:
         prompt = prompts[int(rng.integers(len(prompts)))]
-        responses = pool[prompt]
-        for _ in range(tries):
-            i, j = rng.choice(len(responses), size=2, replace=False)
-            a, b = responses[i], responses[j]
-            delta = true_reward(prompt, a) - true_reward(prompt, b)
-            if abs(delta) > tie_eps:
-                break
-        else:
-            continue  # this prompt's pool has no separated pair in `tries` draws: another prompt
+        drawn = _separated_pair(pool, prompt, lo, hi, rng, tries)
+        if drawn is None:
+            continue  # this prompt's pool has no pair in the band in `tries` draws: another prompt
+        a, b, delta = drawn
         if rng.random() >= bt_probability(delta, bt_scale):
             a, b, delta = b, a, -delta
         k = len(out)
         if flipped[k]:
             a, b, delta = b, a, -delta
-        out.append(Pair(tuple(prompt), tuple(a), tuple(b), float(delta), False, bool(flipped[k])))
+        out.append(Pair(tuple(prompt), tuple(a), tuple(b), float(delta), kind, bool(flipped[k])))
     return out
 
 
-def tie_pairs(pool: Pool, n: int, *, rng: np.random.Generator, tie_eps: float) -> list[Pair]:
-    """``n`` non-deterministic pairs: two different responses of one prompt whose true rewards
-    differ by at most ``tie_eps`` (the rotated response when the pool has no such partner: r* is
-    order-invariant, so Δr* = 0), labelled by a fair coin (Bradley-Terry at Δr* ≈ 0)."""
+def tie_pairs(pool: Pool, n: int, *, rng: np.random.Generator) -> list[Pair]:
+    """``n`` exact ties: two different responses of one prompt with the same true reward (the
+    rotated response when the pool has no such partner: r* is order-invariant), labelled by a fair
+    coin (Bradley-Terry at Δr* = 0). Nothing separates them, for an Oracle or anyone."""
     prompts = list(pool)
     out: list[Pair] = []
     for _ in range(n):
@@ -462,18 +482,31 @@ def tie_pairs(pool: Pool, n: int, *, rng: np.random.Generator, tie_eps: float) -
         responses = pool[prompt]
         a = responses[int(rng.integers(len(responses)))]
         ra = true_reward(prompt, a)
-        partners = [b for b in responses if b != a and abs(true_reward(prompt, b) - ra) <= tie_eps]
+        partners = [b for b in responses if b != a and true_reward(prompt, b) == ra]
         b = partners[int(rng.integers(len(partners)))] if partners else permuted(a)
         if rng.random() < 0.5:
             a, b = b, a
-        delta = true_reward(prompt, a) - true_reward(prompt, b)
-        out.append(Pair(tuple(prompt), tuple(a), tuple(b), float(delta), True, False))
+        out.append(Pair(tuple(prompt), tuple(a), tuple(b), 0.0, "tie", False))
     return out
 
 
-def ties_for_share(deterministic: int, share: float) -> int:
-    """How many non-deterministic pairs make them ``share`` of all pairs, the deterministic
-    ones kept as they are: share / (1 - share) x deterministic."""
+def nondeterministic_count(total: int, share: float) -> int:
+    """How many of ``total`` training pairs are non-deterministic at ``share``: they REPLACE
+    deterministic ones, so every share trains on the same number of pairs (the same steps)."""
     if not 0 <= share < 1:
         raise ValueError(f"a non-deterministic share must lie in [0, 1), got {share}")
-    return round(share / (1 - share) * deterministic)
+    return round(share * total)
+
+
+def mixed_pairs(deterministic: Sequence[Pair], nondeterministic: Sequence[Pair], share: float) -> list[Pair]:
+    """The training pairs at ``share``: the first ``nondeterministic_count(N, share)`` of the
+    non-deterministic pairs and the first N minus that of the deterministic ones, N =
+    len(deterministic). Prefixes, so a higher share keeps every non-deterministic pair of a lower
+    one and drops deterministic ones from the end."""
+    total = len(deterministic)
+    k = nondeterministic_count(total, share)
+    if k > len(nondeterministic):
+        raise ValueError(
+            f"share {share:g} needs {k} non-deterministic pairs, only {len(nondeterministic)} given"
+        )
+    return list(deterministic[: total - k]) + list(nondeterministic[:k])
