@@ -8,7 +8,8 @@ import argparse
 from rich.console import Console
 
 from ..cli_flags import add_common, add_config_flags, config_from_args
-from .configs import BenchGenerateConfig, BenchServeConfig, BenchTrainConfig
+from ..errors import UserError
+from .configs import BenchGenerateConfig, BenchServeConfig, BenchTablesConfig, BenchTrainConfig
 from .quality_config import BenchQualityConfig
 
 console = Console(stderr=True)
@@ -63,6 +64,27 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     console.print(f"  plot       {report['outputs']['plot']}")
 
 
+def cmd_bench_tables(args: argparse.Namespace) -> None:
+    cfg = config_from_args(BenchTablesConfig, args, "bench_tables")
+    from pathlib import Path
+
+    from .tables import write_tables
+
+    targets = [(Path(cfg.readme), True)] + ([(Path(cfg.docs), False)] if cfg.docs else [])
+    stale = []
+    for path, figures in targets:
+        if not cfg.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if not write_tables(Path(cfg.folder), path, figures=figures, check=cfg.check):
+            stale.append(str(path))
+        elif not cfg.check:
+            console.print(f"  wrote      {path}")
+    if stale:
+        raise UserError(f"{', '.join(stale)} differ from {cfg.folder}/*.json: run drdo-ray bench tables")
+    if cfg.check:
+        console.print(f"  up to date {', '.join(str(p) for p, _ in targets)}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands; their flags are the fields of their configs."""
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
@@ -93,8 +115,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "quality",
             BenchQualityConfig,
             cmd_bench_quality,
-            "alignment quality on a synthetic task with a known true reward: every method tuned on "
-            "validation prompts, DRDO vs DPO, IPO, e-DPO by non-deterministic share",
+            "alignment quality on a synthetic task with a known true reward: every method tuned alike on "
+            "tuning seeds, per-seed paired differences against DPO and SFT on fresh seeds, by arm and share",
+        ),
+        (
+            "tables",
+            BenchTablesConfig,
+            cmd_bench_tables,
+            "Markdown tables of the committed benchmark JSON files (benchmarks/README.md, docs/benchmarks.md)",
         ),
     ):
         p = bench.add_parser(name, help=text)

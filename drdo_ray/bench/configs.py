@@ -88,3 +88,12 @@ class BenchTrainConfig(StageConfig):
     trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
     peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")
     threads: int = Field(1, gt=0, description="torch CPU threads")
+
+
+class BenchTablesConfig(StageConfig):
+    """`drdo-ray bench tables`: the Markdown tables of every committed benchmark JSON."""
+
+    folder: str = Field("benchmarks", description="folder of the benchmark JSON files (and their figures)")
+    readme: str = Field("benchmarks/README.md", description="tables with the figures, beside the JSON")
+    docs: str | None = Field("docs/benchmarks.md", description="the documentation's page (tables only)")
+    check: bool = Field(False, description="write nothing; fail when a file differs from what the JSON gives")
