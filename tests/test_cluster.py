@@ -1,30 +1,26 @@
 """The cluster path without a cloud: (1) a 2-node `ray.cluster_utils.Cluster` runs the tiny
 pipeline's training stage with its 2 workers on different nodes, every node writing to one run
 directory; (2) a local head started here takes a pipeline job through `JobSubmissionClient`,
-the way `ray job submit --working-dir .` sends one to cluster.yaml's head. Both run in
-processes of their own (this session already holds a ray.init()); the head is stopped by its
-process group, never `ray stop`, which would take other clusters on this machine with it."""
+the way `ray job submit --working-dir .` sends one to cluster.yaml's head, started with that
+head's settings (token auth). Both run in processes of their own (this session already holds a
+ray.init()); the head is stopped by its process group, never `ray stop`, which would take other
+clusters on this machine with it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from local_head import OFFLINE, ROOT, generate_token, local_head, node_start_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # What the job's working_dir leaves out (as .rayignore does for `ray job submit --working-dir .`).
 EXCLUDES = [
     ".git",
@@ -37,12 +33,6 @@ EXCLUDES = [
     "*.egg-info",
     "__pycache__",
 ]
-OFFLINE = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-}
 
 
 @pytest.mark.slow
@@ -83,85 +73,18 @@ def test_two_node_training_spreads_workers_and_shares_one_run_dir(tmp_path):
     assert recorded["stages"]["sft"]["status"] == "done" and recorded["stages"]["sft"]["elapsed_s"] > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to the head's process group (`ray start --block` stops what it started), SIGKILL if
-    it lingers."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture
 def ray_head(tmp_path):
-    """A local Ray head with a dashboard (the Jobs API), in its own process group and temp dir."""
-    dashboard = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rjt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    # Ray 2.60 turns token auth on for a new head whenever ~/.ray/auth_token exists; this head
-    # serves 127.0.0.1 for one test, so it runs without, whatever that machine-wide file holds.
-    env = (
-        os.environ
-        | OFFLINE
-        | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled"}
-    )
-    env.pop("RAY_ADDRESS", None)
-    log = (tmp_path / "head.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--num-cpus=4",
-            f"--port={_free_port()}",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            # Every fixed default port too: the test session's own Ray instance already holds
-            # 52365 (the dashboard agent), and a head whose agent cannot bind takes no jobs.
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            f"--ray-client-server-port={_free_port()}",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        from ray.job_submission import JobSubmissionClient
-
-        address = f"http://127.0.0.1:{dashboard}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
-            try:  # the client checks the Jobs API's version (with Ray's auth token where one is set up)
-                JobSubmissionClient(address)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "the Jobs API did not answer in 120 s"
-                time.sleep(1)
-        yield address
-    finally:
-        _stop_group(proc)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    """A local head with cluster.yaml's own settings (token auth, dashboard on loopback), its
+    token in a temp dir; yields the Jobs API's address and the token's request headers."""
+    token_file = generate_token(tmp_path / "home")
+    headers = {"Authorization": f"Bearer {token_file.read_text()}"}
+    settings = node_start_settings("head_start_ray_commands")[0]
+    env = settings.env | {"RAY_AUTH_TOKEN_PATH": str(token_file)}
+    with local_head(
+        tmp_path / "head.log", env=env, dashboard_host=settings.flags["--dashboard-host"], headers=headers
+    ) as head:
+        yield head.dashboard, headers
 
 
 def _submit(client, run: Path) -> str:
@@ -210,7 +133,8 @@ def test_pipeline_job_through_job_submission_client(ray_head, tmp_path):
     assert package.stat().st_size < 8 * 2**20
 
     run = tmp_path / "run"
-    client = JobSubmissionClient(ray_head)
+    address, headers = ray_head
+    client = JobSubmissionClient(address, headers=headers)
     deadline = time.monotonic() + 360
     job = _submit(client, run)
     status = _wait(client, job, deadline)
