@@ -20,8 +20,8 @@ from .quality_tuning import Axis
 # setting is a scale). The learning rate is an axis of every method, on the same ladder.
 LR = (1.5e-5, 5e-5, 1.5e-4, 5e-4, 1.5e-3, 5e-3, 1.5e-2)
 BETA = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-ALPHA = (0.01, 0.1, 1.0, 10.0, 100.0)
-GAMMA = (0.0, 1.0, 2.0, 5.0)  # the paper's sweep
+ALPHA = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+GAMMA = (0.0, 1.0, 2.0, 5.0, 10.0)  # the paper's sweep, and one more
 
 _LR2 = Axis("lr", LR, (1.5e-4, 5e-4))
 
@@ -213,7 +213,7 @@ class BenchQualityConfig(StageConfig):
     oracle_lr: float = Field(1e-3, gt=0)
     paper_lr: float = Field(5e-4, gt=0, description="learning rate of the untuned paper rows")
     warmup_steps: int = Field(10, ge=0)
-    max_extensions: int = Field(3, ge=0, description="times the edge rule may extend one axis")
+    max_extensions: int = Field(4, ge=0, description="times the edge rule may extend one axis")
     diagnostic_batches: int = Field(4, gt=0, description="batches averaged for DRDO's step-0 term gradients")
     bootstrap: int = Field(2000, ge=0, description="seed-bootstrap replicates (a secondary interval)")
     threads: int = Field(1, gt=0, description="torch CPU threads (1: the tiny model gains nothing from more)")

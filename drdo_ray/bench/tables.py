@@ -26,11 +26,33 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+QUALITY_PROTOCOL = """\
+The task's true reward r* is a known program (`drdo_ray/bench/synthetic.py`), so alignment is measured
+exactly. Per seed: a word-level model is SFT'd on noisy demonstrations; preference pairs come from an
+off-policy response pool in three kinds: deterministic (|Δr*| ≥ {det}, Bradley-Terry labels, {flip:.0%}
+of them flipped), low-margin (|Δr*| in {lo:g}..{hi:g}, Bradley-Terry labels) and exact ties (coin-flip
+labels). A condition `<arm>:<share>` trains on {pairs} pairs of which that share are the arm's pairs:
+they *replace* deterministic ones, so every condition and row trains for the same steps; `0` is
+deterministic pairs only. Per condition the Oracle and e-DPO's 3 Oracles train on the pairs; every row
+then trains from the SFT model and its samples of held-out test prompts are scored with r*.
+Rows: `sft` (the start), `sft_chosen` (SFT on the chosen responses: the imitation control), the tuned
+methods, the paper's DRDO untuned (`drdo_paper`, `drdo_paper_sum`), tuned DRDO distilling r* itself
+(`drdo_true_r`) and tuned DPO on another training seed (`dpo_reseed`: the noise floor). DRDO with
+`distill_trunk=detach` trains the LM exactly as DRDO(−R) does (up to grad-norm clipping), so it is not a
+separate row. Tuning uses separate seeds and validation prompts and is never reported. The primary
+statistic is the per-seed paired difference in mean r* with a t interval over seeds."""
+
+
 def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     conds, seeds = r["conditions"], r["seeds"]
     s = r["settings"]
     wall = r["timings"]["wall_s"] / 60
+    lo, hi = s["lowmargin_band"]
     out = [
+        QUALITY_PROTOCOL.format(
+            det=s["deterministic_margin"], flip=s["flip"], lo=lo, hi=hi, pairs=s["pairs"]
+        ).replace("\n", " "),
+        "",
         f"Model {s['hidden_size']}×{s['num_layers']}, {s['pairs']} training pairs at every share, "
         f"{s['epochs']} epochs, SFT {s['sft_steps']} steps (SFT r* {r['reference_true_reward']['sft']:.2f}, "
         f"optimum {r['reference_true_reward']['optimum']:g}). Report seeds {seeds}; tuning seeds "
