@@ -8,13 +8,22 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
 
 from .cli_flags import add_common, add_config_flags, config_from_args
-from .config import PipelineConfig, PrepareConfig, ScoreConfig, TinyModelConfig, TrainConfig, load_config
+from .cli_help import finish
+from .config import (
+    ALIGN_LOSS_NAMES,
+    PipelineConfig,
+    PrepareConfig,
+    ScoreConfig,
+    TinyModelConfig,
+    TrainConfig,
+    load_config,
+)
 from .errors import UserError
 
 console = Console(stderr=True)
@@ -68,23 +77,6 @@ def cmd_score(args: argparse.Namespace) -> None:
         )
     for name, where in result["outputs"].items():
         console.print(f"  {name:12s} {where}")
-
-
-class _AlignLosses:
-    """``--loss`` choices read from the loss registry (``drdo_ray.losses.ALIGN_LOSSES``) only when
-    argparse checks a value or prints help: the losses import torch, which the other commands
-    and ``--help`` need not wait for."""
-
-    def _names(self) -> tuple[str, ...]:
-        from .losses import ALIGN_LOSSES
-
-        return ALIGN_LOSSES
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -209,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
             exclude={"stage", *others},
             custom={
                 "loss": {
-                    "choices": _AlignLosses(),
-                    "metavar": "LOSS",  # argparse would list (import) the choices while building the parser
+                    "choices": ALIGN_LOSS_NAMES,
+                    "metavar": "LOSS",
                     "type": str,
-                    "help": "alignment loss: %(choices)s (README: Train)",
+                    "help": "alignment loss: %(choices)s (docs: Concepts)",
                 }
             },
         )
@@ -230,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in (register_serve, register_eval, register_bench):
         register(sub)
+    finish(parser)
     return parser
 
 

@@ -146,17 +146,19 @@ class ScoreConfig(StageConfig):
     force: bool = False
 
 
-def _align_loss(name: str) -> str:
-    # The loss registry lives with the losses (drdo_ray.losses, which import torch): it is read
-    # when a config naming a loss is validated, not at import, so `drdo-ray --help` stays fast.
-    from .losses import ALIGN_LOSSES
+# The alignment losses by name: the align entries of the loss registry (drdo_ray.losses.LOSS_SPECS;
+# test_loss_registry.py checks they agree), spelled out here because the registry imports torch
+# and neither a config check nor `drdo-ray train align --help` should wait for it.
+ALIGN_LOSS_NAMES = ("drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c")
 
-    if name not in ALIGN_LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(ALIGN_LOSSES)}")
+
+def _align_loss(name: str) -> str:
+    if name not in ALIGN_LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(ALIGN_LOSS_NAMES)}")
     return name
 
 
-# An alignment loss: a name in drdo_ray.losses.ALIGN_LOSSES (the align entries of LOSS_SPECS).
+# An alignment loss: one of ALIGN_LOSS_NAMES.
 LossName = Annotated[str, AfterValidator(_align_loss)]
 
 
@@ -337,7 +339,7 @@ class TrainConfig(StageConfig):
     @model_validator(mode="after")
     def _check_trunk_gets_gradient(self) -> TrainConfig:
         if self.stage == "align" and self.loss and distill_trunk_scale(self.distill_trunk) == 0:
-            from .losses import LOSS_SPECS  # lazily, as in _align_loss
+            from .losses import LOSS_SPECS  # lazily: the registry imports torch
 
             if LOSS_SPECS[self.loss].terms == ("distill",):
                 raise ValueError(

@@ -14,7 +14,7 @@ import torch
 
 from drdo_ray import losses
 from drdo_ray.cli import build_parser
-from drdo_ray.config import TrainConfig
+from drdo_ray.config import ALIGN_LOSS_NAMES, TrainConfig
 from drdo_ray.losses import ALIGN_LOSSES, LOSS_INPUTS, LOSS_SPECS, LOSSES, dpo_loss, drdo_loss
 from drdo_ray.train.stage import call_loss, loss_kwargs, reduction_of, spec_of, uses_reward_head
 
@@ -28,6 +28,7 @@ def _cfg(**kw) -> TrainConfig:
 
 def test_align_losses_are_the_align_specs_and_the_config_accepts_exactly_them() -> None:
     assert ALIGN_LOSSES == ("drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c")
+    assert ALIGN_LOSSES == ALIGN_LOSS_NAMES  # the config's torch-free copy of the names
     assert set(ALIGN_LOSSES) == {n for n, s in LOSS_SPECS.items() if s.stage == "align"}
     assert {s.stage for n, s in LOSS_SPECS.items() if n not in ALIGN_LOSSES} == {"sft", "oracle"}
     for name in ALIGN_LOSSES:
