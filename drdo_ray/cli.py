@@ -25,6 +25,7 @@ from .config import (
     load_config,
 )
 from .errors import UserError
+from .shipped_configs import configs_dir, describe, shipped_configs
 
 console = Console(stderr=True)
 
@@ -119,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     if not args.config:
         raise UserError(
-            "pipeline needs --config FILE (a `pipeline:` section; see configs/*-ultrafeedback.yaml)"
+            "pipeline needs --config FILE or the name of a shipped config (drdo-ray configs lists them)"
         )
     cfg = load_config(PipelineConfig, config_file=args.config, section="pipeline", overrides=args.overrides)
     from .pipeline import run_pipeline
@@ -127,6 +128,19 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     stages = [s.strip() for s in (args.stages or "").split(",") if s.strip()]
     run_pipeline(cfg, stages=stages or None, force=args.force, dry_run=args.dry_run, console=console)
     print(cfg.run_dir)
+
+
+def cmd_configs(args: argparse.Namespace) -> None:
+    shipped = shipped_configs()
+    if args.name:
+        if args.name not in shipped:
+            raise UserError(f"no shipped config {args.name!r}; choose one of {', '.join(shipped)}")
+        print(shipped[args.name].read_text(), end="")
+        return
+    console.print(f"shipped configs in {configs_dir()} (use one with --config NAME):", soft_wrap=True)
+    width = max(map(len, shipped), default=0) + 2
+    for name, path in shipped.items():
+        print(f"{name:{width}}{describe(path)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the plan, run nothing")
     pipe.set_defaults(func=cmd_pipeline)
+
+    listing = sub.add_parser("configs", help="list the shipped configs, or print one to copy and edit")
+    listing.add_argument("name", nargs="?", help="a shipped config to print (YAML on stdout)")
+    listing.set_defaults(func=cmd_configs)
 
     models = sub.add_parser("models", help="build models").add_subparsers(
         dest="models_command", required=True

@@ -31,7 +31,10 @@ LIST_ITEM = "list_item"
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--set KEY=VALUE``: every command takes them."""
-    parser.add_argument("--config", help="YAML file with this stage's settings")
+    parser.add_argument(
+        "--config",
+        help="YAML file with this stage's settings, or a shipped config by name (drdo-ray configs)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",

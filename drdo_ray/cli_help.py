@@ -16,7 +16,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "evaluate": ("generate", "eval", "report"),
     "serve": ("serve",),
     "benchmark": ("bench",),
-    "run everything": ("demo", "pipeline"),
+    "run everything": ("demo", "pipeline", "configs"),
 }
 
 # One example per command (the words after `drdo-ray`, as `drdo-ray --help` lists them).
@@ -48,7 +48,8 @@ EXAMPLES: dict[str, str] = {
     "bench train": "drdo-ray bench train --out /tmp/bench_train",
     "bench quality": "drdo-ray bench quality --quick --out /tmp/bench_quality",
     "demo": "drdo-ray demo --dry-run",
-    "pipeline": "drdo-ray pipeline --config configs/opt-1.3b-ultrafeedback.yaml --set run_dir=/tmp/run --dry-run",
+    "pipeline": "drdo-ray pipeline --config opt-1.3b-ultrafeedback --set run_dir=/tmp/run --dry-run",
+    "configs": "drdo-ray configs opt-1.3b-ultrafeedback > my-experiment.yaml",
 }
 
 

@@ -6,7 +6,6 @@ section named after the stage), the command's flags, then ``--set key=value`` ov
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
@@ -24,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import UserError
+from .shipped_configs import resolve_config_file, shipped_configs
 
 SOURCE_NAMES = ("ultrafeedback", "ultrafeedback_cleaned", "tldr", "tldr_sft", "cnn_dailymail", "alpaca_eval")
 
@@ -104,9 +104,10 @@ def load_config(
 ) -> C:
     data: dict[str, Any] = {}
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise UserError(f"config file not found: {config_file}")
+        path = resolve_config_file(config_file)
+        if path is None:
+            names = ", ".join(shipped_configs()) or "none"
+            raise UserError(f"config file not found: {config_file} (shipped configs, by name: {names})")
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

@@ -20,8 +20,9 @@ from rich.table import Table
 from . import storage
 from .config import PipelineConfig, load_config
 from .errors import UserError
+from .shipped_configs import configs_dir
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo-tiny-cpu.yaml"
+DEMO_CONFIG = configs_dir() / "demo-tiny-cpu.yaml"
 
 
 def demo_config(
@@ -38,7 +39,7 @@ def demo_config(
     keyword arguments shrink it (tests) or point its judge somewhere, ``overrides`` are --set
     items applied last."""
     if not DEMO_CONFIG.is_file():
-        raise UserError(f"{DEMO_CONFIG} is missing: run the demo from a checkout of the repository")
+        raise UserError(f"{DEMO_CONFIG} is missing: reinstall drdo-ray (its wheel ships the configs)")
     if not storage.is_local(out):
         raise UserError(f"--out {out}: the demo runs into a local folder (use drdo-ray pipeline for s3://)")
     settings: dict[str, Any] = {"run_dir": out}
