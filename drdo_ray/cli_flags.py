@@ -25,6 +25,7 @@ from .errors import UserError
 C = TypeVar("C", bound=StageConfig)
 
 FIELDS_KEY = "config_fields"  # the parser default listing the field paths its flags set
+CLASS_KEY = "config_class"  # the parser default naming the config class its flags belong to
 LISTS_KEY = "config_lists"  # {field path: (flag, item type)} of the comma-separated list flags
 LIST_ITEM = "list_item"
 
@@ -67,7 +68,9 @@ def add_config_flags(
         if LIST_ITEM in kwargs:
             lists[path] = (options[0], kwargs.pop(LIST_ITEM))
         parser.add_argument(*options, dest=path, default=None, **kwargs)
-    parser.set_defaults(**{FIELDS_KEY: [*(parser.get_default(FIELDS_KEY) or []), *fields], LISTS_KEY: lists})
+    parser.set_defaults(
+        **{FIELDS_KEY: [*(parser.get_default(FIELDS_KEY) or []), *fields], LISTS_KEY: lists, CLASS_KEY: cls}
+    )
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:

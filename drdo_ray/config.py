@@ -243,7 +243,7 @@ class TrainConfig(StageConfig):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    # Loss hyperparameters (METHOD.md defaults).
+    # Loss hyperparameters (the paper's defaults; docs/concepts.md).
     reduction: Literal["mean", "sum"] | None = Field(
         None,
         description="sequence log-prob reduction; default: mean for the DRDO family, sum for the DPO family",

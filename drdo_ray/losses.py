@@ -2,7 +2,7 @@
 
 Every loss is a pure function of per-example tensors of shape (B,) (e-DPO's Oracle rewards:
 (K, B)) and returns ``(loss, metrics)``: ``loss`` a scalar tensor (the batch mean) and
-``metrics`` a ``dict[str, float]``. The formulas are restated in the design notes (METHOD.md).
+``metrics`` a ``dict[str, float]``. The formulas are stated in docs/concepts.md.
 
 Precision: the arithmetic runs in float32 whatever the input dtype (bf16/fp16 inputs are
 upcast with a differentiable cast, so gradients reach them). The one exception is when every

@@ -1,5 +1,5 @@
 """`drdo-ray score`: precompute Oracle rewards r*(x, y) and reference log-probs for every row
-of a prepared dataset (METHOD.md, Stage 2), so policy training never holds the Oracle or the
+of a prepared dataset (docs/concepts.md, the scoring stage), so policy training never holds the Oracle or the
 reference model in memory.
 
     OUT/data/*.parquet      every input column + oracle_chosen, oracle_rejected

@@ -2,7 +2,7 @@
 
 Pure Python + pyarrow: no Ray here, so adapters are testable in milliseconds.
 
-Canonical pair row (ARCHITECTURE.md): ``id, source, prompt, chosen, rejected, score_chosen,
+Canonical pair row (docs/configs.md, "The run directory"): ``id, source, prompt, chosen, rejected, score_chosen,
 score_rejected, confidence, split``. Prompt sets (CNN/DM, AlpacaEval) and SFT sets use the
 same row with the reference response in ``chosen`` and ``rejected`` null. Extra columns:
 
@@ -56,7 +56,7 @@ REASONS = {
     "identical_responses": "chosen and rejected are the same text",
     "invalid_choice": "TL;DR choice is not 0 or 1",
     "invalid_confidence": "TL;DR confidence is not an integer in 1..9",
-    "excluded_cnndm_batch": "TL;DR CNN/DM batch, excluded from training (METHOD.md)",
+    "excluded_cnndm_batch": "TL;DR CNN/DM batch, excluded from training (docs/concepts.md)",
     "prompt_too_long": "the prompt has more tokens than max_prompt_length",
     "too_long": "prompt + response has more tokens than max_length",
 }

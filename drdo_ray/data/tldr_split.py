@@ -1,4 +1,4 @@
-"""TL;DR easy / hard / full splits (paper §5, App. C.3; METHOD.md).
+"""TL;DR easy / hard / full splits (paper §5, App. C.3; docs/concepts.md).
 
 Over rows with a labeler confidence, take the 50th percentile of confidence and of the
 normalized token edit distance between the two summaries (numpy's default linear

@@ -1,6 +1,6 @@
 """Ray Data plumbing shared by the model-based evaluations (Oracle win rate, KL): a pandas
 frame of texts goes through a ``map_batches`` actor pool whose actors load their models once,
-the same way `drdo-ray score` runs (ARCHITECTURE.md: Ray at the edges, here and in jobs/)."""
+the same way `drdo-ray score` runs (docs/architecture.md: Ray at the edges)."""
 
 from __future__ import annotations
 

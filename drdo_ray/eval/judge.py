@@ -1,5 +1,5 @@
-"""`drdo-ray eval judge`: LLM-judge win rate of sample set A over B (METHOD.md, Evaluation
-protocol 3; paper Table 1, App. G) through the official ``openai`` client, against OpenAI or any
+"""`drdo-ray eval judge`: LLM-judge win rate of sample set A over B (docs/evaluation.md;
+paper Table 1, App. G) through the official ``openai`` client, against OpenAI or any
 OpenAI-compatible server (``--base-url``: vLLM, this project's Serve endpoint).
 
 - Orders: ``both`` asks every pair twice, A shown first then B shown first, and combines the two

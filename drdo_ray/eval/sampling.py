@@ -1,5 +1,5 @@
 """`drdo-ray generate`: sample every prompt of a prepared prompt set at every temperature
-(METHOD.md, evaluation protocol: top-p 0.8, temperatures 0.2/0.5/0.7/0.9, 256 new tokens),
+(docs/evaluation.md; the paper's protocol: top-p 0.8, temperatures 0.2/0.5/0.7/0.9, 256 new tokens),
 as Ray Data batch inference:
 
 - ``transformers``: a ``map_batches`` actor pool, each actor holding a TransformersEngine;

@@ -1,10 +1,10 @@
 """Win-rate statistics shared by the Oracle and the judge win rates: outcomes, win rates with
 ties counted half, deterministic bootstrap intervals, and prompt-length bins (App. F.2).
 
-Pure numpy: no Ray, no torch (ARCHITECTURE.md), so every number here is testable in
+Pure numpy: no Ray, no torch (docs/architecture.md), so every number here is testable in
 milliseconds against hand-computed examples.
 
-Conventions (documented in README "Evaluation"):
+Conventions (documented in docs/evaluation.md):
 - An outcome is +1 (A wins), 0 (tie) or -1 (B wins). The win rate of A is
   ``(wins + ties / 2) / (wins + ties + losses)``: a tie is half a win, for the Oracle exactly as
   for the judge, so the two rates are comparable and A-vs-B and B-vs-A sum to 1.

@@ -1,5 +1,5 @@
-"""`drdo-ray eval winrate`: the Oracle win rate of sample set A over sample set B (METHOD.md,
-Evaluation protocol 2; paper Fig. 2).
+"""`drdo-ray eval winrate`: the Oracle win rate of sample set A over sample set B
+(docs/evaluation.md; paper Fig. 2).
 
 Both sets (and the prompts' reference responses) are scored with the frozen Oracle on a Ray
 Data actor pool, the same model-loading and one-pass reward read-out as `drdo-ray score`.

@@ -29,7 +29,7 @@ def uses_reward_head(cfg: TrainConfig) -> bool:
 
 
 def reduction_of(cfg: TrainConfig) -> str:
-    # METHOD.md: token-mean log-probs make DRDO's unlikelihood term active; DPO's convention is sum.
+    # docs/concepts.md: token-mean log-probs make DRDO's unlikelihood term active; DPO's convention is sum.
     return cfg.reduction or spec_of(cfg).reduction
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..schema import RejectRow, pair_row, require, require_text
 
-# Comparison batches drawn from CNN/DM articles: excluded from training (METHOD.md, Data).
+# Comparison batches drawn from CNN/DM articles: excluded from training (docs/concepts.md, TL;DR splits).
 CNNDM_BATCHES = frozenset({"batch0_cnndm", "cnndm0", "cnndm2"})
 
 
