@@ -47,6 +47,7 @@ EXAMPLES: dict[str, str] = {
     "bench generate": "drdo-ray bench generate --repeats 3",
     "bench train": "drdo-ray bench train --out /tmp/bench_train",
     "bench quality": "drdo-ray bench quality --quick --out /tmp/bench_quality",
+    "bench tables": "drdo-ray bench tables --check",
     "demo": "drdo-ray demo --dry-run",
     "pipeline": "drdo-ray pipeline --config opt-1.3b-ultrafeedback --set run_dir=/tmp/run --dry-run",
     "configs": "drdo-ray configs opt-1.3b-ultrafeedback > my-experiment.yaml",

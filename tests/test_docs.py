@@ -170,12 +170,6 @@ def test_nothing_points_outside_the_repository():
     assert not offending, "\n".join(offending)
 
 
-def test_the_benchmarks_page_names_every_kept_result():
-    page = (ROOT / "docs" / "benchmarks.md").read_text()
-    for path in sorted((ROOT / "benchmarks").glob("*.json")):
-        assert path.name in page or f"-{path.stem.rsplit('-', 1)[-1]}.json" in page, path.name
-
-
 def test_make_test_builds_the_docs_strictly():
     recipe = re.search(r"^test:.*?\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     (line,) = [line for line in recipe.splitlines() if "mkdocs" in line.lower()]

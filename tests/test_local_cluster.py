@@ -19,11 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from local_head import BIN, ROOT, base_env, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 DOC = ROOT / "docs" / "local-cluster.md"
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
 
 def documented_commands() -> list[str]:
@@ -31,14 +29,6 @@ def documented_commands() -> list[str]:
     block = re.search(r"```bash\n(.*?)```", DOC.read_text(), re.S)
     assert block, f"{DOC} has no bash block"
     return [line.strip() for line in block.group(1).splitlines() if line.strip()]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _group(pgid: int) -> list[psutil.Process]:
@@ -121,8 +111,7 @@ def test_the_documented_local_cluster_runs_the_pipeline_job(tmp_path):
 
     setup = [adapt(c) for c in commands if not c.startswith(("ray job submit", "ray stop"))]
     submit = adapt(next(c for c in commands if c.startswith("ray job submit")))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "VIRTUAL_ENV")}
-    env |= OFFLINE | {"HOME": str(home)}
+    env = base_env({"HOME": str(home)})  # offline, and no RAY_ADDRESS or auth setting of this shell's
     real_token = Path.home() / ".ray" / "auth_token"
     before = real_token.stat().st_mtime_ns if real_token.exists() else None
 
