@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from drdo_ray.config import PrepareConfig, ScoreConfig, TrainConfig
 from drdo_ray.errors import UserError
-from drdo_ray.train.ray_trainer import fit, fit_oracles, validate
+from drdo_ray.train.ray_trainer import fit, fit_oracles, model_dir, validate
 
 ROWS = 32  # 2 workers x micro-batch 4 -> 4 optimizer steps per epoch
 
@@ -260,6 +260,19 @@ def test_invalid_configs_fail_before_workers_start(prepared, tiny_model_dir, ove
     )
     with pytest.raises(UserError, match=message):
         validate(cfg)
+
+
+def test_a_relative_run_dir_reaches_the_workers_absolute(prepared, tiny_model_dir, tmp_path, monkeypatch):
+    """`--run-dir runs/run1` (the documented quick start) looks like a hub id but is a folder: the
+    workers, whose working directory is not the driver's, get it absolute, so the exported model
+    lands under the run directory and not in Ray's session folder."""
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(
+        stage="oracle", model=str(tiny_model_dir), data=str(prepared / "data"), run_dir="runs/run1"
+    )
+    checked, _ = validate(cfg)
+    assert checked.run_dir == str(tmp_path / "runs" / "run1")
+    assert model_dir(checked) == str(tmp_path / "runs" / "run1" / "models" / "oracle")
 
 
 def test_unknown_loss_is_rejected_by_the_schema(tiny_model_dir):

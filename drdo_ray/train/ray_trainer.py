@@ -184,15 +184,17 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
         check_model(cfg.live_reference, role="live reference")
     info = inspect_data(cfg)
     # Workers do not share the driver's working directory: hand them absolute local paths.
-    absolute = {k: _absolute(getattr(cfg, k)) for k in ("model", "data", "run_dir", "live_reference")}
+    absolute = {k: _absolute(getattr(cfg, k)) for k in ("model", "data", "live_reference")}
+    # A new run_dir such as runs/run1 looks like a hub id (owner/name), but it is always a folder.
+    absolute["run_dir"] = _absolute(cfg.run_dir, folder=True)
     return cfg.model_copy(update={"name": default_name(cfg), **absolute}), info
 
 
-def _absolute(path: str | None) -> str | None:
+def _absolute(path: str | None, *, folder: bool = False) -> str | None:
     if path is None or not storage.is_local(path):
         return path
     local = Path(path.removeprefix("file://"))
-    if not local.exists() and is_hub_id(path):
+    if not folder and not local.exists() and is_hub_id(path):
         return path  # a hub id, not a folder
     return str(local.resolve())
 
