@@ -5,8 +5,9 @@
   paths absolute (Ray actors run elsewhere than the driver's cwd).
 - Models: :func:`check_model` fails on the driver, in one line, before any worker loads a bad
   model; :func:`local_model` is what every loader (actor, worker, driver) passes to
-  ``from_pretrained`` (an object-store folder is downloaded once per node); :func:`pad_id`;
-  :func:`device_dtype` and :func:`gpus_per_actor` are the one "use GPUs here?" rule.
+  ``from_pretrained`` or to a generation engine (an object-store folder is downloaded once per
+  node); :func:`pad_id`; :func:`device_dtype` and :func:`gpus_per_actor` are the one "use GPUs
+  here?" rule.
 - Names: :func:`edpo_oracle_name` names the e-DPO Oracles' runs (``train oracle --edpo-oracles K``
   and the pipeline's ``edpo_oracles: K`` agree on it).
 - Fingerprints: :func:`fingerprint` is a content id of a model or dataset folder, and
@@ -60,9 +61,39 @@ def resolve(path: str) -> str:
 
 
 def local_model(path: str) -> str:
-    """What to hand ``from_pretrained``: a local folder or hub id as is, an object-store folder
-    downloaded into this node's cache (:func:`drdo_ray.storage.localize`)."""
-    return storage.localize(path) if is_remote(path) else path.removeprefix("file://")
+    """What to hand ``from_pretrained``: a local folder or hub id as is; an object-store folder
+    (s3://...) downloaded into a per-node cache keyed by the URI and its listing (names, sizes,
+    ETags), so a model retrained in place is fetched again, not served stale."""
+    if not is_remote(path):
+        return path.removeprefix("file://")
+    import os
+    import shutil
+    import tempfile
+
+    fs, root = fsspec.core.url_to_fs(path)
+    listing = sorted(
+        (
+            name,
+            info.get("size"),
+            str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")),
+        )
+        for name, info in fs.find(root, detail=True).items()
+    )
+    if not listing:
+        raise FileNotFoundError(f"{path} holds no files")
+    key = hashlib.sha1(repr((path, listing)).encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "drdo-models"
+    target = cache / key
+    if not target.is_dir():
+        # Download beside, then rename: actors on one node may fetch the same model at once.
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+        fs.get(root.rstrip("/") + "/", str(staging) + "/", recursive=True)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
 
 
 def edpo_oracle_name(base: str, k: int) -> str:
@@ -164,13 +195,13 @@ def gpus_per_actor(requested: float | None) -> float:
     return 1 if cluster_has_gpus() else 0
 
 
-def device_dtype(dtype: str = "auto") -> tuple[Any, Any]:
-    """(torch device, torch dtype) for a frozen model on this process: CUDA when visible here;
-    ``auto`` is bf16 on CUDA (half the memory, tensor-core speed), float32 on CPU (CPU bf16 is
-    slow and coarse)."""
+def device_dtype(dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
+    """(torch device, torch dtype) for a frozen model on this process: ``device`` auto is CUDA
+    when visible here; ``dtype`` auto is bf16 on CUDA (half the memory, tensor-core speed),
+    float32 on CPU (CPU bf16 is slow and coarse)."""
     import torch
 
-    device = torch.device("cuda" if cuda_here() else "cpu")
+    device = torch.device(("cuda" if cuda_here() else "cpu") if device == "auto" else device)
     if dtype == "auto":
         return device, torch.bfloat16 if device.type == "cuda" else torch.float32
     return device, getattr(torch, dtype)

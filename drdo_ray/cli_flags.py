@@ -1,7 +1,8 @@
 """Command-line flags declared by the stage configs: a command names the config fields it exposes,
 and each flag's name, type, choices, default and help come from that field (config.py), so a
-setting is declared once. Every package that owns commands (train, data, serve, eval, bench) builds
-its parsers with these helpers; no command keeps its own list of flag names.
+setting is declared once. cli.py (models, data, score, train, pipeline, demo) and the packages that
+register their own commands (serve, generation, eval, bench) build their parsers with these helpers;
+no command keeps its own list of flag names.
 
     add_config_flags(parser, TrainConfig, ["lr", "deepspeed.zero_stage"])   # --lr, --zero-stage
     cfg = config_from_args(TrainConfig, args, section="align")              # YAML < flags < --set

@@ -74,44 +74,6 @@ def upload_dir(local: str, uri: str) -> None:
     fs.put(local.rstrip("/") + "/", path, recursive=True)
 
 
-def localize(uri: str) -> str:
-    """A local path for a model folder: itself when local or a hub id; an object-store folder
-    (s3://...) is downloaded into a per-node cache keyed by the URI and its listing (names,
-    sizes, ETags), so a model retrained in place is fetched again, not served stale."""
-    if is_local(uri):
-        return uri.removeprefix("file://")
-    import hashlib
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    fs, path = _fs(uri)
-    listing = sorted(
-        (
-            name,
-            info.get("size"),
-            str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")),
-        )
-        for name, info in fs.find(path, detail=True).items()
-    )
-    if not listing:
-        raise FileNotFoundError(f"{uri} holds no files")
-    key = hashlib.sha1(repr((uri, listing)).encode()).hexdigest()[:16]
-    cache = Path(tempfile.gettempdir()) / "drdo-models"
-    target = cache / key
-    if not target.is_dir():
-        # Download beside, then rename: actors on one node may fetch the same model at once.
-        cache.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
-        fs.get(path.rstrip("/") + "/", str(staging) + "/", recursive=True)
-        try:
-            os.rename(staging, target)
-        except OSError:  # another process finished first
-            shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
-
-
 def open_binary(uri: str) -> Any:
     """A binary read handle (for pyarrow readers of one file)."""
     fs, path = _fs(uri)

@@ -17,6 +17,7 @@ from drdo_ray.config import (
     KLConfig,
     OODConfig,
     PipelineConfig,
+    StageConfig,
     TrainConfig,
     WinrateConfig,
     load_config,
@@ -128,12 +129,49 @@ def test_fit_oracles_trains_what_the_pipeline_plans(monkeypatch):
 def test_an_old_key_names_the_new_one(cls, data, old, new):
     with pytest.raises(ValidationError, match=f"`{old}` was renamed to `{new}`"):
         cls.model_validate(data)
-    fixed = {new if k == old else k: v for k, v in data.items()}
-    assert getattr(cls.model_validate(fixed), new) == data[old]
 
 
-def test_sampling_temperatures_keep_their_name():
-    assert JudgeConfig(a="a", b="b", out="o", temperature=0.3).temperature == 0.3  # the judge's sampling
+def _config_classes() -> list[type[StageConfig]]:
+    import drdo_ray.bench.configs
+    import drdo_ray.bench.quality_config  # noqa: F401  (their classes join the subclass tree)
+
+    found, todo = [], [StageConfig]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_rename_points_at_a_field_that_exists():
+    # A rename whose new name is no field (or whose old name still is one) would turn a helpful
+    # message into a dead end. A pipeline section may name a key the pipeline sets (derived).
+    checked = 0
+    for cls in _config_classes():
+        for old, new in cls.renamed.items():
+            known = cls.model_fields.keys() | getattr(cls, "derived", set())
+            assert new in known and old not in cls.model_fields, (cls.__name__, old, new)
+            checked += 1
+    assert checked >= 6
+
+
+def test_only_sampling_settings_are_called_temperature():
+    # A filter on the samples' temperature is *at_temperature (None: every temperature); a field
+    # named temperature(s) sets how something samples.
+    named = {
+        (cls.__name__, name)
+        for cls in _config_classes()
+        for name in cls.model_fields
+        if "temperature" in name and not cls.__name__.endswith("Section")
+    }
+    filters = {(c, n) for c, n in named if n.endswith("at_temperature")}
+    assert named - filters == {
+        ("JudgeConfig", "temperature"),
+        ("GenerateConfig", "temperatures"),
+        ("BenchGenerateConfig", "temperature"),
+        ("BenchQualityConfig", "temperatures"),
+    }
+    assert {c for c, _ in filters} == {"KLConfig", "OODConfig", "WinrateConfig", "JudgeConfig", "_EvalStats"}
 
 
 @pytest.mark.parametrize(

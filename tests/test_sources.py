@@ -186,3 +186,12 @@ def test_bad_lines_are_rejected(raw, reason):
     row = normalize_one(SOURCES["ultrafeedback"], raw, "f.jsonl:3", None)
     assert (row["reject_reason"], row["origin"], row["id"]) == (reason, "f.jsonl:3", None)
     assert row["raw"]  # a preview of what was rejected, for the person reading rejects.jsonl
+
+
+def test_every_reject_reason_is_a_documented_code():
+    # stats.json counts rows by reason: a code missing from REASONS is refused where it is raised.
+    from drdo_ray.data.schema import REASONS, known_reason
+
+    with pytest.raises(KeyError, match="unknown reject reason 'no_such_reason'"):
+        RejectRow("no_such_reason")
+    assert known_reason("too_long") == "too_long" and all(REASONS.values())

@@ -29,6 +29,7 @@ from rich.table import Table
 from .. import storage
 from ..config import TrainConfig
 from ..train.batches import Collator
+from ..train.diagnostics import TERM_GRAD_KEYS
 from ..train.engine import World
 from ..train.loop import run
 from . import train_inputs as inputs
@@ -250,7 +251,7 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
             logged = _logged(metrics_dir)
             times[v.name].append(statistics.median(r["step_s"] for r in logged[cfg.warmup :]))
             # Whether every step logged the diagnostics: what the term_grads rows pay for.
-            diagnosed[v.name] = all("term_grad_cosine" in r for r in logged)
+            diagnosed[v.name] = all(set(TERM_GRAD_KEYS) <= r.keys() for r in logged)
             mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
             console.print(
                 f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "

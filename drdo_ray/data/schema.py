@@ -19,28 +19,13 @@ from typing import Any
 
 import pyarrow as pa
 
-PAIR_COLUMNS = (
-    "id",
-    "source",
-    "prompt",
-    "chosen",
-    "rejected",
-    "score_chosen",
-    "score_rejected",
-    "confidence",
-    "split",
-)
-
-# Columns added once the Oracle / reference model have scored the rows (issue: scoring).
-SCORE_COLUMNS = ("oracle_chosen", "oracle_rejected", "ref_chosen_logps", "ref_rejected_logps")
-
 
 class RejectRow(ValueError):
     """A row that cannot be used; ``reason`` is a stable code counted in stats.json."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason = known_reason(reason)
         self.detail = detail
 
 
@@ -60,6 +45,15 @@ REASONS = {
     "prompt_too_long": "the prompt has more tokens than max_prompt_length",
     "too_long": "prompt + response has more tokens than max_length",
 }
+
+
+def known_reason(reason: str) -> str:
+    """``reason`` itself, once checked to be one of REASONS: a new reject path must add its code
+    there (with what it means), or stats.json would count rows under a code nobody documented."""
+    if reason not in REASONS:
+        raise KeyError(f"unknown reject reason {reason!r}: add it to drdo_ray.data.schema.REASONS")
+    return reason
+
 
 # Arrow schema of normalized rows (before tokenization). A fixed schema keeps blocks from
 # different files unifiable even when a source field is null in one file and set in another.

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-DIFFICULTIES = ("easy", "hard", "mixed", "unrated")
 TLDR_SPLITS = ("easy", "hard", "full")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .schema import NORMALIZED_SCHEMA, RAW_PREVIEW_CHARS, TOKEN_FIELDS
+from .schema import NORMALIZED_SCHEMA, RAW_PREVIEW_CHARS, TOKEN_FIELDS, known_reason
 from .tldr_split import normalized_edit_distance
 
 
@@ -104,7 +104,7 @@ class Featurize:
 
 
 def _reject(row: dict[str, Any], reason: str, detail: str) -> None:
-    row["reject_reason"] = reason
+    row["reject_reason"] = known_reason(reason)
     row["reject_detail"] = detail
     row["raw"] = json.dumps({k: row[k] for k in ("id", "prompt", "chosen", "rejected")}, ensure_ascii=False)[
         :RAW_PREVIEW_CHARS

@@ -95,7 +95,7 @@ def _stage(name: str, info: dict[str, Any]) -> str:
 
 def _reduction(name: str, info: dict[str, Any]) -> str | None:
     """How the run reduced log-probs over tokens: its config's ``reduction``, else the default of
-    train/loop.py ``reduction_of`` (mean for SFT, the Oracle and the DRDO family; sum for the
+    train/stage.py ``reduction_of`` (mean for SFT, the Oracle and the DRDO family; sum for the
     DPO family)."""
     cfg = info["config"]
     if cfg.get("reduction"):

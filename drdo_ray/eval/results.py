@@ -22,8 +22,6 @@ import numpy as np
 
 from .. import storage
 
-RESULT_FILES = ("winrate.json", "judge.json", "kl.json", "ood.json")
-
 
 def jsonable(value: Any) -> Any:
     """NaN/inf become null and numpy scalars plain numbers, so the JSON is strict."""

@@ -37,6 +37,7 @@ from ..artifacts import (
     gpus_per_actor,
     is_hub_id,
     local_model,
+    parquet_files,
     resolve,
     reusable,
 )
@@ -94,13 +95,6 @@ REQUEST_KEYS = (
 # ------------------------------------------------------------------------------- inputs
 
 
-def _parquet_files(folder: str) -> list[str]:
-    fs, root = fsspec.core.url_to_fs(storage.join(folder, "data"))
-    if not fs.isdir(root):
-        return []
-    return sorted(f for f in fs.find(root) if f.endswith(".parquet"))
-
-
 def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The first ``limit`` rows (id, prompt, chat, reference) of a prepared dataset, in file
     order. A prompt set is small; the generation is what runs on the cluster."""
@@ -110,13 +104,13 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
         raise UserError(
             f"{folder} is not a prepared dataset (no stats.json); run drdo-ray data prepare first"
         )
-    files = _parquet_files(folder)
+    files = parquet_files(folder)
     if not files:
         raise UserError(f"{folder} holds no data/*.parquet files")
-    fs, _ = fsspec.core.url_to_fs(storage.join(folder, "data"))
     rows: list[dict[str, Any]] = []
-    for path in files:
-        with fs.open(path, "rb") as f:
+    for name, _size in files:
+        path = storage.join(folder, "data", name)
+        with storage.open_binary(path) as f:
             table = pq.read_table(f)
         missing = [c for c in ("id", "prompt") if c not in table.column_names]
         if missing:

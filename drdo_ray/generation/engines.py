@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from ..artifacts import cuda_here
+from ..artifacts import cuda_here, device_dtype
 from ..errors import UserError
 from .row_sampler import GREEDY_BELOW, RowSampler
 from .vllm_support import vllm_cpu_build, vllm_engine_kwargs, vllm_unusable_reason
@@ -239,15 +239,9 @@ class TransformersEngine(_EngineBase):
         max_batch_rows: int = 64,
         name: str | None = None,
     ) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = torch.device(("cuda" if cuda_here() else "cpu") if device == "auto" else device)
-        if dtype == "auto":
-            # bf16 on GPU (tensor cores, half the memory); CPU bf16 is slow and coarse.
-            torch_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        self.device, torch_dtype = device_dtype(dtype, device)
         path = str(model_dir)
         self.name = name or Path(path.rstrip("/")).name
         self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -47,6 +47,7 @@ Batch = dict[str, torch.Tensor]
 
 # The terms each DRDO-family loss includes (drdo, drdo_minus_r, drdo_minus_c); no other loss has them.
 DRDO_TERMS: dict[str, tuple[str, ...]] = {name: s.terms for name, s in losses.LOSS_SPECS.items() if s.terms}
+# The metrics the diagnostics add (the loop and bench train look for them by these names).
 TERM_GRAD_KEYS = ("term_grad_norm_distill", "term_grad_norm_contrastive", "term_grad_cosine")
 
 
@@ -124,12 +125,7 @@ def term_gradients_of(
         # The loss itself with one term switched off: the other, weighted exactly as in training.
         value, _ = call_loss(cfg, tensors, distill=term == "distill", contrastive=term == "contrastive")
         grads[term] = _grads(value, targets)
-    nd, nc, cosine = _norm_and_cosine(grads["distill"], grads["contrastive"])
-    return {
-        "term_grad_norm_distill": nd,
-        "term_grad_norm_contrastive": nc,
-        "term_grad_cosine": cosine,
-    }
+    return dict(zip(TERM_GRAD_KEYS, _norm_and_cosine(grads["distill"], grads["contrastive"]), strict=True))
 
 
 def term_gradients(model: Any, batch: Batch, cfg: TrainConfig) -> dict[str, float]:

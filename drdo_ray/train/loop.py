@@ -22,11 +22,11 @@ import torch.distributed as dist
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from ..artifacts import local_model
 from ..config import TrainConfig, distill_trunk_scale
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
-from ..storage import localize
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
-from .diagnostics import term_gradients_of, term_grads_apply
+from .diagnostics import TERM_GRAD_KEYS, term_gradients_of, term_grads_apply
 from .engine import Engine, World, build_engine, use_bf16
 from .metrics import MetricsLog
 from .stage import call_loss, pair_tensors, reduction_of, spec_of, uses_reward_head
@@ -51,10 +51,6 @@ class InjectedFailure(RuntimeError):
     """Raised once by ``fail_at_step`` to test recovery."""
 
 
-class TrainingDiverged(RuntimeError):
-    pass
-
-
 # ------------------------------------------------------------------------------ stage logic
 
 
@@ -73,7 +69,7 @@ def load_model(cfg: TrainConfig) -> nn.Module:
     # float16 hub checkpoint would otherwise train in float16); autocast / DeepSpeed do bf16.
     if uses_reward_head(cfg):
         model = PolicyWithRewardHead.from_pretrained(
-            localize(cfg.model), head_seed=cfg.head_seed, torch_dtype=torch.float32
+            local_model(cfg.model), head_seed=cfg.head_seed, torch_dtype=torch.float32
         )
         # Every loss here reads reward *differences*: the head's bias gets no gradient, so it is
         # frozen rather than left as a parameter the optimizer decays for nothing.
@@ -89,7 +85,7 @@ def load_model(cfg: TrainConfig) -> nn.Module:
             if output is not None and output.weight is not inputs.weight:
                 output.requires_grad_(False)
     else:
-        model = AutoModelForCausalLM.from_pretrained(localize(cfg.model), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(local_model(cfg.model), dtype=torch.float32)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.train()
@@ -193,7 +189,7 @@ def run(
         # Frozen, so no master copy is needed: bf16 weights when training in bf16. DeepSpeed does not
         # autocast, and an fp32 reference there ran 3x slower than the whole DRDO step (H200).
         dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(localize(cfg.live_reference), dtype=dtype)
+        reference = AutoModelForCausalLM.from_pretrained(local_model(cfg.live_reference), dtype=dtype)
         reference = reference.to(world.device).eval()
         reference.requires_grad_(False)
 
@@ -241,7 +237,7 @@ def run(
             due = (
                 diagnose
                 and (upcoming % cfg.log_every == 0 or is_checkpoint_step(upcoming))
-                and "term_grad_cosine" not in window
+                and TERM_GRAD_KEYS[0] not in window
             )
             with engine.accumulate(), engine.autocast():
                 loss, metrics = _loss(cfg, engine.module, batch, reference, diagnose=due)

@@ -18,7 +18,7 @@ from ray.train.torch import TorchTrainer
 from rich.console import Console
 
 from .. import storage
-from ..artifacts import check_model, edpo_oracle_name, is_hub_id, local_model, pad_id
+from ..artifacts import check_model, edpo_oracle_name, local_model, pad_id, resolve
 from ..config import TrainConfig, edpo_oracle_settings
 from ..errors import UserError
 from ..losses import ALIGN_LOSSES, LOSS_INPUTS
@@ -183,20 +183,13 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
     if cfg.live_reference:
         check_model(cfg.live_reference, role="live reference")
     info = inspect_data(cfg)
-    # Workers do not share the driver's working directory: hand them absolute local paths.
-    absolute = {k: _absolute(getattr(cfg, k)) for k in ("model", "data", "live_reference")}
-    # A new run_dir such as runs/run1 looks like a hub id (owner/name), but it is always a folder.
-    absolute["run_dir"] = _absolute(cfg.run_dir, folder=True)
-    return cfg.model_copy(update={"name": default_name(cfg), **absolute}), info
-
-
-def _absolute(path: str | None, *, folder: bool = False) -> str | None:
-    if path is None or not storage.is_local(path):
-        return path
-    local = Path(path.removeprefix("file://"))
-    if not folder and not local.exists() and is_hub_id(path):
-        return path  # a hub id, not a folder
-    return str(local.resolve())
+    # Workers do not share the driver's working directory: hand them absolute local paths (the
+    # inputs exist, checked above; the run directory may not yet).
+    absolute = {k: resolve(v) for k in ("model", "data", "live_reference") if (v := getattr(cfg, k))}
+    run_dir = cfg.run_dir
+    if storage.is_local(run_dir):
+        run_dir = str(Path(run_dir.removeprefix("file://")).resolve())
+    return cfg.model_copy(update={"name": default_name(cfg), "run_dir": run_dir, **absolute}), info
 
 
 def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
