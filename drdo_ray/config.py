@@ -323,6 +323,11 @@ class TrainConfig(StageConfig):
         None, description="testing: raise inside the loop once, on the last rank, at this step"
     )
 
+    @property
+    def run_name(self) -> str:
+        """``name``, else ``<stage>`` (``align-<loss>`` for align): RUN/train/<it>/, RUN/models/<it>/."""
+        return self.name or (f"align-{self.loss}" if self.stage == "align" else self.stage)
+
     @field_validator("distill_trunk")
     @classmethod
     def _check_distill_trunk(cls, value: str) -> str:

@@ -20,6 +20,7 @@ from rich.table import Table
 from . import storage
 from .config import PipelineConfig, load_config
 from .errors import UserError
+from .run_layout import METRICS_FILE, REPORT_FILE, RunLayout
 from .shipped_configs import configs_dir
 
 DEMO_CONFIG = configs_dir() / "demo-tiny-cpu.yaml"
@@ -74,23 +75,23 @@ def run_demo(
     result = run_pipeline(cfg, force=force, dry_run=dry_run, console=console)
     if dry_run:
         return result
-    root = Path(cfg.run_dir)
+    layout = RunLayout(cfg.run_dir)
     stats = {
         path.parent.name: json.loads(path.read_text())
-        for path in sorted((root / "data").glob("*/stats.json"))
+        for path in sorted(Path(layout.data_root).glob("*/stats.json"))
     }
-    _print_datasets(console, root, stats)
-    _print_training(console, root)
-    report = root / "report" / "report.md"
+    _print_datasets(console, layout, stats)
+    _print_training(console, layout)
+    report = Path(layout.report) / REPORT_FILE
     console.print(_headline(report), markup=False, soft_wrap=True)
     # Paths stay on one line (copied from the terminal).
-    console.print(f"models: {root / 'models'}", soft_wrap=True)
+    console.print(f"models: {layout.models_root}", soft_wrap=True)
     console.print(f"[bold]report: {report}[/]", soft_wrap=True)
     return {**result, "datasets": stats}
 
 
-def _print_datasets(console: Console, root: Path, stats: dict[str, dict[str, Any]]) -> None:
-    table = Table(title=f"drdo-ray demo: datasets in {root / 'data'}")
+def _print_datasets(console: Console, layout: RunLayout, stats: dict[str, dict[str, Any]]) -> None:
+    table = Table(title=f"drdo-ray demo: datasets in {layout.data_root}")
     for column in ("dataset", "read", "written", "rejected", "mean conf", "mean dist"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
     for name, s in stats.items():
@@ -120,11 +121,11 @@ def _headline(report: Path) -> str:
     return "\n".join(table).strip()
 
 
-def _print_training(console: Console, root: Path) -> None:
-    table = Table(title=f"training runs in {root / 'train'}")
+def _print_training(console: Console, layout: RunLayout) -> None:
+    table = Table(title=f"training runs in {layout.train_root}")
     for column in ("run", "steps", "first loss", "last loss", "reward acc", "samples"):
         table.add_column(column, justify="left" if column == "run" else "right")
-    for metrics in sorted((root / "train").glob("*/metrics.jsonl")):
+    for metrics in sorted(Path(layout.train_root).glob(f"*/{METRICS_FILE}")):
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
         if not rows:
             continue

@@ -7,16 +7,7 @@ cluster reads and writes the same artifacts).
 
 The config (:class:`~drdo_ray.config.PipelineConfig`) names datasets and policies; :func:`plan`
 turns it into concrete stage configs -- the same classes the single-stage commands validate --
-with every path derived from the run directory:
-
-    RUN/models/tiny/                          tiny_model (offline runs)
-    RUN/data/<dataset>/                       prepare
-    RUN/train/<run>/, RUN/models/<run>/       sft, oracle, oracle-edpo-<k>, align-<name>
-    RUN/scored/<dataset>[_edpo]/              score (the one Oracle; the K e-DPO Oracles)
-    RUN/samples/<prompts>/<policy>/           generate
-    RUN/eval/<prompts>/<kind>-<a>-vs-<b>/     winrate, judge (kl-<policy>/ for kl)
-    RUN/report/                               report
-    RUN/pipeline.json                         each stage's status and seconds
+with every path derived from the run directory (:class:`~drdo_ray.run_layout.RunLayout`).
 
 A stage whose outputs exist is skipped, so rerunning the same command resumes a failed run (a
 training stage cut short resumes from its last checkpoint). ``force`` reruns the selected stages,
@@ -57,8 +48,7 @@ from .config import (
     edpo_oracle_settings,
 )
 from .errors import UserError
-
-STATUS_FILE = "pipeline.json"
+from .run_layout import RunLayout
 
 
 @dataclass
@@ -175,16 +165,13 @@ class _Planner:
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
-        self.run = cfg.run_dir.rstrip("/")
+        self.layout = RunLayout(cfg.run_dir)
         self.steps: list[Step] = []
         self.base = cfg.base_model or ""
         self.datasets: dict[str, str] = {}  # dataset name -> prepared folder
         self.models: dict[str, str] = {}  # run name -> exported model folder
         self.scored: dict[str, str] = {}  # "one" / "edpo" -> scored dataset folder
         self.samples: dict[tuple[str, str], str] = {}  # (prompt set, policy) -> generation folder
-
-    def path(self, *parts: str) -> str:
-        return storage.join(self.run, *parts)
 
     def add(
         self,
@@ -205,14 +192,14 @@ class _Planner:
     def model(self) -> None:
         if self.cfg.tiny_model is None:
             return
-        out = self.path("models", "tiny")
+        out = self.layout.tiny_model
         tiny = _build(TinyModelConfig, "tiny_model", _given(self.cfg.tiny_model), fixed={"out": out})
         self.add("model", "model", tiny, _build_tiny, out, "config.json")
         self.base = self.base or out
 
     def prepare(self) -> None:
         for name, fields in self.cfg.datasets.items():
-            out = self.path("data", name)
+            out = self.layout.data(name)
             prep = _build(
                 PrepareConfig,
                 f"datasets.{name}",
@@ -237,10 +224,10 @@ class _Planner:
             TrainConfig,
             where,
             _merge(_given(self.cfg.train), fields),
-            fixed={**fixed, "run_dir": self.run},
+            fixed={**fixed, "run_dir": self.layout.root},
             defaults=defaults,
         )
-        out = self.path("models", str(tc.name))
+        out = self.layout.model(str(tc.name))
         self.add(
             step_id,
             group,
@@ -249,7 +236,7 @@ class _Planner:
             out,
             "config.json",
             inputs=(tc.model, tc.data, *([tc.live_reference] if tc.live_reference else [])),
-            clean=(out, self.path("train", str(tc.name))),
+            clean=(out, self.layout.train(str(tc.name))),
         )
         self.models[str(tc.name)] = out
 
@@ -299,7 +286,7 @@ class _Planner:
         for kind, suffix, oracles in (("one", "", [self.models["oracle"]]), ("edpo", "_edpo", members)):
             if not oracles:
                 continue
-            out = self.path("scored", f"{name}{suffix}")
+            out = self.layout.scored(f"{name}{suffix}")
             fixed = {"data": data, "out": out, "oracles": oracles, "reference": self.models.get("sft")}
             sc = _build(ScoreConfig, "score", fields, fixed=fixed)
             inputs = (sc.data, *sc.oracles, *([sc.reference] if sc.reference else []))
@@ -331,7 +318,7 @@ class _Planner:
         _, fields = _pop(self.cfg.generate, ["prompts", "policies"])
         for prompts in self.cfg.prompt_sets():
             for policy in self.cfg.generated_policies():
-                out = self.path("samples", prompts, policy)
+                out = self.layout.samples(prompts, policy)
                 fixed = {"model": self.models[policy], "prompts": self.datasets[prompts], "out": out}
                 gen = _build(GenerateConfig, "generate", fields, fixed=fixed)
                 self.add(
@@ -358,7 +345,7 @@ class _Planner:
         a, against, prompt_sets = self.cfg.comparison(kind)
         for prompts in prompt_sets:
             for b in against:
-                out = self.path("eval", prompts, f"{kind}-{a}-vs-{b}")
+                out = self.layout.eval(prompts, f"{kind}-{a}-vs-{b}")
                 fixed = {
                     "a": self.samples[(prompts, a)],
                     "b": self.samples[(prompts, b)] if b != "reference" else "reference",
@@ -382,7 +369,7 @@ class _Planner:
         _, fields = _pop(self.cfg.kl, ["policies", "prompts"])
         policies, prompts = self.cfg.kl_targets()
         for policy in policies:
-            out = self.path("eval", str(prompts), f"kl-{policy}")
+            out = self.layout.eval(str(prompts), f"kl-{policy}")
             fixed = {
                 "policy": self.models[policy],
                 "reference": self.models["sft"],
@@ -407,10 +394,10 @@ class _Planner:
             ReportConfig,
             "report",
             _given(self.cfg.report),
-            fixed={"run": self.run},
+            fixed={"run": self.layout.root},
             defaults={"title": self.cfg.title},
         )
-        self.add("report", "report", rc, _report, rc.out or self.path("report"), None)
+        self.add("report", "report", rc, _report, rc.out or self.layout.report, None)
 
     def link(self) -> list[Step]:
         """Each step needs the steps whose outputs it reads."""
@@ -495,10 +482,10 @@ def _redacted(value: Any) -> Any:
     return value
 
 
-def _write_status(run: str, status: dict[str, Any]) -> None:
+def _write_status(layout: RunLayout, status: dict[str, Any]) -> None:
     status["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    storage.makedirs(run)
-    storage.write_json(storage.join(run, STATUS_FILE), status)
+    storage.makedirs(layout.root)
+    storage.write_json(layout.pipeline_status, status)
 
 
 def run_pipeline(
@@ -525,7 +512,8 @@ def run_pipeline(
                 f"stage {s.id} reads the outputs of {', '.join(missing)}, which have not finished "
                 f"under {cfg.run_dir}: add them to --stages (or run without --stages)"
             )
-    run = cfg.run_dir.rstrip("/")
+    layout = RunLayout(cfg.run_dir)
+    run = layout.root
     if dry_run:
         table = Table(title=f"pipeline plan: {run}")
         for column in ("#", "stage", "state", "output (under run_dir)"):
@@ -538,7 +526,7 @@ def run_pipeline(
         console.print(table)
         return {"run_dir": run, "stages": {s.id: {"status": "planned", "done": done[s.id]} for s in chosen}}
 
-    status_path = storage.join(run, STATUS_FILE)
+    status_path = layout.pipeline_status
     status: dict[str, Any] = storage.read_json(status_path) if _exists(status_path) else {}
     # The config as given: a typed section's defaults would misstate what train < stage layering chose.
     given = cfg.model_dump(mode="json", exclude_unset=True)
@@ -558,7 +546,7 @@ def run_pipeline(
         if reason:
             console.print(f"[yellow]skip[/]  {label}: {reason}")
             record[s.id] = {"status": f"skipped: {reason}", "output": s.output}
-            _write_status(run, status)
+            _write_status(layout, status)
             continue
         console.rule(f"[bold]{label}[/] {'(rerun: ' + ', '.join(stale) + ' changed)' if stale else ''}")
         config = s.config
@@ -573,7 +561,7 @@ def run_pipeline(
             "output": s.output,
             "started": datetime.now(timezone.utc).isoformat(),
         }
-        _write_status(run, status)
+        _write_status(layout, status)
         try:
             s.action(config, console)
         except BaseException as err:
@@ -582,7 +570,7 @@ def run_pipeline(
                 error=str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
                 elapsed_s=round(time.perf_counter() - started, 1),
             )
-            _write_status(run, status)
+            _write_status(layout, status)
             console.print(
                 f"[red]failed[/] {label} after {time.perf_counter() - started:.1f}s; rerun the same command "
                 "to resume (finished stages are skipped, training resumes from its last checkpoint)"
@@ -591,7 +579,7 @@ def run_pipeline(
         elapsed = time.perf_counter() - started
         ran.add(s.id)
         record[s.id].update(status="done", elapsed_s=round(elapsed, 1))
-        _write_status(run, status)
+        _write_status(layout, status)
         console.print(
             f"[green]done[/]  {label} in {elapsed:.1f}s "
             f"(pipeline {time.perf_counter() - started_all:.0f}s, {len(chosen) - i} stages left)"

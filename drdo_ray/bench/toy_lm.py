@@ -18,6 +18,7 @@ from rich.console import Console
 
 from ..config import TrainConfig
 from ..models import pair_forward
+from ..run_layout import RunLayout
 from ..train.batches import Collator
 from ..train.engine import World
 from ..train.loop import run
@@ -93,7 +94,7 @@ def train(
     edpo_oracles: int = 0,
 ) -> Path:
     """One stage through THE loop; returns the exported model folder (run_dir/models/<name>)."""
-    from ..train.ray_trainer import export_fn, model_dir
+    from ..train.ray_trainer import export_fn
 
     rows = len(columns["prompt_ids"])
     collate = Collator(pad_id=pad_id, pairs=cfg.stage != "sft", extra=extra, edpo_oracles=edpo_oracles)
@@ -105,7 +106,8 @@ def train(
         for i in range(0, rows - size + 1, size):
             yield collate({k: v[order[i : i + size]] for k, v in columns.items()})
 
-    metrics_dir = Path(cfg.run_dir) / "train" / (cfg.name or cfg.stage)
+    layout = RunLayout(cfg.run_dir)
+    metrics_dir = Path(layout.train(cfg.run_name))
     # The loop's per-step console lines would bury the benchmark's one line per stage.
     with contextlib.redirect_stdout(io.StringIO()):
         final = run(
@@ -118,7 +120,7 @@ def train(
         )
     if final["status"] != "finished":
         raise RuntimeError(f"{cfg.name}: training {final['status']} ({final.get('bad_steps')} bad steps)")
-    return Path(model_dir(cfg))
+    return Path(layout.model(cfg.run_name))
 
 
 def objects(values: Sequence[Any]) -> np.ndarray:

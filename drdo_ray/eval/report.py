@@ -1,7 +1,7 @@
 """`drdo-ray report --run RUN`: one Markdown report with PNG figures for a run directory.
 
-Reads the layout documented in results.py (``RUN/train/*/metrics.jsonl``, ``RUN/eval/**/
-{winrate,judge,kl,ood}.json``, ``RUN/models/*/drdo_training.json``) and writes
+Reads the run directory (:class:`~drdo_ray.run_layout.RunLayout`: ``RUN/train/*/metrics.jsonl``,
+``RUN/eval/**/{winrate,judge,kl,ood}.json``, ``RUN/models/*/drdo_training.json``) and writes
 
     RUN/report/report.md           headline table, then one section per evaluation
     RUN/report/figures/*.png       training curves (Fig. 5), win rate vs temperature (Fig. 2),
@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
@@ -25,6 +25,7 @@ import fsspec
 from .. import storage
 from ..config import ReportConfig
 from ..errors import UserError
+from ..run_layout import REPORT_FILE, RunLayout
 from . import plots
 from .results import find_results
 from .stats import fmt_ci, fmt_rate
@@ -54,10 +55,10 @@ def _subdirs(path: str) -> list[str]:
 
 def load_training(run: str) -> dict[str, dict[str, Any]]:
     """Per training run: ``metrics`` (column lists over ``step``), ``status``, ``config``."""
+    layout = RunLayout(run)
     runs: dict[str, dict[str, Any]] = {}
-    for name in _subdirs(storage.join(run, "train")):
-        base = storage.join(run, "train", name)
-        metrics_path = storage.join(base, "metrics.jsonl")
+    for name in _subdirs(layout.train_root):
+        metrics_path = layout.metrics(name)
         if not storage.exists(metrics_path):
             continue
         by_step: dict[int, dict[str, Any]] = {}
@@ -73,8 +74,8 @@ def load_training(run: str) -> dict[str, dict[str, Any]]:
                 columns[key].append(
                     float(value) if isinstance(value, (int, float)) and value is not None else math.nan
                 )
-        status_path = storage.join(base, "status.json")
-        config_path = storage.join(run, "models", name, "drdo_training.json")
+        status_path = layout.train_status(name)
+        config_path = layout.training_config(name)
         runs[name] = {
             "metrics": dict(columns),
             "status": storage.read_json(status_path) if storage.exists(status_path) else {},
@@ -492,12 +493,11 @@ def _configs_section(
 
 
 def build_report(cfg: ReportConfig) -> dict[str, Any]:
-    run = cfg.run.rstrip("/")
-    if storage.is_local(run):
-        run = str(Path(run.removeprefix("file://")).resolve())
+    layout = RunLayout(cfg.run).absolute()
+    run = layout.root
     if not storage.exists(run):
         raise UserError(f"run directory not found: {run}")
-    out = (cfg.out or storage.join(run, "report")).rstrip("/")
+    out = (cfg.out or layout.report).rstrip("/")
     figures = storage.join(out, "figures")
     storage.makedirs(figures)
     runs = load_training(run)
@@ -518,7 +518,7 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
         "## KL divergence from the SFT model (paper Table 7)\n\n" + _kl_section(results["kl"]),
         "## Configs\n\n" + _configs_section(runs, results, run),
     ]
-    report_path = storage.join(out, "report.md")
+    report_path = storage.join(out, REPORT_FILE)
     fs, root = fsspec.core.url_to_fs(report_path)
     with fs.open(root, "w", encoding="utf-8") as f:
         f.write("\n\n".join(sections) + "\n")

@@ -1,15 +1,6 @@
-"""Result files of the eval commands: strict JSON writing, and finding them in a run directory.
-
-Run-directory layout the report reads (each eval command takes ``--out`` so a pipeline can put
-its results here):
-
-    RUN/train/<name>/metrics.jsonl, status.json     training curves (train/metrics.py)
-    RUN/models/<name>/drdo_training.json            the training config of each model
-    RUN/samples/<name>/samples.jsonl, generation.json    `drdo-ray generate --out` (proposed)
-    RUN/eval/<name>/winrate.json | judge.json | kl.json  (+ ood.json, pairs.jsonl | verdicts.jsonl)
-    RUN/report/report.md, RUN/report/figures/*.png       `drdo-ray report`
-
-``<name>`` is free; results are found by file name at any depth under ``RUN/eval``.
+"""Result files of the eval commands: strict JSON writing, and finding them in a run directory
+(:class:`~drdo_ray.run_layout.RunLayout`): each eval command takes ``--out``, so a pipeline puts
+its results under ``RUN/eval``, where they are found by file name at any depth.
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ import fsspec
 import numpy as np
 
 from .. import storage
+from ..run_layout import RunLayout
 
 
 def jsonable(value: Any) -> Any:
@@ -46,7 +38,7 @@ def write_result(path: str, data: dict[str, Any]) -> None:
 
 def find_results(run_dir: str, name: str) -> list[str]:
     """Every ``name`` (e.g. winrate.json) under RUN/eval, sorted by path."""
-    root = storage.join(run_dir, "eval")
+    root = RunLayout(run_dir).eval_root
     fs, path = fsspec.core.url_to_fs(root)
     if not fs.isdir(path):
         return []

@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM
 from ..artifacts import local_model
 from ..config import TrainConfig, distill_trunk_scale
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
+from ..run_layout import TRAIN_STATUS_FILE
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
 from .diagnostics import TERM_GRAD_KEYS, term_gradients_of, term_grads_apply
 from .engine import Engine, World, build_engine, use_bf16
@@ -317,7 +318,7 @@ def run(
     }
     if log.enabled:
         # Ray Train keeps the metrics of the last checkpoint; the run's outcome is this file.
-        (log.path.parent / "status.json").write_text(json.dumps(final, indent=2) + "\n")
+        (log.path.parent / TRAIN_STATUS_FILE).write_text(json.dumps(final, indent=2) + "\n")
     log.close()
     reporter.report(final, None)
     return final

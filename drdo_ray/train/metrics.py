@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..run_layout import METRICS_FILE
+
 
 def _eta(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -31,7 +33,7 @@ class MetricsLog:
         self.total_steps = total_steps
         self.start_step = start_step
         self.started = time.perf_counter()
-        self.path = Path(directory) / "metrics.jsonl"
+        self.path = Path(directory) / METRICS_FILE
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)

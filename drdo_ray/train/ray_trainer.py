@@ -23,22 +23,19 @@ from ..config import TrainConfig, edpo_oracle_settings
 from ..errors import UserError
 from ..losses import ALIGN_LOSSES, LOSS_INPUTS
 from ..ray_runtime import ensure_ray
+from ..run_layout import TRAINING_CONFIG_FILE, RunLayout
 from .batches import Collator
 from .data_check import DataInfo, inspect_data
 from .engine import World
 from .loop import run
 
 
-def default_name(cfg: TrainConfig) -> str:
-    return cfg.name or (f"align-{cfg.loss}" if cfg.stage == "align" else cfg.stage)
-
-
 def model_dir(cfg: TrainConfig) -> str:
-    return storage.join(cfg.run_dir, "models", default_name(cfg))
+    return RunLayout(cfg.run_dir).model(cfg.run_name)
 
 
 def _train_dir(cfg: TrainConfig) -> str:
-    return storage.join(cfg.run_dir, "train", default_name(cfg))
+    return RunLayout(cfg.run_dir).train(cfg.run_name)
 
 
 def _local_or_temp(uri: str, tag: str) -> Path:
@@ -77,7 +74,7 @@ def export_fn(cfg: TrainConfig, world: World):
         else:
             model.save_pretrained(local)
             tokenizer.save_pretrained(local)
-        (local / "drdo_training.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+        (local / TRAINING_CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
         if not storage.is_local(target):
             storage.upload_dir(str(local), target)
 
@@ -90,7 +87,7 @@ def _record_worker(cfg: TrainConfig, world: World) -> None:
     import os
     import socket
 
-    folder = storage.join(_train_dir(cfg), "workers")
+    folder = RunLayout(cfg.run_dir).workers(cfg.run_name)
     storage.makedirs(folder)
     storage.write_json(
         storage.join(folder, f"rank-{world.rank}.json"),
@@ -186,10 +183,8 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
     # Workers do not share the driver's working directory: hand them absolute local paths (the
     # inputs exist, checked above; the run directory may not yet).
     absolute = {k: resolve(v) for k in ("model", "data", "live_reference") if (v := getattr(cfg, k))}
-    run_dir = cfg.run_dir
-    if storage.is_local(run_dir):
-        run_dir = str(Path(run_dir.removeprefix("file://")).resolve())
-    return cfg.model_copy(update={"name": default_name(cfg), "run_dir": run_dir, **absolute}), info
+    run_dir = RunLayout(cfg.run_dir).absolute().root
+    return cfg.model_copy(update={"name": cfg.run_name, "run_dir": run_dir, **absolute}), info
 
 
 def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
@@ -200,14 +195,13 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
     cfg, info = validate(cfg)
     pad = pad_id(cfg.model)
     ensure_ray()
-    train_root = storage.join(cfg.run_dir, "train")
-    if storage.is_local(train_root):
-        train_root = str(Path(train_root.removeprefix("file://")).resolve())
+    layout = RunLayout(cfg.run_dir).absolute()
+    train_root = layout.train_root
     console.print(
         f"[bold]train {cfg.stage}[/]{' ' + cfg.loss if cfg.loss else ''}: {info.num_rows} rows, "
         f"{cfg.num_workers} workers x {cfg.micro_batch_size} x {cfg.grad_accum} accumulation, "
         f"{'DeepSpeed ZeRO-' + str(cfg.deepspeed.zero_stage) if cfg.deepspeed.enabled else 'torch DDP'}, "
-        f"run {train_root}/{cfg.name}"
+        f"run {layout.train(cfg.run_name)}"
     )
     dataset = ray.data.read_parquet(info.path, columns=list(info.columns))
     if cfg.shuffle:
@@ -241,8 +235,8 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         raise UserError(
             f"training {cfg.name} failed after {cfg.max_failures} retries: {str(err).splitlines()[0]}"
         ) from err
-    train_dir = storage.join(train_root, cfg.name)
-    status_file = storage.join(train_dir, "status.json")
+    train_dir = layout.train(cfg.run_name)
+    status_file = layout.train_status(cfg.run_name)
     metrics = storage.read_json(status_file) if storage.exists(status_file) else dict(result.metrics or {})
     if metrics.get("status") == "diverged":
         raise UserError(
