@@ -151,6 +151,8 @@ def _argparse_kwargs(path: str, info: FieldInfo) -> dict[str, Any]:
         kwargs.update(choices=choices, type=type(choices[0]))
     elif annotation in (int, float, str):
         kwargs.update(type=annotation, metavar=name.upper())
+    elif isinstance(annotation, type) and callable(getattr(annotation, "parse", None)):
+        kwargs.update(type=str, metavar=name.upper())  # a value typed from its text (DistillTrunk)
     elif origin is list:
         (item,) = typing.get_args(annotation)
         scalar = type(typing.get_args(item)[0]) if typing.get_origin(item) is Literal else item

@@ -5,7 +5,6 @@ section named after the stage), the command's flags, then ``--set key=value`` ov
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
@@ -17,12 +16,22 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from .errors import UserError
+from .loss_settings import (
+    LOSS_SETTINGS,
+    SETTINGS_BY_LOSS,
+    DPOPlusCSettings,
+    DRDOSettings,
+    EDPOSettings,
+    LossSettings,
+    OracleSettings,
+    Reduction,
+    stage_fields,
+)
 from .shipped_configs import resolve_config_file, shipped_configs
 
 SOURCE_NAMES = ("ultrafeedback", "ultrafeedback_cleaned", "tldr", "tldr_sft", "cnn_dailymail", "alpaca_eval")
@@ -147,10 +156,10 @@ class ScoreConfig(StageConfig):
     force: bool = False
 
 
-# The alignment losses by name: the align entries of the loss registry (drdo_ray.losses.LOSS_SPECS;
-# test_loss_registry.py checks they agree), spelled out here because the registry imports torch
-# and neither a config check nor `drdo-ray train align --help` should wait for it.
-ALIGN_LOSS_NAMES = ("drdo", "dpo", "ipo", "edpo", "drdo_minus_r", "drdo_minus_c", "dpo_plus_c")
+# The alignment losses by name: the align entries of loss_settings.SETTINGS_BY_LOSS (the loss
+# registry's torch-free half; test_loss_registry.py checks it against drdo_ray.losses.LOSS_SPECS),
+# so that neither a config check nor `drdo-ray train align --help` waits for torch.
+ALIGN_LOSS_NAMES = tuple(name for name, cls in SETTINGS_BY_LOSS.items() if cls.STAGE == "align")
 
 
 def _align_loss(name: str) -> str:
@@ -163,26 +172,6 @@ def _align_loss(name: str) -> str:
 LossName = Annotated[str, AfterValidator(_align_loss)]
 
 
-def distill_trunk_scale(mode: str) -> float:
-    """The factor on the distillation term's gradient into the LM trunk for a ``distill_trunk``
-    setting: ``full`` 1.0, ``detach`` 0.0, ``scaled:<f>`` f (finite, >= 0)."""
-    if mode == "full":
-        return 1.0
-    if mode == "detach":
-        return 0.0
-    prefix, sep, raw = mode.partition(":")
-    if prefix == "scaled" and sep:
-        try:
-            factor = float(raw)
-        except ValueError:
-            factor = math.nan
-        if factor >= 0 and math.isfinite(factor):
-            return factor
-    raise ValueError(
-        f"distill_trunk must be 'full', 'detach' or 'scaled:<f>' with a finite f >= 0, got {mode!r}"
-    )
-
-
 class DeepSpeedSettings(StageConfig):
     enabled: bool = Field(False, description="train with DeepSpeed (else DDP)")
     zero_stage: Literal[0, 1, 2, 3] = Field(
@@ -193,42 +182,11 @@ class DeepSpeedSettings(StageConfig):
     allgather_bucket_size: int = Field(500_000_000, gt=0)
 
 
-class TrainConfig(StageConfig):
-    """`drdo-ray train {sft,oracle,align}`: one schema for every stage and loss."""
+class TrainSettings(StageConfig):
+    """What every training stage shares, whatever it trains: batch, optimizer, engine and cluster,
+    checkpoints and logging (the pipeline's `train:` section). A setting of one stage or one loss
+    goes in its settings class (drdo_ray/loss_settings.py) instead."""
 
-    # Fields only one stage reads; `drdo-ray train <stage>` offers the common ones and its own.
-    STAGE_FIELDS: ClassVar[dict[str, frozenset[str]]] = {
-        "oracle": frozenset({"oracle_alpha", "edpo_oracles", "head_seed"}),
-        "align": frozenset(
-            {
-                "loss",
-                "reduction",
-                "alpha",
-                "gamma",
-                "beta",
-                "contrastive_alpha",
-                "distill_weight",
-                "distill_trunk",
-                "term_grads",
-                "term_grads_wrt",
-                "edpo_reduce",
-                "live_reference",
-            }
-        ),
-    }
-
-    renamed: ClassVar[dict[str, str]] = {"ensemble": "edpo_oracles"}
-
-    stage: Literal["sft", "oracle", "align"]
-    loss: LossName | None = Field(None, description="align only")
-    model: str = Field(description="model folder or hub id to start from")
-    data: str = Field(description="prepared (sft, oracle) or scored (align) dataset folder")
-    run_dir: str = Field(
-        description="run directory (local or s3://): train/<name>/ and models/<name>/ land here"
-    )
-    name: str | None = Field(
-        None, description="run name; default <stage>[-<loss>]; a rerun with the same name resumes"
-    )
     # Batch: global batch = micro_batch_size x grad_accum x num_workers.
     micro_batch_size: int = Field(4, gt=0, description="rows (sft) or pairs per worker per forward pass")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
@@ -243,51 +201,6 @@ class TrainConfig(StageConfig):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    # Loss hyperparameters (the paper's defaults; docs/concepts.md).
-    reduction: Literal["mean", "sum"] | None = Field(
-        None,
-        description="sequence log-prob reduction; default: mean for the DRDO family, sum for the DPO family",
-    )
-    alpha: float = Field(0.1, ge=0, description="DRDO: weight of the focal contrastive term (Eq. 5)")
-    gamma: float = Field(2.0, ge=0, description="DRDO (and dpo_plus_c): focal exponent")
-    beta: float = Field(
-        0.1,
-        gt=0,
-        description="DPO, IPO, e-DPO: β, the implicit reward's scale (larger keeps the policy nearer the reference)",
-    )
-    contrastive_alpha: float = Field(0.1, ge=0, description="dpo_plus_c: weight of the added focal term")
-    distill_weight: float = Field(
-        1.0, ge=0, description="DRDO: λ on the distillation term (1.0 = paper Eq. 5); metrics stay unweighted"
-    )
-    distill_trunk: str = Field(
-        "full",
-        description="DRDO: the distillation term's gradient into the LM trunk: full (paper), detach "
-        "(it trains the reward head only) or scaled:<f> (times f >= 0; the head's gradient unchanged)",
-    )
-    term_grads: bool = Field(
-        True,
-        description="DRDO family: log each term's gradient norm on the trunk and their cosine "
-        "at logging steps (not under ZeRO-3)",
-    )
-    term_grads_wrt: Literal["hidden", "params"] = Field(
-        "hidden",
-        description="where term_grads takes the gradients: the trunk output (cheap; the cosine is 0 by "
-        "construction there) or the trunk parameters (two extra backward passes per logged step)",
-    )
-    edpo_reduce: Literal["max", "mean"] = Field(
-        "max", description="e-DPO: over the Oracles, the worst member's loss (max) or the mean"
-    )
-    oracle_alpha: float = Field(0.01, ge=0, le=1)
-    edpo_oracles: int = Field(
-        0,
-        ge=0,
-        description="oracle stage: 0 trains the one Oracle (Eq. 4); K trains K plain Bradley-Terry "
-        "Oracles for e-DPO (oracle_alpha 0, head seeds 0..K-1)",
-    )
-    head_seed: int = 0
-    live_reference: str | None = Field(
-        None, description="DPO family: a reference model held live instead of precomputed columns"
-    )
     # Engine and cluster.
     num_workers: int = Field(2, gt=0, description="Ray Train workers (one GPU each with use_gpu)")
     use_gpu: bool = Field(False, description="train on GPUs (one per worker)")
@@ -323,28 +236,119 @@ class TrainConfig(StageConfig):
         None, description="testing: raise inside the loop once, on the last rank, at this step"
     )
 
+
+# Fields a stage or loss owns (LOSS_SETTINGS classes): TrainConfig takes each only where it applies.
+OWNED_FIELDS: frozenset[str] = frozenset(name for cls in LOSS_SETTINGS for name in cls.model_fields)
+
+
+def owned_fields(stage: str, loss: str | None = None) -> frozenset[str]:
+    """The stage's or loss's own settings keys: ``loss`` for align (every align loss's without
+    one), the stage's own else; an unknown loss owns nothing (its config fails on the name)."""
+    if stage == "align" and loss is None:
+        return stage_fields("align")
+    cls = SETTINGS_BY_LOSS.get(loss if stage == "align" else stage)  # type: ignore[arg-type]
+    return frozenset(cls.model_fields) if cls else frozenset()
+
+
+def given_settings(model: BaseModel) -> set[str]:
+    """The stage or loss settings ``model`` was given with a value other than the default (at
+    the default, a key changes nothing wherever it lands: a dumped config validates again)."""
+    fields = type(model).model_fields
+    return {k for k in model.model_fields_set & OWNED_FIELDS if getattr(model, k) != fields[k].get_default()}
+
+
+def owners(key: str) -> list[str]:
+    """The stages (sft, oracle) and align losses whose settings hold ``key``, registry order."""
+    return [name for name, cls in SETTINGS_BY_LOSS.items() if key in cls.model_fields]
+
+
+def belongs_elsewhere(key: str, here: str) -> str:
+    """``key belongs to <its owners>, not <here>``: the one message for a setting given where
+    nothing reads it (a training config, a pipeline section)."""
+    names = owners(key)
+    if set(names) == set(ALIGN_LOSS_NAMES):
+        where = "the align stage"
+    elif all(name not in ALIGN_LOSS_NAMES for name in names):
+        where = " and ".join(f"the {name} stage" for name in names)
+    else:
+        where = f"the align loss{'es' if len(names) > 1 else ''} {', '.join(names)}"
+    return f"{key} belongs to {where}, not {here}"
+
+
+class TrainJob(StageConfig):
+    """Which stage and loss train, from which model and data, into which run."""
+
+    stage: Literal["sft", "oracle", "align"]
+    loss: LossName | None = Field(None, description="align only")
+    model: str = Field(description="model folder or hub id to start from")
+    data: str = Field(description="prepared (sft, oracle) or scored (align) dataset folder")
+    run_dir: str = Field(
+        description="run directory (local or s3://): train/<name>/ and models/<name>/ land here"
+    )
+    name: str | None = Field(
+        None, description="run name; default <stage>[-<loss>]; a rerun with the same name resumes"
+    )
+
+
+# The bases' order is the fields' order (the last base's first): the job, the shared settings,
+# then each stage's and loss's own.
+class TrainConfig(DPOPlusCSettings, EDPOSettings, DRDOSettings, OracleSettings, TrainSettings, TrainJob):
+    """`drdo-ray train {sft,oracle,align}`: the job (TrainJob), the settings every stage shares
+    (TrainSettings) and the stage's or the loss's own (drdo_ray/loss_settings.py), flat, as the
+    YAML keys and the flags spell them. A setting of another stage or loss, given a value other
+    than its default, is refused with a message naming its owner; :attr:`loss_settings` is the
+    chosen loss's settings, typed."""
+
+    # Fields only one stage reads; `drdo-ray train <stage>` offers the common ones and its own.
+    STAGE_FIELDS: ClassVar[dict[str, frozenset[str]]] = {
+        "oracle": stage_fields("oracle"),
+        "align": stage_fields("align") | {"loss"},
+    }
+
+    renamed: ClassVar[dict[str, str]] = {"ensemble": "edpo_oracles"}
+
+    # Each loss's default (loss_settings.py): mean for the DRDO family, sum for the DPO family.
+    reduction: Reduction | None = Field(
+        None,
+        description="sequence log-prob reduction; default: mean for the DRDO family, sum for the DPO family",
+    )
+
     @property
     def run_name(self) -> str:
         """``name``, else ``<stage>`` (``align-<loss>`` for align): RUN/train/<it>/, RUN/models/<it>/."""
         return self.name or (f"align-{self.loss}" if self.stage == "align" else self.stage)
 
-    @field_validator("distill_trunk")
-    @classmethod
-    def _check_distill_trunk(cls, value: str) -> str:
-        distill_trunk_scale(value)
-        return value
+    def settings_class(self) -> type[LossSettings]:
+        """The settings class of the stage's loss (``loss`` for align, the stage's own else)."""
+        if self.stage == "align" and self.loss is None:
+            raise ValueError("the align stage needs a loss")
+        return SETTINGS_BY_LOSS[self.loss if self.stage == "align" else self.stage]
+
+    @property
+    def loss_settings(self) -> LossSettings:
+        """The settings of the loss this config trains with, as that loss's own typed class (an
+        unset ``reduction`` is the loss's default)."""
+        cls = self.settings_class()
+        given = {
+            k: getattr(self, k) for k in cls.model_fields if not (k == "reduction" and self.reduction is None)
+        }
+        return cls.model_validate(given)
 
     @model_validator(mode="after")
-    def _check_edpo_oracles_stage(self) -> TrainConfig:
-        if self.edpo_oracles and self.stage != "oracle":
-            raise ValueError(
-                f"edpo_oracles (the e-DPO Oracles) belongs to the oracle stage, not {self.stage}"
-            )
+    def _settings_belong_here(self) -> TrainConfig:
+        """A stage's or loss's setting given to another stage or loss is an error naming its owner
+        (nothing would read it); align without a loss takes every align loss's settings."""
+        if self.stage != "align" and self.loss is not None:
+            raise ValueError(f"loss belongs to the align stage, not {self.stage}")
+        foreign = sorted(given_settings(self) - owned_fields(self.stage, self.loss))
+        if foreign:
+            here = f"{self.stage} (loss {self.loss})" if self.loss else self.stage
+            raise ValueError("; ".join(belongs_elsewhere(key, here) for key in foreign))
         return self
 
     @model_validator(mode="after")
     def _check_trunk_gets_gradient(self) -> TrainConfig:
-        if self.stage == "align" and self.loss and distill_trunk_scale(self.distill_trunk) == 0:
+        if self.stage == "align" and self.loss and self.distill_trunk.scale == 0:
             from .losses import LOSS_SPECS  # lazily: the registry imports torch
 
             if LOSS_SPECS[self.loss].terms == ("distill",):
@@ -815,6 +819,25 @@ class PipelineConfig(StageConfig):
                 problems.append("kl.prompts: name one of the generated prompt sets")
         if problems:
             raise PydanticCustomError("pipeline_references", "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _check_settings_have_readers(self) -> PipelineConfig:
+        """A stage's or loss's setting in a section shared by several (`train`, `align`) goes to the
+        runs that read it; one that no run of the section reads is an error naming its owner."""
+        trained = [(stage, None) for stage in ("sft", "oracle") if getattr(self, stage) is not None]
+        aligned = [("align", loss) for loss in self.align_losses().values()]
+        problems = []
+        for where, section, targets in (
+            ("train", self.train, trained + aligned),
+            ("align", self.align, aligned),
+        ):
+            given = given_settings(section) if section is not None else set()
+            for key in sorted(k for k in given if not any(k in owned_fields(*t) for t in targets)):
+                runs = ", ".join(f"{s} ({loss})" if loss else s for s, loss in targets) or "nothing"
+                problems.append(f"{where}.{belongs_elsewhere(key, f'what {where} trains: {runs}')}")
+        if problems:
+            raise PydanticCustomError("setting_without_reader", "; ".join(problems))
         return self
 
     # The names the config makes, with the sections' defaults resolved (the planner reads these).

@@ -10,10 +10,11 @@ floating input is already float64: then it stays float64, so ``torch.autograd.gr
 checks the real formulas rather than float32 rounding.
 
 Registry: ``LOSS_SPECS[name]`` (a :class:`LossSpec`) says, per loss, the function, which
-tensors it takes positionally, the precomputed columns it needs, which training-config fields
-feed which keyword, whether it trains a reward head, its default log-prob reduction and what it
-is. ``ALIGN_LOSSES``, ``LOSSES`` (name -> function) and ``LOSS_INPUTS`` (name -> columns) are
-derived from it. ``LOSSES[name]`` is called with the positional arguments of the underlying
+tensors it takes positionally, the precomputed columns it needs, its settings class
+(drdo_ray/loss_settings.py: its keyword hyperparameters and default log-prob reduction), whether
+it trains a reward head and what it is. ``ALIGN_LOSSES``, ``LOSSES`` (name -> function) and
+``LOSS_INPUTS`` (name -> columns) are derived from it. Keyword defaults are the settings classes'
+(the paper's DRDO: :data:`~drdo_ray.loss_settings.PAPER_DRDO`). ``LOSSES[name]`` is called with the positional arguments of the underlying
 function; batch columns that ``LOSS_INPUTS[name]`` does not list may be passed as ``None`` (only
 ``drdo_minus_r`` has such optional columns: the Oracle rewards, which it never uses).
 """
@@ -22,12 +23,23 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .loss_settings import (
+    PAPER_DRDO,
+    DPOPlusCSettings,
+    DPOSettings,
+    DRDOSettings,
+    EDPOSettings,
+    LossSettings,
+    OracleSettings,
+    SFTSettings,
+)
 
 __all__ = [
     "ALIGN_LOSSES",
@@ -48,6 +60,7 @@ __all__ = [
 Metrics = dict[str, float]
 
 _LN2 = math.log(2.0)
+_DPO = DPOSettings()
 
 # log1mexp clamps its input to z <= -LOG1MEXP_EPS. At the clamp, log(1 - e^z) ≈ log(1e-6) ≈ -13.8
 # and |d/dz| ≈ 1/|z| ≈ 1e6: both far from float32 overflow, so a rejected response whose
@@ -186,11 +199,11 @@ def drdo_loss(
     oracle_chosen: torch.Tensor | None,
     oracle_rejected: torch.Tensor | None,
     *,
-    alpha: float = 0.1,
-    gamma: float = 2.0,
+    alpha: float = PAPER_DRDO.alpha,
+    gamma: float = PAPER_DRDO.gamma,
     distill: bool = True,
     contrastive: bool = True,
-    distill_weight: float = 1.0,
+    distill_weight: float = PAPER_DRDO.distill_weight,
 ) -> tuple[torch.Tensor, Metrics]:
     """DRDO knowledge-distillation loss (paper Eq. 5), batch mean of
 
@@ -276,9 +289,9 @@ def dpo_loss(
     ref_chosen_logps: torch.Tensor,
     ref_rejected_logps: torch.Tensor,
     *,
-    beta: float = 0.1,
+    beta: float = _DPO.beta,
     contrastive_alpha: float = 0.0,
-    gamma: float = 2.0,
+    gamma: float = PAPER_DRDO.gamma,
 ) -> tuple[torch.Tensor, Metrics]:
     """DPO: batch mean of -log σ(β·h), h = (z_w - z_w^ref) - (z_l - z_l^ref).
 
@@ -308,7 +321,7 @@ def ipo_loss(
     ref_chosen_logps: torch.Tensor,
     ref_rejected_logps: torch.Tensor,
     *,
-    beta: float = 0.1,
+    beta: float = _DPO.beta,
 ) -> tuple[torch.Tensor, Metrics]:
     """IPO (Azar et al., 2024): batch mean of (h - 1/(2β))², h as in DPO."""
     _check_pos(beta=beta)
@@ -327,8 +340,8 @@ def edpo_loss(
     oracle_chosen: torch.Tensor,
     oracle_rejected: torch.Tensor,
     *,
-    beta: float = 0.1,
-    reduce: str = "max",
+    beta: float = _DPO.beta,
+    reduce: str = EDPOSettings.model_fields["edpo_reduce"].default,
 ) -> tuple[torch.Tensor, Metrics]:
     """e-DPO (ensemble reward distillation): per member k, L_k = mean_B (Δr*_k - β·h)².
 
@@ -376,20 +389,20 @@ def oracle_loss(
     rejected_rewards: torch.Tensor,
     chosen_nll: torch.Tensor,
     *,
-    alpha: float = 0.01,
+    oracle_alpha: float = OracleSettings.model_fields["oracle_alpha"].default,
 ) -> tuple[torch.Tensor, Metrics]:
-    """Oracle training (paper Eq. 4): batch mean of -(1-α)·log σ(r_w - r_l) + α·NLL(y_w|x).
+    """Oracle training (paper Eq. 4): batch mean of -(1-α_o)·log σ(r_w - r_l) + α_o·NLL(y_w|x).
 
-    ``chosen_nll`` is the per-example token-mean NLL of the chosen response. α = 0 is plain
-    Bradley-Terry (Eq. 2, used for e-DPO's ensemble).
+    ``chosen_nll`` is the per-example token-mean NLL of the chosen response. ``oracle_alpha``
+    (α_o) = 0 is plain Bradley-Terry (Eq. 2, used for e-DPO's ensemble).
     """
-    if not (0.0 <= alpha <= 1.0):
-        raise ValueError(f"oracle_loss: alpha must be in [0, 1], got {alpha!r}")
+    if not (0.0 <= oracle_alpha <= 1.0):
+        raise ValueError(f"oracle_loss: oracle_alpha must be in [0, 1], got {oracle_alpha!r}")
     rw, rl, nll = _prepare(
         {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards, "chosen_nll": chosen_nll}
     )
     bt_rows = -F.logsigmoid(rw - rl)
-    loss = ((1.0 - alpha) * bt_rows + alpha * nll).mean()
+    loss = ((1.0 - oracle_alpha) * bt_rows + oracle_alpha * nll).mean()
     with torch.no_grad():
         metrics = {
             "loss": float(loss.detach().item()),
@@ -427,19 +440,19 @@ _DRDO_ARGS = (*_PAIR, "chosen_rewards", "rejected_rewards", *_ORACLE)
 
 @dataclass(frozen=True)
 class LossSpec:
-    """How training calls one loss. ``fn(*args, **hyperparameters)``: ``args`` names its
+    """How training calls one loss. ``fn(*args, **settings.loss_kwargs())``: ``args`` names its
     positional tensors, drawn from the trained model's outputs (``chosen_logps``,
     ``rejected_logps``, ``chosen_rewards``, ``rejected_rewards``, ``chosen_nll``) and the
     batch's precomputed columns; a column the loss does not need (not in ``inputs``) may be
-    passed as None. ``hyperparams`` maps a training-config field to ``fn``'s keyword."""
+    passed as None. ``settings`` is the loss's settings class (drdo_ray/loss_settings.py): its
+    keyword hyperparameters and its default log-prob reduction."""
 
     fn: Callable[..., tuple[torch.Tensor, Metrics]]
     args: tuple[str, ...]
     inputs: tuple[str, ...]  # precomputed batch columns it needs (e-DPO's Oracle ones: (K, B))
-    hyperparams: Mapping[str, str]
+    settings: type[LossSettings]
     stage: str  # "align", or the stage that is this loss ("sft", "oracle")
     reward_head: bool  # trains a reward head beside the LM
-    reduction: str  # default log-prob reduction over response tokens: "mean" or "sum"
     description: str
     reads_logits: bool = True  # False: its gradient never reaches the LM's output embedding
     terms: tuple[str, ...] = ()  # DRDO's terms it includes: "distill", "contrastive"
@@ -453,10 +466,9 @@ def _drdo_spec(terms: tuple[str, ...], description: str) -> LossSpec:
         functools.partial(drdo_loss, **off) if off else drdo_loss,
         _DRDO_ARGS,
         _ORACLE if distill else (),
-        {"alpha": "alpha", "gamma": "gamma"} | ({"distill_weight": "distill_weight"} if distill else {}),
+        DRDOSettings,
         "align",
         reward_head=distill,
-        reduction="mean",
         description=description,
         reads_logits="contrastive" in terms,
         terms=terms,
@@ -465,19 +477,18 @@ def _drdo_spec(terms: tuple[str, ...], description: str) -> LossSpec:
 
 def _reference_spec(
     fn: Callable[..., tuple[torch.Tensor, Metrics]],
-    hyperparams: Mapping[str, str],
+    settings: type[LossSettings],
     description: str,
     oracle: tuple[str, ...] = (),
 ) -> LossSpec:
-    """A loss against a reference model's log-probs (the DPO family), on summed log-probs."""
+    """A loss against a reference model's log-probs (the DPO family)."""
     return LossSpec(
         fn,
         (*_PAIR, *_REF, *oracle),
         _REF + oracle,
-        hyperparams,
+        settings,
         "align",
         reward_head=False,
-        reduction="sum",
         description=description,
     )
 
@@ -487,11 +498,11 @@ LOSS_SPECS: dict[str, LossSpec] = {
         ("distill", "contrastive"),
         "DRDO (paper Eq. 5): reward distillation from the Oracle + focal contrastive term",
     ),
-    "dpo": _reference_spec(dpo_loss, {"beta": "beta"}, "DPO against a reference model"),
-    "ipo": _reference_spec(ipo_loss, {"beta": "beta"}, "IPO against a reference model"),
+    "dpo": _reference_spec(dpo_loss, DPOSettings, "DPO against a reference model"),
+    "ipo": _reference_spec(ipo_loss, DPOSettings, "IPO against a reference model"),
     "edpo": _reference_spec(
         edpo_loss,
-        {"beta": "beta", "edpo_reduce": "reduce"},
+        EDPOSettings,
         "e-DPO: DPO distilling an Oracle ensemble's reward margins (worst member by default)",
         oracle=_ORACLE,
     ),
@@ -499,31 +510,31 @@ LOSS_SPECS: dict[str, LossSpec] = {
         ("contrastive",), "DRDO(-R) ablation: the contrastive term only (no Oracle, no reward head)"
     ),
     "drdo_minus_c": _drdo_spec(("distill",), "DRDO(-C) ablation: reward distillation only"),
-    # The partial's α = 0.1 serves direct calls of LOSSES["dpo_plus_c"]; training passes the
-    # config's contrastive_alpha over it.
+    # The partial's α serves direct calls of LOSSES["dpo_plus_c"]; training passes the config's
+    # contrastive_alpha over it.
     "dpo_plus_c": _reference_spec(
-        functools.partial(dpo_loss, contrastive_alpha=0.1),
-        {"beta": "beta", "gamma": "gamma", "contrastive_alpha": "contrastive_alpha"},
+        functools.partial(
+            dpo_loss, contrastive_alpha=DPOPlusCSettings.model_fields["contrastive_alpha"].default
+        ),
+        DPOPlusCSettings,
         "DPO(+C): DPO plus DRDO's contrastive term (α = contrastive_alpha)",
     ),
     "sft": LossSpec(
         sft_loss,
         ("chosen_logps",),
         (),
-        {},
+        SFTSettings,
         "sft",
         reward_head=False,
-        reduction="mean",
         description="supervised fine-tuning: token-mean NLL of the chosen response",
     ),
     "oracle": LossSpec(
         oracle_loss,
         ("chosen_rewards", "rejected_rewards", "chosen_nll"),
         (),
-        {"oracle_alpha": "alpha"},
+        OracleSettings,
         "oracle",
         reward_head=True,
-        reduction="mean",
         description="the Oracle (paper Eq. 4): Bradley-Terry on its reward head + α_o·NLL of chosen",
     ),
 }

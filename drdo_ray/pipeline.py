@@ -32,6 +32,7 @@ from rich.table import Table
 from . import storage
 from .artifacts import edpo_oracle_name
 from .config import (
+    OWNED_FIELDS,
     PIPELINE_STAGES,
     GenerateConfig,
     JudgeConfig,
@@ -46,6 +47,7 @@ from .config import (
     WinrateConfig,
     describe_errors,
     edpo_oracle_settings,
+    owned_fields,
 )
 from .errors import UserError
 from .run_layout import RunLayout
@@ -141,6 +143,14 @@ def _pop(section: BaseModel | None, keys: Sequence[str]) -> tuple[dict[str, Any]
     return {k: fields.pop(k) for k in keys if k in fields}, fields
 
 
+def _theirs(shared: dict[str, Any], stage: str, loss: str | None) -> dict[str, Any]:
+    """The keys of a section shared by several stages or losses (`train`, `align`) that this one
+    reads: another stage's or loss's setting is left to its owner (the config checked that each
+    belongs to something the pipeline trains)."""
+    own = owned_fields(stage, loss)
+    return {k: v for k, v in shared.items() if k not in OWNED_FIELDS or k in own}
+
+
 def _build(
     cls: type[StageConfig],
     where: str,
@@ -220,10 +230,12 @@ class _Planner:
         fixed: dict[str, Any],
         defaults: dict[str, Any],
     ) -> None:
+        """One training run: the `train` section's keys this stage or loss reads < ``fields``."""
+        shared = _theirs(_given(self.cfg.train), fixed["stage"], fields.get("loss") or defaults.get("loss"))
         tc = _build(
             TrainConfig,
             where,
-            _merge(_given(self.cfg.train), fields),
+            _merge(shared, fields),
             fixed={**fixed, "run_dir": self.layout.root},
             defaults=defaults,
         )
@@ -303,7 +315,7 @@ class _Planner:
                 "align",
                 f"align:{run_name}",
                 f"align.runs.{run_name}",
-                _merge(shared, overrides),
+                _merge(_theirs(shared, "align", loss), overrides),
                 {
                     "stage": "align",
                     "name": f"align-{run_name}",

@@ -81,9 +81,14 @@ def test_stage_fields_name_real_train_fields():
 def test_train_flags_by_stage():
     parser = build_parser()
     base = ["--model", "m", "--data", "d", "--run-dir", "r"]
-    args = parser.parse_args(["train", "align", *base, "--loss", "dpo", "--beta", "0.3", "--no-term-grads"])
+    args = parser.parse_args(["train", "align", *base, "--loss", "dpo", "--beta", "0.3"])
     cfg = config_from_args(C.TrainConfig, args, "align", {"stage": "align"})
-    assert (cfg.loss, cfg.beta, cfg.term_grads) == ("dpo", 0.3, False)
+    assert (cfg.loss, cfg.beta) == ("dpo", 0.3)
+    args = parser.parse_args(
+        ["train", "align", *base, "--loss", "drdo", "--distill-trunk", "detach", "--no-term-grads"]
+    )
+    cfg = config_from_args(C.TrainConfig, args, "align", {"stage": "align"})
+    assert (cfg.loss, cfg.distill_trunk.scale, cfg.term_grads) == ("drdo", 0.0, False)
     with pytest.raises(SystemExit):  # the loss is an align setting
         parser.parse_args(["train", "sft", *base, "--loss", "dpo"])
     with pytest.raises(SystemExit):  # not a registered loss

@@ -11,9 +11,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from drdo_ray.config import TrainConfig, distill_trunk_scale, load_config
+from drdo_ray.config import TrainConfig, load_config
 from drdo_ray.data.tokenize import encode_prompt, encode_response
 from drdo_ray.errors import UserError
+from drdo_ray.loss_settings import DistillTrunk
 from drdo_ray.losses import drdo_loss
 from drdo_ray.models import collate_pairs, pair_forward, scale_grad
 from drdo_ray.train.diagnostics import term_gradients, term_grads_apply
@@ -137,25 +138,26 @@ def test_distill_weight_scales_the_distillation_contribution(tiny_model_dir, bat
 def test_trunk_scale_applies_to_the_align_stage_only(tiny_model_dir) -> None:
     assert load_model(_cfg(tiny_model_dir, distill_trunk="scaled:0.25")).trunk_grad_scale == 0.25
     assert load_model(_cfg(tiny_model_dir, distill_trunk="detach")).trunk_grad_scale == 0.0
-    oracle = load_model(_cfg(tiny_model_dir, stage="oracle", loss=None, distill_trunk="detach"))
-    assert oracle.trunk_grad_scale == 1.0
+    assert load_model(_cfg(tiny_model_dir, stage="oracle", loss=None)).trunk_grad_scale == 1.0
+    with pytest.raises(
+        ValueError, match="distill_trunk belongs to the align losses drdo, drdo_minus_r, drdo_minus_c"
+    ):
+        _cfg(tiny_model_dir, stage="oracle", loss=None, distill_trunk="detach")
 
 
 def test_distill_options_are_validated(tiny_model_dir) -> None:
-    assert [distill_trunk_scale(m) for m in ("full", "detach", "scaled:0.5", "scaled:0", "scaled:2")] == [
-        1.0,
-        0.0,
-        0.5,
-        0.0,
-        2.0,
-    ]
+    modes = ("full", "detach", "scaled:0.5", "scaled:0", "scaled:2")
+    assert [DistillTrunk.parse(m).scale for m in modes] == [1.0, 0.0, 0.5, 0.0, 2.0]
     base = dict(stage="align", loss="drdo", model=str(tiny_model_dir), data="d", run_dir="r")
     cfg = load_config(TrainConfig, flags=base, overrides=["distill_trunk=scaled:0.5", "distill_weight=0.05"])
-    assert (cfg.distill_trunk, cfg.distill_weight) == ("scaled:0.5", 0.05)
-    assert (TrainConfig(**base).distill_trunk, TrainConfig(**base).distill_weight) == ("full", 1.0)
+    # A typed value inside, the text it was given as outside (drdo_training.json, the plans).
+    assert (cfg.distill_trunk, cfg.distill_weight) == (DistillTrunk("scaled", 0.5), 0.05)
+    assert cfg.model_dump()["distill_trunk"] == cfg.model_dump(mode="json")["distill_trunk"] == "scaled:0.5"
+    assert TrainConfig.model_validate(cfg.model_dump()) == cfg
+    assert (str(TrainConfig(**base).distill_trunk), TrainConfig(**base).distill_weight) == ("full", 1.0)
     with pytest.raises(ValueError, match="distill_trunk"):
-        distill_trunk_scale("scaled:")  # (YAML reads a bare "scaled:" as a mapping)
-    for bad in ("half", "scaled:x", "scaled:-1", "scaled:inf", "scaled:nan", "detach:0.5"):
+        DistillTrunk.parse("scaled:")
+    for bad in ("half", "scaled:x", "scaled:-1", "scaled:inf", "scaled:nan", "detach:0.5", "scaled:"):
         with pytest.raises(UserError, match="distill_trunk must be 'full', 'detach' or 'scaled:<f>'"):
             load_config(TrainConfig, flags=base, overrides=[f"distill_trunk={bad}"])
     with pytest.raises(UserError, match="distill_weight"):

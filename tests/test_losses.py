@@ -272,7 +272,7 @@ def test_edpo_unknown_reduce_raises() -> None:
 
 def test_oracle_value_and_metrics() -> None:
     rw, rl, nll = t(1.0, -0.5), t(0.0, 0.5), t(2.0, 3.0)
-    loss, m = oracle_loss(rw, rl, nll, alpha=0.01)
+    loss, m = oracle_loss(rw, rl, nll, oracle_alpha=0.01)
     # -(1-α) log σ(r_w - r_l) + α·nll, with r_w - r_l = (1.0, -1.0)
     rows = [-0.99 * math.log(sig(1.0)) + 0.01 * 2.0, -0.99 * math.log(sig(-1.0)) + 0.01 * 3.0]
     assert loss.item() == pytest.approx(sum(rows) / 2, rel=1e-12)
@@ -281,7 +281,7 @@ def test_oracle_value_and_metrics() -> None:
     assert m["reward_accuracy"] == pytest.approx(0.5)
     assert m["margin"] == pytest.approx(0.0)
     # α = 0 is plain Bradley-Terry
-    loss0, _ = oracle_loss(rw, rl, nll, alpha=0.0)
+    loss0, _ = oracle_loss(rw, rl, nll, oracle_alpha=0.0)
     assert loss0.item() == pytest.approx(m["bt_loss"], rel=1e-12)
 
 
@@ -313,7 +313,7 @@ GRADCHECK_CASES = {
     "ipo": lambda *a: ipo_loss(a[0], a[1], a[6], a[7])[0],
     "edpo_max": lambda *a: edpo_loss(a[0], a[1], a[6], a[7], a[8], a[9], reduce="max")[0],
     "edpo_mean": lambda *a: edpo_loss(a[0], a[1], a[6], a[7], a[8], a[9], reduce="mean")[0],
-    "oracle": lambda *a: oracle_loss(a[2], a[3], -a[0], alpha=0.1)[0],
+    "oracle": lambda *a: oracle_loss(a[2], a[3], -a[0], oracle_alpha=0.1)[0],
     "sft": lambda *a: sft_loss(a[0])[0],
 }
 
@@ -516,7 +516,7 @@ def test_bad_hyperparameters_raise() -> None:
     with pytest.raises(ValueError, match="beta"):
         ipo_loss(*dpo_inputs(), beta=-1.0)
     with pytest.raises(ValueError, match="alpha"):
-        oracle_loss(t(1.0), t(0.0), t(1.0), alpha=1.5)
+        oracle_loss(t(1.0), t(0.0), t(1.0), oracle_alpha=1.5)
     with pytest.raises(ValueError, match="gamma"):
         drdo_loss(*drdo_inputs(), gamma=-1.0)
 

@@ -202,11 +202,11 @@ def test_an_old_key_in_an_align_run_names_the_new_one():
 
 
 def test_edpo_oracles_belong_to_the_oracle_stage():
-    with pytest.raises(ValidationError, match=r"edpo_oracles .* belongs to the oracle stage, not align"):
+    with pytest.raises(ValidationError, match=r"edpo_oracles belongs to the oracle stage, not align"):
         TrainConfig(stage="align", loss="drdo", edpo_oracles=3, **TRAIN)
     with pytest.raises(ValidationError, match="not sft"):
         TrainConfig(stage="sft", edpo_oracles=1, **TRAIN)
-    assert TrainConfig(stage="align", loss="drdo", edpo_oracles=0, **TRAIN).edpo_oracles == 0
+    TrainConfig(stage="align", loss="drdo", edpo_oracles=0, **TRAIN)  # the default changes nothing: accepted
     with pytest.raises(ValidationError, match="greater than or equal to 0"):
         TrainConfig(stage="oracle", edpo_oracles=-1, **TRAIN)
     # In a pipeline the number of e-DPO Oracles is the top-level key, never a section's.

@@ -244,7 +244,6 @@ def prepared(tmp_path_factory, ray_session, tiny_model_dir):
         ({"data": "TEXT"}, "no token columns"),
         ({"data": "/no/such/dir"}, "holds no data/ folder"),
         ({"model": "no-such-model"}, "model not found"),
-        ({"stage": "sft", "loss": "dpo"}, "applies to the align stage"),
     ],
 )
 def test_invalid_configs_fail_before_workers_start(prepared, tiny_model_dir, overrides, message):

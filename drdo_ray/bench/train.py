@@ -117,16 +117,15 @@ def _train_config(
         bf16=cfg.bf16,
         logps_chunk_size=v.chunk,
         deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage},
-        # Rows without diagnostics time the step alone; the drdo+term_grads_* rows time the
-        # diagnostics as training runs them by default (every logged step, log_every 1).
-        term_grads=v.term_grads is not None,
-        term_grads_wrt=v.term_grads or "hidden",
         log_every=1,
     )
     if sft:
         return TrainConfig(stage="sft", **common), (), 0
     if v.method == "drdo":
-        return TrainConfig(stage="align", loss="drdo", **common), ORACLE, 0
+        # Rows without diagnostics time the step alone; the drdo+term_grads_* rows time the
+        # diagnostics as training runs them by default (every logged step, log_every 1).
+        diagnostics = {"term_grads": v.term_grads is not None, "term_grads_wrt": v.term_grads or "hidden"}
+        return TrainConfig(stage="align", loss="drdo", **common, **diagnostics), ORACLE, 0
     if v.method == "dpo":
         return TrainConfig(stage="align", loss="dpo", **common), REF, 0
     if v.method == "dpo_live_ref":

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from ..artifacts import local_model
-from ..config import TrainConfig, distill_trunk_scale
+from ..config import TrainConfig
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
 from ..run_layout import TRAIN_STATUS_FILE
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
@@ -78,7 +78,7 @@ def load_model(cfg: TrainConfig) -> nn.Module:
         if cfg.stage == "align":
             # In DRDO only the distillation term reads the rewards, so scaling the gradient the
             # rewards send into the trunk scales exactly the distillation term's share of it.
-            model.trunk_grad_scale = distill_trunk_scale(cfg.distill_trunk)
+            model.trunk_grad_scale = cfg.distill_trunk.scale
         if not spec_of(cfg).reads_logits:
             # Distillation alone reads rewards from hidden states, never the logits: an untied
             # output embedding gets no gradient (and would stall DDP waiting for one).

@@ -21,7 +21,7 @@ from .. import storage
 from ..artifacts import check_model, edpo_oracle_name, local_model, pad_id, resolve
 from ..config import TrainConfig, edpo_oracle_settings
 from ..errors import UserError
-from ..losses import ALIGN_LOSSES, LOSS_INPUTS
+from ..losses import ALIGN_LOSSES
 from ..ray_runtime import ensure_ray
 from ..run_layout import TRAINING_CONFIG_FILE, RunLayout
 from .batches import Collator
@@ -154,15 +154,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
     """Every check that can fail before a worker starts, with one clear message each."""
+    # A loss outside align, or a loss's setting (live_reference...) given to another, the config refused.
     if cfg.stage == "align" and cfg.loss is None:
         raise UserError(f"train align needs --loss ({', '.join(ALIGN_LOSSES)})")
-    if cfg.stage != "align" and cfg.loss is not None:
-        raise UserError(f"--loss applies to the align stage, not {cfg.stage}")
-    with_reference = [n for n in ALIGN_LOSSES if any(c.startswith("ref_") for c in LOSS_INPUTS[n])]
-    if cfg.live_reference and cfg.loss not in with_reference:
-        raise UserError(
-            f"--live-reference applies to the losses that read a reference ({', '.join(with_reference)})"
-        )
     product = cfg.micro_batch_size * cfg.grad_accum * cfg.num_workers
     if cfg.global_batch_size is not None and cfg.global_batch_size != product:
         raise UserError(

@@ -1,7 +1,7 @@
 """What a stage's config implies (no Ray, no engine): which loss, whether the model has a reward
 head, which log-prob reduction, and the one way a loss is called. Per-loss facts come from the
-one registry, ``drdo_ray.losses.LOSS_SPECS``; shared by the loop, its data checks and the
-diagnostics."""
+one registry, ``drdo_ray.losses.LOSS_SPECS``, and the loss's own settings
+(``TrainConfig.loss_settings``); shared by the loop, its data checks and the diagnostics."""
 
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ def uses_reward_head(cfg: TrainConfig) -> bool:
 
 
 def reduction_of(cfg: TrainConfig) -> str:
-    # docs/concepts.md: token-mean log-probs make DRDO's unlikelihood term active; DPO's convention is sum.
-    return cfg.reduction or spec_of(cfg).reduction
+    """The log-prob reduction over response tokens: the loss's setting (its default: mean for the
+    DRDO family, sum for the DPO family); token-mean for SFT and the Oracle."""
+    return cfg.loss_settings.log_prob_reduction
 
 
 def loss_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """The loss's keyword hyperparameters, read from the config fields its spec names."""
-    return {kw: getattr(cfg, field) for field, kw in spec_of(cfg).hyperparams.items()}
+    """The loss's keyword hyperparameters, from its own settings."""
+    return cfg.loss_settings.loss_kwargs()
 
 
 def pair_tensors(pair: PairOutput, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
