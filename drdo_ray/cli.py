@@ -17,7 +17,6 @@ from .cli_flags import add_common, add_config_flags, config_from_args
 from .cli_help import finish
 from .config import (
     ALIGN_LOSS_NAMES,
-    PipelineConfig,
     PrepareConfig,
     ScoreConfig,
     TinyModelConfig,
@@ -25,6 +24,7 @@ from .config import (
     load_config,
 )
 from .errors import UserError
+from .pipeline_config import PipelineConfig
 from .shipped_configs import configs_dir, describe, shipped_configs
 
 console = Console(stderr=True)

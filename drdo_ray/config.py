@@ -1,7 +1,13 @@
 """Typed settings for every stage (pydantic). A stage's values come, lowest to highest
 precedence, from: the model defaults, a YAML file (``--config``; either flat or with a
 section named after the stage), the command's flags, then ``--set key=value`` overrides
-(dotted keys for nested fields; values parsed as YAML, so ``--set max_length=2048`` is an int)."""
+(dotted keys for nested fields; values parsed as YAML, so ``--set max_length=2048`` is an int).
+
+Each command's config is ``<Stage>Settings`` (what a user tunes; a pipeline section holds these
+too, see pipeline_config.py) plus the paths the command is given (``<Stage>Config``). A setting
+shared by several stages has one class: :class:`ActorPool` (inference actors),
+:class:`TrainSettings` (every training stage); a loss's or training stage's own settings live in
+loss_settings.py."""
 
 from __future__ import annotations
 
@@ -11,11 +17,9 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -55,12 +59,22 @@ class StageConfig(BaseModel):
         return data
 
 
-class PrepareConfig(StageConfig):
-    """`drdo-ray data prepare`."""
+class ActorPool(StageConfig):
+    """The inference actors of a Ray Data stage (score, generate, eval winrate, eval kl)."""
+
+    batch_size: int = Field(16, gt=0, description="rows per actor call (a forward pass or an engine call)")
+    num_actors: int = Field(
+        1, gt=0, description="actors in the Ray Data pool (http backend: concurrent clients)"
+    )
+    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where a GPU exists, else 0")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class PrepareSettings(StageConfig):
+    """`drdo-ray data prepare` (a pipeline `datasets` entry)."""
 
     source: Literal[SOURCE_NAMES]  # type: ignore[valid-type]
     input: str = Field(description="a local/remote path, 'sample' for the shipped sample, or a hub id")
-    out: str = Field(description="output folder: data/, rejects.jsonl, stats.json")
     hub_split: str | None = Field(None, description="split to load from the hub (default per source)")
     streaming: bool | None = None
     tldr_split: Literal["easy", "hard", "full"] = "full"
@@ -72,15 +86,22 @@ class PrepareConfig(StageConfig):
     featurize_actors: int = Field(1, gt=0, description="tokenizer actors (Ray Data actor pool size)")
 
 
-class TinyModelConfig(StageConfig):
-    """`drdo-ray models tiny`."""
+class PrepareConfig(PrepareSettings):
+    out: str = Field(description="output folder: data/, rejects.jsonl, stats.json")
 
-    out: str = Field(description="output folder (loadable with from_pretrained)")
+
+class TinyModelSettings(StageConfig):
+    """`drdo-ray models tiny` (the pipeline's `tiny_model`)."""
+
     seed: int = 0
     arch: Literal["llama", "opt"] = "llama"
     hidden_size: int = Field(64, gt=0)
     num_layers: int = Field(2, gt=0)
     vocab_size: int = Field(512, gt=259)
+
+
+class TinyModelConfig(TinyModelSettings):
+    out: str = Field(description="output folder (loadable with from_pretrained)")
 
 
 C = TypeVar("C", bound=StageConfig)
@@ -141,19 +162,18 @@ def load_config(
         raise UserError(f"invalid {cls.__name__}: {describe_errors(err)}") from None
 
 
-class ScoreConfig(StageConfig):
+class ScoreSettings(ActorPool):
     """`drdo-ray score`: Oracle rewards (and reference log-probs) for every row of a prepared dataset."""
 
+    reduction: Literal["mean", "sum"] = Field("sum", description="reference log-prob reduction")
+    force: bool = False
+
+
+class ScoreConfig(ScoreSettings):
     data: str = Field(description="a prepared dataset folder (holding data/ and stats.json)")
     out: str = Field(description="output folder: data/, scoring.json, source_stats.json")
     oracles: list[str] = Field(default_factory=list, description="one Oracle, or the K Oracles of e-DPO")
     reference: str | None = Field(None, description="reference (SFT) model for ref_*_logps")
-    reduction: Literal["mean", "sum"] = Field("sum", description="reference log-prob reduction")
-    batch_size: int = Field(16, gt=0, description="pairs per forward pass")
-    num_actors: int = Field(1, gt=0, description="scoring actors (Ray Data actor pool)")
-    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where CUDA exists, else 0")
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    force: bool = False
 
 
 # The alignment losses by name: the align entries of loss_settings.SETTINGS_BY_LOSS (the loss
@@ -263,9 +283,9 @@ def owners(key: str) -> list[str]:
 
 
 def belongs_elsewhere(key: str, here: str) -> str:
-    """``key belongs to <its owners>, not <here>``: the one message for a setting given where
-    nothing reads it (a training config, a pipeline section)."""
-    names = owners(key)
+    """``key belongs to <its owners>, not <here>``: the one message for a setting (or ``loss``)
+    given where nothing reads it (a training config, a pipeline section)."""
+    names = owners(key) if key != "loss" else list(ALIGN_LOSS_NAMES)
     if set(names) == set(ALIGN_LOSS_NAMES):
         where = "the align stage"
     elif all(name not in ALIGN_LOSS_NAMES for name in names):
@@ -339,7 +359,7 @@ class TrainConfig(DPOPlusCSettings, EDPOSettings, DRDOSettings, OracleSettings, 
         """A stage's or loss's setting given to another stage or loss is an error naming its owner
         (nothing would read it); align without a loss takes every align loss's settings."""
         if self.stage != "align" and self.loss is not None:
-            raise ValueError(f"loss belongs to the align stage, not {self.stage}")
+            raise ValueError(belongs_elsewhere("loss", self.stage))
         foreign = sorted(given_settings(self) - owned_fields(self.stage, self.loss))
         if foreign:
             here = f"{self.stage} (loss {self.loss})" if self.loss else self.stage
@@ -369,7 +389,7 @@ def edpo_oracle_settings(k: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ evaluation (drdo_ray/eval)
 
 
-class _EvalStats(StageConfig):
+class EvalStats(StageConfig):
     """Statistics settings shared by the win-rate commands (see drdo_ray/eval/stats.py)."""
 
     renamed: ClassVar[dict[str, str]] = {"ood_temperature": "ood_at_temperature"}
@@ -382,29 +402,25 @@ class _EvalStats(StageConfig):
     )
 
 
-class WinrateConfig(_EvalStats):
+class WinrateSettings(EvalStats, ActorPool):
     """`drdo-ray eval winrate`: Oracle win rate of sample set A over B (or the references)."""
 
+    a_name: str | None = Field(None, description="label of A (default: its generation's model folder name)")
+    b_name: str | None = Field(None, description="label of B (default: its generation's model folder name)")
+    tie_margin: float = Field(0.0, ge=0, description="|r_A - r_B| <= this is a tie (counts half)")
+    max_length: int | None = Field(None, gt=1, description="default: the Oracle's max_position_embeddings")
+
+
+class WinrateConfig(WinrateSettings):
     a: str = Field(description="generation folder (samples.jsonl|parquet + generation.json)")
     b: str = Field(description="generation folder, or 'reference' for the dataset's reference responses")
     oracle: str = Field(description="Oracle folder (LM + reward head) or hub id")
     out: str = Field(description="output folder (e.g. RUN/eval/<name>)")
-    a_name: str | None = Field(None, description="label of A (default: its generation's model folder name)")
-    b_name: str | None = Field(None, description="label of B (default: its generation's model folder name)")
-    tie_margin: float = Field(0.0, ge=0, description="|r_A - r_B| <= this is a tie (counts half)")
-    batch_size: int = Field(16, gt=0, description="responses per forward pass")
-    num_actors: int = Field(1, gt=0, description="scoring actors (Ray Data actor pool)")
-    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where CUDA exists, else 0")
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    max_length: int | None = Field(None, gt=1, description="default: the Oracle's max_position_embeddings")
 
 
-class JudgeConfig(_EvalStats):
+class JudgeSettings(EvalStats):
     """`drdo-ray eval judge`: LLM-judge win rate through an OpenAI-compatible endpoint."""
 
-    a: str = Field(description="generation folder of policy A (samples.jsonl|parquet + generation.json)")
-    b: str = Field(description="generation folder, or 'reference'")
-    out: str = Field(description="output folder (e.g. RUN/eval/<name>)")
     model: str = Field("gpt-4o", description="judge model")
     base_url: str | None = Field(
         None, description="OpenAI-compatible server (vLLM, drdo-ray serve); default: OpenAI"
@@ -440,15 +456,19 @@ class JudgeConfig(_EvalStats):
     b_name: str | None = Field(None, description="label of B")
 
 
-class KLConfig(StageConfig):
+class JudgeConfig(JudgeSettings):
+    a: str = Field(description="generation folder of policy A (samples.jsonl|parquet + generation.json)")
+    b: str = Field(description="generation folder, or 'reference'")
+    out: str = Field(description="output folder (e.g. RUN/eval/<name>)")
+
+
+class KLSettings(ActorPool):
     """`drdo-ray eval kl`: token-averaged KL(policy || reference) on the policy's samples (App. J)."""
 
     renamed: ClassVar[dict[str, str]] = {"temperature": "at_temperature"}
 
-    policy: str = Field(description="policy model folder")
-    reference: str = Field(description="the SFT model the policy started from")
-    samples: str = Field(description="generation folder of the policy's own samples")
-    out: str = Field(description="output folder (e.g. RUN/eval/kl-<name>)")
+    # Two models per actor: half the other pools' batch.
+    batch_size: int = Field(8, gt=0, description="samples per forward pass of the policy and the reference")
     label: str | None = Field(
         None, description="column in the report's KL table (default: policy folder name)"
     )
@@ -456,10 +476,13 @@ class KLConfig(StageConfig):
     at_temperature: float | None = Field(
         None, description="only the samples at this temperature (paper: 0.7)"
     )
-    batch_size: int = Field(8, gt=0)
-    num_actors: int = Field(1, gt=0)
-    num_gpus_per_actor: float | None = Field(None, ge=0)
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+
+class KLConfig(KLSettings):
+    policy: str = Field(description="policy model folder")
+    reference: str = Field(description="the SFT model the policy started from")
+    samples: str = Field(description="generation folder of the policy's own samples")
+    out: str = Field(description="output folder (e.g. RUN/eval/kl-<name>)")
 
 
 class OODConfig(StageConfig):
@@ -474,12 +497,15 @@ class OODConfig(StageConfig):
     seed: int = 0
 
 
-class ReportConfig(StageConfig):
+class ReportSettings(StageConfig):
     """`drdo-ray report`: Markdown + PNG report of a run directory."""
 
-    run: str = Field(description="run directory (reads train/*/ and eval/**/)")
     out: str | None = Field(None, description="default RUN/report")
     title: str | None = Field(None, description="report title")
+
+
+class ReportConfig(ReportSettings):
+    run: str = Field(description="run directory (reads train/*/ and eval/**/)")
 
 
 API_KEY_ENV = "DRDO_RAY_API_KEY"
@@ -543,12 +569,9 @@ class ServeConfig(StageConfig):
             self.default_max_tokens = self.max_tokens_cap
 
 
-class GenerateConfig(StageConfig):
+class GenerateSettings(ActorPool):
     """`drdo-ray generate`: sample every prompt of a prepared prompt set at every temperature."""
 
-    model: str = Field(description="model folder or hub id (the tokenizer comes from here for every backend)")
-    prompts: str = Field(description="a prepared dataset folder (drdo-ray data prepare output)")
-    out: str = Field(description="output folder: samples.jsonl|parquet and generation.json")
     temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9], min_length=1)
     top_p: float = Field(0.8, gt=0, le=1, description="nucleus sampling")
     max_new_tokens: int = Field(256, gt=0)
@@ -566,12 +589,6 @@ class GenerateConfig(StageConfig):
     served_model_name: str | None = Field(
         None, description="http backend: default: the endpoint's first model"
     )
-    batch_size: int = Field(16, gt=0, description="rows per engine call")
-    num_actors: int = Field(
-        1, gt=0, description="engine actors (transformers/vllm) or concurrent clients (http)"
-    )
-    num_gpus_per_actor: float | None = Field(None, ge=0, description="default: 1 where a GPU exists, else 0")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
     force: bool = False
 
@@ -585,292 +602,7 @@ class GenerateConfig(StageConfig):
             raise ValueError("the http backend needs --endpoint URL")
 
 
-# ------------------------------------------------------------------ the whole pipeline (drdo_ray/pipeline.py)
-
-PIPELINE_STAGES = (
-    "model",
-    "prepare",
-    "sft",
-    "oracle",
-    "edpo_oracles",
-    "score",
-    "align",
-    "generate",
-    "winrate",
-    "judge",
-    "kl",
-    "report",
-)
-
-
-def _listed(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _runs_by_name(value: Any) -> Any:
-    return {str(name): None for name in value} if isinstance(value, list) else value
-
-
-class PipelineSection(StageConfig):
-    """A section of the pipeline YAML: a stage config's fields minus those the pipeline derives
-    from ``run_dir`` and the dataset/policy names (``derived``), plus the section's own keys."""
-
-    derived: ClassVar[frozenset[str]] = frozenset()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_derived_fields(cls, data: Any) -> Any:
-        clash = sorted(set(data) & cls.derived) if isinstance(data, dict) else []
-        if "edpo_oracles" in clash:
-            raise PydanticCustomError(
-                "top_level_key",
-                "edpo_oracles is a top-level pipeline key (edpo_oracles: K beside the oracle section), "
-                "not a section's setting; move it there",
-            )
-        if clash:
-            raise PydanticCustomError(
-                "derived_field",
-                "{names} is set by the pipeline (from run_dir and the stage's dataset/model names); remove it",
-                {"names": ", ".join(clash)},
-            )
-        return data
-
-
-def _section(cls: type[StageConfig], name: str, derived: set[str], **own: Any) -> type[PipelineSection]:
-    """The section model of ``cls``: its fields (constraints, defaults) minus ``derived`` and the
-    ``own`` keys that replace them (a dataset name instead of a folder); fields required by
-    ``cls`` are optional here (the pipeline supplies them: a model, a label)."""
-    fields: dict[str, Any] = {
-        key: (info.annotation, info) if not info.is_required() else (info.annotation | None, None)
-        for key, info in cls.model_fields.items()
-        if key not in derived and key not in own
-    }
-    model = create_model(name, __base__=PipelineSection, __module__=__name__, **fields, **own)
-    model.derived = frozenset(derived - own.keys())
-    model.renamed = {old: new for old, new in cls.renamed.items() if old not in own}
-    model.__doc__ = f"{cls.__name__} fields of one pipeline section; {', '.join(sorted(model.derived))} come from the pipeline."
-    return model
-
-
-# One name or a list of names (datasets, policies, prompt sets).
-_Names = Annotated[list[str] | None, BeforeValidator(_listed)]
-_TRAIN_DERIVED = {"stage", "name", "run_dir", "data", "edpo_oracles"}
-
-TinyModelSection = _section(TinyModelConfig, "TinyModelSection", {"out"})
-DatasetSection = _section(PrepareConfig, "DatasetSection", {"out"})
-TrainSection = _section(TrainConfig, "TrainSection", _TRAIN_DERIVED)
-TrainDataSection = _section(TrainConfig, "TrainDataSection", _TRAIN_DERIVED, data=(str | None, None))
-AlignSection = _section(
-    TrainConfig,
-    "AlignSection",
-    _TRAIN_DERIVED,
-    # [drdo, dpo] or {drdo: {gamma: 2}}: each run's TrainConfig fields over the section's.
-    runs=(Annotated[dict[str, TrainSection | None] | None, BeforeValidator(_runs_by_name)], None),
-)
-ScoreSection = _section(
-    ScoreConfig, "ScoreSection", {"data", "out", "oracles", "reference"}, data=(str | None, None)
-)
-GenerateSection = _section(
-    GenerateConfig,
-    "GenerateSection",
-    {"model", "prompts", "out"},
-    prompts=(_Names, None),
-    policies=(_Names, None),
-)
-_COMPARE = {"a": (str, "align-drdo"), "against": (_Names, None), "prompts": (_Names, None)}
-WinrateSection = _section(WinrateConfig, "WinrateSection", {"a", "b", "out", "oracle"}, **_COMPARE)
-JudgeSection = _section(JudgeConfig, "JudgeSection", {"a", "b", "out"}, **_COMPARE)
-KLSection = _section(
-    KLConfig,
-    "KLSection",
-    {"policy", "reference", "samples", "out"},
-    policies=(_Names, None),
-    prompts=(str | None, None),  # one prompt set
-)
-ReportSection = _section(ReportConfig, "ReportSection", {"run"})
-
-
-class PipelineConfig(StageConfig):
-    """`drdo-ray pipeline` / jobs/pipeline.py: one experiment, every stage, one run directory (YAML
-    section `pipeline`). A stage section holds fields of that stage's own config (PrepareConfig,
-    TrainConfig, ScoreConfig, GenerateConfig, WinrateConfig, JudgeConfig, KLConfig, ReportConfig)
-    minus the paths derived from ``run_dir``, plus a few pipeline keys naming datasets and
-    policies. Each section is typed (the ``*Section`` models above), so a misspelled key or a
-    wrong type is an error naming its section path when the YAML loads; ``drdo_ray.pipeline.plan``
-    then builds every stage's config from the keys a section sets (defaults < ``train`` < the
-    stage's section < what the pipeline derives)."""
-
-    renamed: ClassVar[dict[str, str]] = {"ensemble": "edpo_oracles"}
-
-    run_dir: str = Field(
-        description="local path or s3://...: data/ models/ train/ scored/ samples/ eval/ report/"
-    )
-    title: str | None = None
-    base_model: str | None = Field(
-        None, description="hub id or folder SFT starts from; default: the tiny model"
-    )
-    tiny_model: TinyModelSection | None = Field(
-        None, description="TinyModelConfig fields: build RUN/models/tiny"
-    )
-    datasets: dict[str, DatasetSection] = Field(
-        min_length=1, description="name -> PrepareConfig fields (RUN/data/<name>)"
-    )
-    train: TrainSection = Field(
-        default_factory=TrainSection, description="TrainConfig fields shared by every training stage"
-    )
-    sft: TrainDataSection | None = Field(
-        None,
-        description="TrainConfig fields; data: a dataset name",
-    )
-    oracle: TrainDataSection | None = Field(
-        None, description="TrainConfig fields; model defaults to RUN/models/sft"
-    )
-    edpo_oracles: int = Field(
-        0,
-        ge=0,
-        description="e-DPO: K plain Bradley-Terry Oracles (oracle's settings, oracle_alpha 0, "
-        "head seeds 0..K-1); 0: none",
-    )
-    score: ScoreSection | None = Field(
-        None,
-        description="ScoreConfig fields; data: the dataset to score",
-    )
-    align: AlignSection | None = Field(
-        None, description="TrainConfig fields of every run + runs: {name: overrides}"
-    )
-    generate: GenerateSection | None = Field(
-        None, description="GenerateConfig fields + prompts: [datasets], policies"
-    )
-    winrate: WinrateSection | None = Field(
-        None,
-        description="WinrateConfig fields + a, against, prompts",
-    )
-    judge: JudgeSection | None = Field(
-        None,
-        description="JudgeConfig fields + a, against, prompts",
-    )
-    kl: KLSection | None = Field(
-        None,
-        description="KLConfig fields + policies, prompts",
-    )
-    report: ReportSection | None = Field(
-        default_factory=ReportSection, description="ReportConfig fields; null: no report"
-    )
-
-    @model_validator(mode="after")
-    def _check_references(self) -> PipelineConfig:
-        """Every name a section gives (a dataset, a policy, a prompt set) names something the config
-        makes, and every stage has the stages it reads from: one error listing each problem."""
-        problems: list[str] = []
-        if not self.base_model and self.tiny_model is None:
-            problems.append("set base_model (a hub id or folder) or tiny_model")
-
-        def check(where: str, names: list[str], known: list[str], what: str) -> None:
-            unknown = [n for n in names if n not in known]
-            if unknown:
-                problems.append(
-                    f"{where}: {', '.join(unknown)} is not one of the {what}: {', '.join(known) or '(none)'}"
-                )
-
-        datasets = list(self.datasets)
-        for name in ("sft", "oracle", "score"):
-            section = getattr(self, name)
-            if section is not None:
-                if section.data is None:
-                    problems.append(f"{name}.data: name the dataset, one of {', '.join(datasets)}")
-                else:
-                    check(f"{name}.data", [section.data], datasets, "datasets")
-        if self.edpo_oracles and self.oracle is None:
-            problems.append("edpo_oracles: the e-DPO Oracles take the oracle section's settings; add one")
-        if self.score is not None and self.oracle is None:
-            problems.append("score: scoring needs the oracle stage (an oracle section)")
-        if self.align is not None:
-            if not self.align.runs:
-                problems.append("align.runs: name the runs, e.g. [drdo, dpo] or {drdo: {gamma: 2}}")
-            for run, loss in self.align_losses().items():
-                if self.score is None or (loss == "edpo" and not self.edpo_oracles):
-                    need = "a score section" + (
-                        " and edpo_oracles: K (e-DPO's Oracles)" if loss == "edpo" else ""
-                    )
-                    problems.append(f"align.runs.{run}: alignment reads scored data; add {need}")
-        if self.generate is not None:
-            if not self.generate.prompts:
-                problems.append("generate.prompts: name the prompt datasets to sample")
-            check("generate.prompts", self.generate.prompts or [], datasets, "datasets")
-            check("generate.policies", self.generate.policies or [], self.policies(), "policies")
-        generated = self.generated_policies()
-        for kind in ("winrate", "judge"):
-            section = getattr(self, kind)
-            if section is None:
-                continue
-            if kind == "winrate" and self.oracle is None:
-                problems.append("winrate: Oracle win rates need the oracle stage")
-            a, against, prompts = self.comparison(kind)
-            check(f"{kind}.a", [a], generated, "generated policies")
-            check(f"{kind}.against", against, [*generated, "reference"], "generated policies (or reference)")
-            check(f"{kind}.prompts", prompts, self.prompt_sets(), "generated prompt sets")
-        if self.kl is not None:
-            if self.sft is None:
-                problems.append("kl: KL is measured against the SFT model; add an sft section")
-            policies, prompts = self.kl_targets()
-            check("kl.policies", policies, generated, "generated policies")
-            check("kl.prompts", [prompts] if prompts else [], self.prompt_sets(), "generated prompt sets")
-            if not prompts:
-                problems.append("kl.prompts: name one of the generated prompt sets")
-        if problems:
-            raise PydanticCustomError("pipeline_references", "; ".join(problems))
-        return self
-
-    @model_validator(mode="after")
-    def _check_settings_have_readers(self) -> PipelineConfig:
-        """A stage's or loss's setting in a section shared by several (`train`, `align`) goes to the
-        runs that read it; one that no run of the section reads is an error naming its owner."""
-        trained = [(stage, None) for stage in ("sft", "oracle") if getattr(self, stage) is not None]
-        aligned = [("align", loss) for loss in self.align_losses().values()]
-        problems = []
-        for where, section, targets in (
-            ("train", self.train, trained + aligned),
-            ("align", self.align, aligned),
-        ):
-            given = given_settings(section) if section is not None else set()
-            for key in sorted(k for k in given if not any(k in owned_fields(*t) for t in targets)):
-                runs = ", ".join(f"{s} ({loss})" if loss else s for s, loss in targets) or "nothing"
-                problems.append(f"{where}.{belongs_elsewhere(key, f'what {where} trains: {runs}')}")
-        if problems:
-            raise PydanticCustomError("setting_without_reader", "; ".join(problems))
-        return self
-
-    # The names the config makes, with the sections' defaults resolved (the planner reads these).
-
-    def align_losses(self) -> dict[str, str]:
-        """{run name: its loss}: a run's loss is its own ``loss`` key, else its name."""
-        runs = (self.align.runs if self.align else None) or {}
-        return {run: (over.loss if over is not None and over.loss else run) for run, over in runs.items()}
-
-    def policies(self) -> list[str]:
-        """The models generation can sample: the SFT model and each align run (align-<name>)."""
-        return (["sft"] if self.sft is not None else []) + [f"align-{run}" for run in self.align_losses()]
-
-    def generated_policies(self) -> list[str]:
-        if self.generate is None:
-            return []
-        return list(self.generate.policies or self.policies())
-
-    def prompt_sets(self) -> list[str]:
-        return list(self.generate.prompts or []) if self.generate is not None else []
-
-    def comparison(self, kind: Literal["winrate", "judge"]) -> tuple[str, list[str], list[str]]:
-        """(A, [B...], [prompt sets]) of the winrate or judge section; B defaults to every other
-        generated policy and the prompts' reference responses."""
-        section = getattr(self, kind)
-        a = section.a
-        against = section.against or [p for p in self.generated_policies() if p != a] + ["reference"]
-        return a, list(against), list(section.prompts or self.prompt_sets())
-
-    def kl_targets(self) -> tuple[list[str], str | None]:
-        """([policies], prompt set) of the kl section: default every generated policy but SFT, on
-        the first prompt set."""
-        assert self.kl is not None
-        policies = self.kl.policies or [p for p in self.generated_policies() if p != "sft"]
-        sets = self.prompt_sets()
-        return list(policies), self.kl.prompts or (sets[0] if sets else None)
+class GenerateConfig(GenerateSettings):
+    model: str = Field(description="model folder or hub id (the tokenizer comes from here for every backend)")
+    prompts: str = Field(description="a prepared dataset folder (drdo-ray data prepare output)")
+    out: str = Field(description="output folder: samples.jsonl|parquet and generation.json")

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from . import storage
-from .config import PipelineConfig, load_config
+from .config import load_config
 from .errors import UserError
+from .pipeline_config import PipelineConfig
 from .run_layout import METRICS_FILE, REPORT_FILE, RunLayout
 from .shipped_configs import configs_dir
 

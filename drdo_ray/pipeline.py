@@ -33,11 +33,9 @@ from . import storage
 from .artifacts import edpo_oracle_name
 from .config import (
     OWNED_FIELDS,
-    PIPELINE_STAGES,
     GenerateConfig,
     JudgeConfig,
     KLConfig,
-    PipelineConfig,
     PrepareConfig,
     ReportConfig,
     ScoreConfig,
@@ -50,6 +48,7 @@ from .config import (
     owned_fields,
 )
 from .errors import UserError
+from .pipeline_config import PIPELINE_STAGES, PipelineConfig
 from .run_layout import RunLayout
 
 

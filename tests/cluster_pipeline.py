@@ -27,8 +27,9 @@ def main(run_dir: str) -> None:
         cluster.add_node(num_cpus=3, resources={"node_b": 1})
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
-        from drdo_ray.config import PipelineConfig, load_config
+        from drdo_ray.config import load_config
         from drdo_ray.pipeline import run_pipeline
+        from drdo_ray.pipeline_config import PipelineConfig
 
         cfg = load_config(
             PipelineConfig,

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from drdo_ray.cli import main
-from drdo_ray.config import PipelineConfig, load_config
+from drdo_ray.config import load_config
 from drdo_ray.demo import DEMO_CONFIG, demo_config, run_demo
 from drdo_ray.pipeline import plan
+from drdo_ray.pipeline_config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = set(yaml.safe_load(DEMO_CONFIG.read_text())["pipeline"]["datasets"])

@@ -15,6 +15,7 @@ import yaml
 from drdo_ray import config as C
 from drdo_ray.cli import build_parser
 from drdo_ray.cli_flags import CLASS_KEY, config_from_args
+from drdo_ray.pipeline_config import PipelineConfig
 from drdo_ray.shipped_configs import resolve_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ JOBS = {
 }
 # The config class of each top-level key a YAML block may have.
 YAML_SECTIONS = {
-    "pipeline": C.PipelineConfig,
+    "pipeline": PipelineConfig,
     "tiny_model": C.TinyModelConfig,
     "data": C.PrepareConfig,
     "sft": C.TrainConfig,
@@ -113,7 +114,7 @@ def test_every_documented_command_parses_and_validates(page, line, complete, cap
         extra = {"stage": args.stage} if cls is C.TrainConfig else None
         config_from_args(cls, args, section or args.command, extra)
     elif args.command == "pipeline" and config:
-        C.load_config(C.PipelineConfig, config_file=config, section="pipeline", overrides=args.overrides)
+        C.load_config(PipelineConfig, config_file=config, section="pipeline", overrides=args.overrides)
 
 
 YAML_BLOCKS = [(page.name, body) for page in PAGES for body in _blocks(page, ("yaml",))]

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from drdo_ray.cli import main
-from drdo_ray.config import PipelineConfig, TrainConfig
+from drdo_ray.config import TrainConfig, describe_errors
 from drdo_ray.loss_settings import (
     PAPER_DRDO,
     DistillTrunk,
@@ -20,6 +20,7 @@ from drdo_ray.loss_settings import (
     SFTSettings,
 )
 from drdo_ray.pipeline import plan
+from drdo_ray.pipeline_config import PipelineConfig
 
 JOB = {"model": "m", "data": "d", "run_dir": "r"}
 
@@ -152,12 +153,30 @@ def test_a_shared_section_hands_each_run_its_own_settings():
             _pipeline(runs=["dpo"]) | {"train": {"edpo_reduce": "mean"}},
             "train.edpo_reduce belongs to the align loss edpo, not what train trains: sft, oracle, align (dpo)",
         ),
+        (
+            _pipeline(runs={"dpo": {"alpha": 0.5}}),
+            "align.runs.dpo.alpha belongs to the align losses drdo, drdo_minus_r, drdo_minus_c, not what "
+            "align.runs.dpo trains: align (dpo)",
+        ),
+        # A stage's own section holds that stage's settings only.
+        (
+            _pipeline(runs=["drdo"]) | {"sft": {"data": "prefs", "beta": 0.2}},
+            "sft: beta belongs to the align losses dpo,",
+        ),
+        (
+            _pipeline(runs=["drdo"]) | {"sft": {"data": "prefs", "loss": "dpo"}},
+            "sft: loss belongs to the align stage, not sft",
+        ),
+        (
+            _pipeline(runs=["drdo"]) | {"oracle": {"data": "prefs", "alpha": 1}},
+            "oracle: alpha belongs to the align losses drdo, drdo_minus_r, drdo_minus_c, not oracle",
+        ),
     ],
 )
 def test_a_setting_no_run_of_its_section_reads_is_refused(config, message):
     with pytest.raises(ValidationError) as err:
         PipelineConfig.model_validate(config)
-    assert message in str(err.value)
+    assert message in describe_errors(err.value)
 
 
 def test_a_setting_at_its_default_changes_nothing_and_a_dumped_config_validates_again():

@@ -16,7 +16,6 @@ from drdo_ray.config import (
     JudgeConfig,
     KLConfig,
     OODConfig,
-    PipelineConfig,
     StageConfig,
     TrainConfig,
     WinrateConfig,
@@ -24,6 +23,7 @@ from drdo_ray.config import (
 )
 from drdo_ray.errors import UserError
 from drdo_ray.pipeline import plan
+from drdo_ray.pipeline_config import PipelineConfig
 
 BASE = {
     "run_dir": "RUN",
@@ -158,20 +158,24 @@ def test_every_rename_points_at_a_field_that_exists():
 def test_only_sampling_settings_are_called_temperature():
     # A filter on the samples' temperature is *at_temperature (None: every temperature); a field
     # named temperature(s) sets how something samples.
-    named = {
+    declared = {  # where each field is declared (a subclass inherits it)
         (cls.__name__, name)
         for cls in _config_classes()
         for name in cls.model_fields
-        if "temperature" in name and not cls.__name__.endswith("Section")
+        if "temperature" in name and name in vars(cls).get("__annotations__", {})
     }
-    filters = {(c, n) for c, n in named if n.endswith("at_temperature")}
-    assert named - filters == {
-        ("JudgeConfig", "temperature"),
-        ("GenerateConfig", "temperatures"),
+    filters = {(c, n) for c, n in declared if n.endswith("at_temperature")}
+    assert declared - filters == {
+        ("JudgeSettings", "temperature"),
+        ("GenerateSettings", "temperatures"),
         ("BenchGenerateConfig", "temperature"),
         ("BenchQualityConfig", "temperatures"),
     }
-    assert {c for c, _ in filters} == {"KLConfig", "OODConfig", "WinrateConfig", "JudgeConfig", "_EvalStats"}
+    assert filters == {
+        ("KLSettings", "at_temperature"),
+        ("OODConfig", "at_temperature"),
+        ("EvalStats", "ood_at_temperature"),
+    }
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from drdo_ray import pipeline
 from drdo_ray.cli import main
-from drdo_ray.config import GenerateConfig, PipelineConfig, TrainConfig, load_config
+from drdo_ray.config import GenerateConfig, TrainConfig, load_config
 from drdo_ray.errors import UserError
 from drdo_ray.pipeline import plan, run_pipeline, select
+from drdo_ray.pipeline_config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_CONFIGS = sorted(

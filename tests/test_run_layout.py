@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 
-from drdo_ray.config import PipelineConfig, TrainConfig
+from drdo_ray.config import TrainConfig
 from drdo_ray.pipeline import plan
+from drdo_ray.pipeline_config import PipelineConfig
 from drdo_ray.run_layout import RunLayout
 from drdo_ray.train.ray_trainer import model_dir
 

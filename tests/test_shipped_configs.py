@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from drdo_ray.cli import main
-from drdo_ray.config import PipelineConfig, load_config
+from drdo_ray.config import load_config
 from drdo_ray.errors import UserError
+from drdo_ray.pipeline_config import PipelineConfig
 from drdo_ray.shipped_configs import configs_dir, resolve_config_file, shipped_configs
 
 ROOT = Path(__file__).resolve().parents[1]
