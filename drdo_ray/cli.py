@@ -236,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Packages that own their commands register them here (serve, generate, eval, report, bench).
     from .bench.commands import register as register_bench
     from .eval.commands import register as register_eval
+    from .generation.commands import register as register_generation
     from .serve.commands import register as register_serve
 
-    for register in (register_serve, register_eval, register_bench):
+    for register in (register_serve, register_generation, register_eval, register_bench):
         register(sub)
     finish(parser)
     return parser

@@ -102,7 +102,7 @@ def _lazy(target: str) -> Callable[[Any, Console], Any]:
 _prepare = _lazy(".data.prepare:prepare")
 _train = _lazy(".train.ray_trainer:fit")
 _score = _lazy(".scoring:score")
-_generate = _lazy(".eval.sampling:generate_samples")
+_generate = _lazy(".generation.sampling:generate_samples")
 _winrate = _lazy(".eval.winrate:run_winrate")
 _judge = _lazy(".eval.judge:run_judge")
 _kl = _lazy(".eval.kl:run_kl")

@@ -19,7 +19,6 @@ from drdo_ray.generation.engines import (
     Completion,
     Engine,
     GenerationRequest,
-    SamplingParams,
     TransformersEngine,
     VLLMEngine,
     encode_chat,
@@ -31,6 +30,7 @@ from drdo_ray.generation.engines import (
     resolve_backend,
 )
 from drdo_ray.generation.row_sampler import RowSampler
+from drdo_ray.generation.sampling_params import SamplingParams
 from drdo_ray.generation.vllm_support import head_size, vllm_engine_kwargs, vllm_unusable_reason
 from drdo_ray.serve.openai_schema import APIError, ChatCompletionRequest, CompletionRequest, parse_request
 
@@ -272,6 +272,44 @@ class FakeLLM:
                 )
             )
         return outs
+
+
+@pytest.mark.parametrize("extras", [{}, {"stop": ("\n", "END"), "ignore_eos": True}])
+def test_every_backend_reads_its_sampling_from_the_one_type(engine, extras) -> None:
+    """The transformers engine's SamplingParams, the vLLM engine's vllm.SamplingParams, Ray Data
+    LLM's vLLM row and the OpenAI request of the http backend all come from one SamplingParams;
+    the server reads that request back into the same SamplingParams."""
+    from drdo_ray.generation.sampling import http_request, row_sampling, vllm_request
+    from drdo_ray.serve.openai_schema import CompletionRequest
+
+    sp = SamplingParams(temperature=0.7, top_p=0.8, max_tokens=6, n=1, seed=5, **extras)
+    row = {"temperature": 0.7, "seed": 5, "prompt_ids": [4, 5, 6], "prompt_text": "hi"}
+    if not extras:  # the generate driver's rows: its one SamplingParams per row
+        assert row_sampling(row, 0.8, 6) == sp
+        assert vllm_request(row, 0.8, 6)["sampling_params"] == sp.vllm_kwargs()
+        assert http_request(row, "served", 0.8, 6)["payload"] == {
+            "model": "served",
+            "prompt": [4, 5, 6],
+            **sp.openai_payload(),
+        }
+    fake = FakeLLM(engine.tokenizer)
+    VLLMEngine("some/model", llm=fake, sampling_params_cls=FakeSamplingParams).generate([[4, 5, 6]], sp)
+    stop = list(extras["stop"]) if extras else None
+    expected = FakeSamplingParams(
+        n=1, temperature=0.7, top_p=0.8, max_tokens=6, seed=5, stop=stop, ignore_eos=bool(extras)
+    )
+    assert fake.calls[0][1] == [expected] == [FakeSamplingParams(**sp.vllm_kwargs())]
+    request = CompletionRequest.model_validate({"model": "m", "prompt": [4, 5, 6], **sp.openai_payload()})
+    back = SamplingParams(
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=request.max_tokens,
+        n=request.n,
+        seed=request.seed,
+        stop=request.stop,
+        ignore_eos=request.ignore_eos,
+    )
+    assert back == sp
 
 
 def test_vllm_adapter_contract(engine) -> None:

@@ -214,3 +214,18 @@ def test_load_samples_validates(tmp_path):
         load_samples(str(gen))
     with pytest.raises(UserError, match="not found"):
         load_samples(str(tmp_path / "missing"))
+
+
+def test_one_rule_decides_whether_two_temperatures_are_the_same():
+    from drdo_ray.eval.ood import ood_result
+    from drdo_ray.generation.sampling_params import temperature_id
+
+    assert temperature_id(0.7000000001) == temperature_id(0.7) != temperature_id(0.7001)
+    assert temperature_id(None) is None and temperature_id(float("nan")) is None
+    assert stats.temperature_key(0.7000000001) == stats.temperature_key(0.7) == "0.7"
+    # The OOD filter keeps a row written as 0.7000000001 when asked for 0.7, and only those.
+    rows = [
+        {"outcome": "win", "prompt_tokens": 10, "prompt_id": str(i), "temperature": t}
+        for i, t in enumerate([0.7000000001, 0.7, 0.7001, 0.2])
+    ]
+    assert ood_result(rows, at_temperature=0.7, n_boot=0)["n"] == 2

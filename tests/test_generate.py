@@ -15,8 +15,9 @@ from generate_args import generate_argv
 
 from drdo_ray.cli import main
 from drdo_ray.data.tokenize import encode_prompt
-from drdo_ray.eval.sampling import SAMPLES_SCHEMA, read_prompts
-from drdo_ray.generation.engines import SamplingParams, TransformersEngine, mix_seed
+from drdo_ray.generation.engines import TransformersEngine, mix_seed
+from drdo_ray.generation.sampling import SAMPLES_SCHEMA, read_prompts
+from drdo_ray.generation.sampling_params import SamplingParams
 
 TEMPS = [0.2, 0.9]
 MAX_NEW = 8

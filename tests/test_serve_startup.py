@@ -129,7 +129,7 @@ def test_autoscaling_cluster_waits_with_health_503_then_fails(
 def test_generate_refuses_an_impossible_pool_before_reading_prompts(
     ray_session, tiny_model_dir, tmp_path, monkeypatch, capsys
 ) -> None:
-    from drdo_ray.eval import sampling
+    from drdo_ray.generation import sampling
 
     def must_not_read(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the prompts were read before the resource check")

@@ -9,10 +9,10 @@ import pytest
 
 from drdo_ray.generation.engines import (
     GenerationRequest,
-    SamplingParams,
     TransformersEngine,
     resolve_backend,
 )
+from drdo_ray.generation.sampling_params import SamplingParams
 
 PROMPTS = ["The quick brown fox", "Summarize: the cat sat on the mat and", "hello"]
 

@@ -10,7 +10,7 @@ from generate_args import generate_argv
 
 from drdo_ray.cli import main
 from drdo_ray.data.tokenize import encode_prompt
-from drdo_ray.generation.engines import SamplingParams
+from drdo_ray.generation.sampling_params import SamplingParams
 
 TEMPS = [0.5, 0.9]
 MAX_NEW = 8
@@ -41,7 +41,7 @@ def test_generate_vllm_backend_on_a_cpu_cluster(
     assert all(r["chat"] and 1 <= r["num_tokens"] <= MAX_NEW and r["text"] for r in rows)
 
     # Each row is vLLM's output for its own seed (same sampling, another engine, other batch).
-    from drdo_ray.eval.sampling import read_prompts, work_rows
+    from drdo_ray.generation.sampling import read_prompts, work_rows
 
     work = {
         (w["prompt_id"], w["temperature"]): w

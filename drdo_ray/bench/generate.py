@@ -76,7 +76,7 @@ def _hf_generate_row(model_dir: str, prompts: list[str], cfg: BenchGenerateConfi
 
 
 def _engine_row(engine: Any, prompts: list[str], cfg: BenchGenerateConfig) -> Callable[[], int]:
-    from ..generation.engines import SamplingParams
+    from ..generation.sampling_params import SamplingParams
 
     sampling = SamplingParams(
         temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=0, ignore_eos=True

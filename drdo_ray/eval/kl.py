@@ -33,6 +33,7 @@ from .. import storage
 from ..artifacts import check_model, device_dtype, fingerprint, local_model, pad_id, resolve
 from ..config import KLConfig
 from ..errors import UserError
+from ..generation.sampling_params import temperature_id
 from . import stats
 from .inference import check_tokenizer, map_with_actors
 from .results import write_result
@@ -171,7 +172,7 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
     samples = load_samples(cfg.samples)
     rows = samples.rows
     if cfg.at_temperature is not None:
-        rows = rows[(rows["temperature"] - cfg.at_temperature).abs() < 1e-4]
+        rows = rows[rows["temperature"].map(temperature_id) == temperature_id(cfg.at_temperature)]
         if rows.empty:
             raise UserError(f"{cfg.samples} holds no samples at temperature {cfg.at_temperature:g}")
     policy, reference = resolve(cfg.policy), resolve(cfg.reference)

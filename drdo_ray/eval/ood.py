@@ -19,6 +19,7 @@ import fsspec
 from .. import storage
 from ..config import OODConfig
 from ..errors import UserError
+from ..generation.sampling_params import temperature_id
 from . import stats
 from .results import write_result
 
@@ -49,7 +50,7 @@ def ood_result(
         if (
             at_temperature is not None
             and row.get("temperature") is not None
-            and round(float(row["temperature"]), 4) != round(float(at_temperature), 4)
+            and temperature_id(row["temperature"]) != temperature_id(at_temperature)
         ):
             continue
         if row.get("prompt_tokens") is None:

@@ -1,6 +1,6 @@
 """Reading generation sample sets (the output of `drdo-ray generate`) and pairing two of them.
 
-Contract (written by ``drdo_ray/eval/sampling.py``):
+Contract (written by ``drdo_ray/generation/sampling.py``):
 
     GEN/samples.jsonl | GEN/samples.parquet   one row per sample: prompt_id, prompt, chat,
                                               reference, model, temperature, sample_idx, text,
@@ -24,6 +24,7 @@ import pandas as pd
 
 from .. import storage
 from ..errors import UserError
+from ..generation.sampling_params import temperature_id
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "chat", "temperature", "sample_idx", "text")
 OPTIONAL_COLUMNS = {"reference": None, "model": None, "num_tokens": None, "finish_reason": None}
@@ -98,7 +99,7 @@ def default_name(meta: dict[str, Any], folder: str) -> str:
 
 
 def load_samples(path: str, *, name: str | None = None) -> SampleSet:
-    """Read and validate GEN. Temperatures are rounded to 4 decimals (0.7 written as
+    """Read and validate GEN. Temperatures are held as their ``temperature_id`` (0.7 written as
     0.7000000001 by one writer still pairs with 0.7); a null text counts as an empty response."""
     file, folder = _find(path)
     rows = _read_table(file)
@@ -112,7 +113,9 @@ def load_samples(path: str, *, name: str | None = None) -> SampleSet:
             rows[column] = default
     rows = rows.copy()
     rows["prompt_id"] = rows["prompt_id"].astype(str)
-    rows["temperature"] = pd.to_numeric(rows["temperature"], errors="coerce").round(4)
+    rows["temperature"] = (
+        pd.to_numeric(rows["temperature"], errors="coerce").map(temperature_id).astype(float)
+    )
     rows["sample_idx"] = pd.to_numeric(rows["sample_idx"], errors="coerce").fillna(0).astype(int)
     rows["chat"] = rows["chat"].fillna(False).astype(bool)
     rows["text"] = rows["text"].fillna("").astype(str)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..generation.sampling_params import temperature_id
+
 WIN, TIE, LOSS = 1, 0, -1
 OUTCOME_NAMES = {WIN: "win", TIE: "tie", LOSS: "loss"}
 OUTCOME_VALUES = {name: value for value, name in OUTCOME_NAMES.items()}
@@ -151,8 +153,10 @@ def mean_std(values: Sequence[float] | np.ndarray) -> dict[str, float | int | No
 
 
 def temperature_key(t: float | None) -> str:
-    """The JSON key of a sampling temperature: ``0.7``, ``1``; ``greedy`` for None."""
-    return "greedy" if t is None or (isinstance(t, float) and np.isnan(t)) else f"{float(t):g}"
+    """The JSON key of a sampling temperature (of its ``temperature_id``): ``0.7``, ``1``;
+    ``greedy`` for None."""
+    tid = temperature_id(t)
+    return "greedy" if tid is None else f"{tid:g}"
 
 
 def by_group(

@@ -28,47 +28,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..artifacts import cuda_here, device_dtype
 from ..errors import UserError
-from .row_sampler import GREEDY_BELOW, RowSampler
+from .row_sampler import RowSampler
+from .sampling_params import SamplingParams
 from .vllm_support import vllm_cpu_build, vllm_engine_kwargs, vllm_unusable_reason
 
 FinishReason = Literal["stop", "length"]
 Prompt = str | list[int]
 BACKENDS = ("auto", "vllm", "transformers")
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """OpenAI sampling parameters. ``temperature == 0`` is greedy decoding. ``seed=None`` draws
-    a fresh seed per call. ``stop`` strings end a completion and are not part of its text.
-    ``ignore_eos`` (a vLLM extension) keeps generating past EOS: fixed-length load tests."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    n: int = 1
-    seed: int | None = None
-    stop: tuple[str, ...] | None = None
-    ignore_eos: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if self.n > 1 and self.greedy:
-            raise ValueError(f"n must be 1 with temperature 0 (greedy decoding has one answer), got {self.n}")
-        if isinstance(self.stop, str):  # a lone string is one stop sequence, not its characters
-            object.__setattr__(self, "stop", (self.stop,))
-        elif self.stop is not None:
-            object.__setattr__(self, "stop", tuple(s for s in self.stop if s) or None)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature < GREEDY_BELOW
 
 
 @dataclass
@@ -409,15 +375,7 @@ class VLLMEngine(_EngineBase):
         self.vocab_size = len(self.tokenizer)
 
     def _params(self, s: SamplingParams) -> Any:
-        return self._sampling_cls(
-            n=s.n,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,
-            seed=s.seed,
-            stop=list(s.stop) if s.stop else None,
-            ignore_eos=s.ignore_eos,
-        )
+        return self._sampling_cls(**s.vllm_kwargs())
 
     def generate_requests(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         # Token ids, not text: vLLM would add special tokens to chat-formatted text a second time.

@@ -41,11 +41,11 @@ from ..errors import UserError
 from ..generation.engines import (
     Completion,
     GenerationRequest,
-    SamplingParams,
     encode_chat,
     make_engine,
     resolve_backend,
 )
+from ..generation.sampling_params import SamplingParams
 from .openai_schema import (
     APIError,
     ChatCompletionRequest,

