@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -27,10 +24,12 @@ from ..config import TrainConfig
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
 from ..run_layout import TRAIN_STATUS_FILE
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
-from .diagnostics import TERM_GRAD_KEYS, term_gradients_of, term_grads_apply
+from .collectives import all_true
+from .diagnostics import term_gradients_of, term_grads_apply
 from .engine import Engine, World, build_engine, use_bf16
 from .metrics import MetricsLog
 from .stage import call_loss, pair_tensors, reduction_of, spec_of, uses_reward_head
+from .step_window import StepWindow
 
 Batch = dict[str, torch.Tensor]
 
@@ -138,32 +137,101 @@ def plan(cfg: TrainConfig, num_rows: int, world_size: int) -> Plan:
     return Plan(steps_per_epoch, total)
 
 
-def _comm_device(world: World) -> torch.device | str:
-    """Where a collective's tensor must live: the GPU under NCCL, the CPU under gloo."""
-    return world.device if dist.get_backend() == "nccl" else "cpu"
-
-
-def _all_true(flag: bool, world: World) -> bool:
-    if not world.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device(world))
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def _mean_across(metrics: dict[str, float], world: World) -> dict[str, float]:
-    if not world.distributed or not metrics:
-        return metrics
-    keys = sorted(metrics)
-    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=_comm_device(world))
-    dist.all_reduce(t)
-    return dict(zip(keys, (t / world.size).tolist()))
-
-
 def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
     }
+
+
+def load_reference(cfg: TrainConfig, world: World) -> nn.Module | None:
+    """The frozen reference model of ``live_reference`` (DPO family), or None."""
+    if not cfg.live_reference:
+        return None
+    # Frozen, so no master copy is needed: bf16 weights when training in bf16. DeepSpeed does not
+    # autocast, and an fp32 reference there ran 3x slower than the whole DRDO step (H200).
+    dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
+    reference = AutoModelForCausalLM.from_pretrained(local_model(cfg.live_reference), dtype=dtype)
+    return reference.to(world.device).eval().requires_grad_(False)
+
+
+Outcome = Literal["stepped", "accumulated", "skipped", "diverged"]
+
+
+@dataclass
+class _Training:
+    """What one worker's run holds while it trains: the engine, the reference, the resumable
+    state and the step window."""
+
+    cfg: TrainConfig
+    engine: Engine
+    reference: nn.Module | None
+    world: World
+    state: TrainerState
+    window: StepWindow
+    diagnose: bool
+
+    def micro_batch(self, batch: Batch) -> Outcome:
+        """Forward and backward of one micro-batch, and the optimizer step once ``grad_accum``
+        of them have accumulated. A non-finite loss on any worker skips the micro-batch on all;
+        more than ``max_bad_steps`` in a row: the run diverged."""
+        cfg, state, world = self.cfg, self.state, self.world
+        batch = _to_device(batch, world.device)
+        rows = int(batch.pop("num_rows"))
+        state.epoch_micro += 1
+        state.consumed_samples += rows * world.size
+        diagnose = self.diagnose and self.window.diagnose_due(state.global_step + 1)
+        with self.engine.accumulate(), self.engine.autocast():
+            loss, metrics = _loss(cfg, self.engine.module, batch, self.reference, diagnose=diagnose)
+        if not all_true(bool(torch.isfinite(loss)), world):
+            state.bad_steps += 1
+            state.consecutive_bad += 1
+            print(
+                f"rank {world.rank}: non-finite loss at step {state.global_step}, micro-batch skipped "
+                f"({state.consecutive_bad} in a row, {state.bad_steps} in all)",
+                flush=True,
+            )
+            return "diverged" if state.consecutive_bad > cfg.max_bad_steps else "skipped"
+        state.consecutive_bad = 0
+        self.engine.backward(loss)
+        self.window.add(metrics, int(batch["attention_mask"].sum()))
+        if not self.engine.step():
+            return "accumulated"
+        state.global_step += 1
+        self.window.step_done()
+        return "stepped"
+
+    def logged(self) -> dict[str, Any]:
+        """The closed window's metrics with the step's learning rate, gradient norm and progress."""
+        state = self.state
+        return {
+            **self.window.close(),
+            "lr": self.engine.lr,
+            "grad_norm": self.engine.grad_norm if self.engine.grad_norm is not None else math.nan,
+            "epoch": state.epoch,
+            "consumed_samples": state.consumed_samples,
+            "bad_steps": state.bad_steps,
+            "global_step": state.global_step,
+        }
+
+    def checkpoint(self, reporter: Reporter, metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory(prefix="drdo-ckpt-") as tmp:
+            directory = Path(tmp)
+            self.engine.save(directory)
+            save_trainer_state(directory, self.state, self.world.rank)
+            reporter.report(metrics, directory)
+
+
+def _inject_failure(cfg: TrainConfig, step: int, world: World, marker: Path | None) -> None:
+    """``fail_at_step``: raise once, on the last rank, at that step (the marker remembers)."""
+    if (
+        cfg.fail_at_step == step
+        and world.rank == world.size - 1
+        and marker is not None
+        and not marker.exists()
+    ):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"failed once at step {step}\n")
+        raise InjectedFailure(f"injected failure at step {step} on rank {world.rank}")
 
 
 def run(
@@ -185,130 +253,71 @@ def run(
     torch.manual_seed(cfg.seed + world.rank)
     steps = plan(cfg, num_rows, world.size)
     engine = build_engine(load_model(cfg), cfg, world, steps.total_steps)
-    reference = None
-    if cfg.live_reference:
-        # Frozen, so no master copy is needed: bf16 weights when training in bf16. DeepSpeed does not
-        # autocast, and an fp32 reference there ran 3x slower than the whole DRDO step (H200).
-        dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
-        reference = AutoModelForCausalLM.from_pretrained(local_model(cfg.live_reference), dtype=dtype)
-        reference = reference.to(world.device).eval()
-        reference.requires_grad_(False)
-
-    diagnose = term_grads_apply(cfg)
     state = TrainerState()
     if restore_dir is not None:
         engine.load(restore_dir)
         state = load_trainer_state(restore_dir, world.rank)
-    log = MetricsLog(
-        metrics_dir or Path(tempfile.mkdtemp()),
-        total_steps=steps.total_steps,
-        start_step=state.global_step,
-        enabled=world.rank == 0 and metrics_dir is not None,
-    )
-    if log.enabled:
-        _truncate_metrics(log.path, state.global_step)
-
-    window: dict[str, list[float]] = defaultdict(list)
-    window_tokens = 0
-    window_steps = 0
-    window_start = time.perf_counter()
+    window = StepWindow(cfg, steps.total_steps, world)
+    training = _Training(cfg, engine, load_reference(cfg, world), world, state, window, term_grads_apply(cfg))
+    log = _metrics_log(metrics_dir, steps.total_steps, state.global_step, world)
     last: dict[str, Any] = {}
     status = "finished"
-
-    def is_checkpoint_step(step: int) -> bool:
-        return cfg.checkpoint_every > 0 and (step % cfg.checkpoint_every == 0 or step == steps.total_steps)
-
-    def checkpoint(metrics: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix="drdo-ckpt-") as tmp:
-            directory = Path(tmp)
-            engine.save(directory)
-            save_trainer_state(directory, state, world.rank)
-            reporter.report(metrics, directory)
-
     while state.global_step < steps.total_steps and status == "finished":
         for index, batch in enumerate(batches(state.epoch)):
             if index < state.epoch_micro:
                 continue  # consumed before the restart
-            batch = _to_device(batch, world.device)
-            rows = int(batch.pop("num_rows"))
-            state.epoch_micro += 1
-            state.consumed_samples += rows * world.size
-            upcoming = state.global_step + 1
-            # Diagnostics once per logged step, on its first good micro-batch (same on every rank).
-            due = (
-                diagnose
-                and (upcoming % cfg.log_every == 0 or is_checkpoint_step(upcoming))
-                and TERM_GRAD_KEYS[0] not in window
-            )
-            with engine.accumulate(), engine.autocast():
-                loss, metrics = _loss(cfg, engine.module, batch, reference, diagnose=due)
-            if not _all_true(bool(torch.isfinite(loss)), world):
-                state.bad_steps += 1
-                state.consecutive_bad += 1
-                print(
-                    f"rank {world.rank}: non-finite loss at step {state.global_step}, micro-batch skipped "
-                    f"({state.consecutive_bad} in a row, {state.bad_steps} in all)",
-                    flush=True,
-                )
-                if state.consecutive_bad > cfg.max_bad_steps:
-                    status = "diverged"
-                    break
+            outcome = training.micro_batch(batch)
+            if outcome == "diverged":
+                status = "diverged"
+                break
+            if outcome != "stepped":
                 continue
-            state.consecutive_bad = 0
-            engine.backward(loss)
-            for key, value in metrics.items():
-                window[key].append(value)
-            window_tokens += int(batch["attention_mask"].sum())
-            if not engine.step():
-                continue
-
-            state.global_step += 1
-            window_steps += 1
             step = state.global_step
-            if (
-                cfg.fail_at_step == step
-                and world.rank == world.size - 1
-                and failure_marker is not None
-                and not failure_marker.exists()
-            ):
-                failure_marker.parent.mkdir(parents=True, exist_ok=True)
-                failure_marker.write_text(f"failed once at step {step}\n")
-                raise InjectedFailure(f"injected failure at step {step} on rank {world.rank}")
-            is_ckpt = is_checkpoint_step(step)
-            if step % cfg.log_every == 0 or is_ckpt:
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                averaged = {k: sum(v) / len(v) for k, v in window.items()}
-                averaged |= {"tokens_per_s": window_tokens / elapsed, "step_s": elapsed / window_steps}
-                averaged = _mean_across(averaged, world)
-                averaged["tokens_per_s"] *= world.size  # every worker processed its own tokens
-                averaged["samples_per_s"] = cfg.micro_batch_size * world.size * len(window["loss"]) / elapsed
-                last = {
-                    **averaged,
-                    "lr": engine.lr,
-                    "grad_norm": engine.grad_norm if engine.grad_norm is not None else math.nan,
-                    "epoch": state.epoch,
-                    "consumed_samples": state.consumed_samples,
-                    "bad_steps": state.bad_steps,
-                    "global_step": step,
-                }
+            _inject_failure(cfg, step, world, failure_marker)
+            if window.log_due(step):
+                last = training.logged()
                 log.log(step, last)
-                window.clear()
-                window_tokens = window_steps = 0
-                window_start = time.perf_counter()
                 # Ray Train hears from the loop only with a checkpoint: each report is a barrier across
                 # workers plus a hand-off to the controller (~2 s a call on Ray 2.60), which per step
                 # made a 0.25 s step 8x slower. Per-step metrics go to metrics.jsonl/TensorBoard.
-                if is_ckpt:
-                    checkpoint(last)
+                if window.checkpoint_due(step):
+                    training.checkpoint(reporter, last)
             if step >= steps.total_steps:
                 break
         else:
             state.epoch += 1
             state.epoch_micro = 0
+    return _finish(training, status, last, log, reporter, export)
 
+
+def _metrics_log(metrics_dir: Path | None, total_steps: int, start_step: int, world: World) -> MetricsLog:
+    """Rank 0's metrics.jsonl (and TensorBoard) in ``metrics_dir``; on resume, without the rows
+    logged after the checkpoint (they are redone)."""
+    log = MetricsLog(
+        metrics_dir or Path(tempfile.mkdtemp()),
+        total_steps=total_steps,
+        start_step=start_step,
+        enabled=world.rank == 0 and metrics_dir is not None,
+    )
+    if log.enabled:
+        _truncate_metrics(log.path, start_step)
+    return log
+
+
+def _finish(
+    training: _Training,
+    status: str,
+    last: dict[str, Any],
+    log: MetricsLog,
+    reporter: Reporter,
+    export: Callable[[nn.Module, Engine], None] | None,
+) -> dict[str, Any]:
+    """Export a finished run's model, record the outcome (RUN/train/<name>/status.json) and
+    report it."""
     if status == "finished" and export is not None:
-        with engine.export() as model:
-            export(model, engine)
+        with training.engine.export() as model:
+            export(model, training.engine)
+    state = training.state
     final = {
         **last,
         "status": status,
