@@ -143,12 +143,8 @@ def cmd_configs(args: argparse.Namespace) -> None:
         print(f"{name:{width}}{describe(path)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="drdo-ray", description="DRDO preference alignment on Ray: data, training, serving, evaluation."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """`demo`, `pipeline` and `configs`: every stage from one YAML config."""
     demo = sub.add_parser("demo", help="run the pipeline end to end on the shipped samples (CPU, offline)")
     add_common(demo)
     demo.add_argument("--out", default="demo_run", help="run directory (default: demo_run)")
@@ -179,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("name", nargs="?", help="a shipped config to print (YAML on stdout)")
     listing.set_defaults(func=cmd_configs)
 
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """`models tiny`, `data prepare` and `score`: what training reads."""
     models = sub.add_parser("models", help="build models").add_subparsers(
         dest="models_command", required=True
     )
@@ -202,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.set_defaults(func=cmd_score)
 
+
+def _add_train_commands(sub: argparse._SubParsersAction) -> None:
+    """`train sft|oracle|align`: each stage offers the shared training flags and its own."""
     train = sub.add_parser("train", help="train on Ray Train (+ DeepSpeed): sft, oracle, align")
     stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for stage, text in (
@@ -233,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
             custom={"deepspeed.enabled": {"flags": ["--deepspeed"]}},
         )
         p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drdo-ray", description="DRDO preference alignment on Ray: data, training, serving, evaluation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(sub)
+    _add_data_commands(sub)
+    _add_train_commands(sub)
     # Packages that own their commands register them here (serve, generate, eval, report, bench).
     from .bench.commands import register as register_bench
     from .eval.commands import register as register_eval

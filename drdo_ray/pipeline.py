@@ -499,6 +499,65 @@ def _write_status(layout: RunLayout, status: dict[str, Any]) -> None:
     storage.write_json(layout.pipeline_status, status)
 
 
+def _print_plan(
+    console: Console, run: str, chosen: list[Step], done: dict[str, bool], blocked: dict, force: bool
+) -> None:
+    """--dry-run: each chosen step, whether it would run, be skipped or wait for another."""
+    table = Table(title=f"pipeline plan: {run}")
+    for column in ("#", "stage", "state", "output (under run_dir)"):
+        table.add_column(column, overflow="fold")
+    for i, s in enumerate(chosen, 1):
+        state = "done (skip)" if done[s.id] and not force else "run"
+        if blocked[s.id]:
+            state = f"blocked: needs {', '.join(blocked[s.id])}"
+        table.add_row(str(i), s.id, state, s.output.removeprefix(run + "/"))
+    console.print(table)
+
+
+def _run_step(
+    s: Step, label: str, stale: list[str], rerun: bool, record: dict[str, Any], console: Console
+) -> float:
+    """Run one step (``rerun``: start over, removing what it left); its status goes in ``record``
+    (the caller writes pipeline.json); returns its seconds. A failure is recorded and raised."""
+    console.rule(f"[bold]{label}[/] {'(rerun: ' + ', '.join(stale) + ' changed)' if stale else ''}")
+    config = s.config
+    if rerun:  # forced or stale: start over instead of reusing / resuming what is there
+        for target in s.clean:
+            storage.remove(target)
+        if "force" in type(config).model_fields:
+            config = config.model_copy(update={"force": True})
+    started = time.perf_counter()
+    try:
+        s.action(config, console)
+    except BaseException as err:
+        record.update(
+            status="failed",
+            error=str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
+            elapsed_s=round(time.perf_counter() - started, 1),
+        )
+        console.print(
+            f"[red]failed[/] {label} after {time.perf_counter() - started:.1f}s; rerun the same command "
+            "to resume (finished stages are skipped, training resumes from its last checkpoint)"
+        )
+        raise
+    elapsed = time.perf_counter() - started
+    record.update(status="done", elapsed_s=round(elapsed, 1))
+    return elapsed
+
+
+def _print_summary(
+    console: Console, run: str, total: float, chosen: list[Step], record: dict[str, Any]
+) -> None:
+    table = Table(title=f"pipeline {run} ({total:.0f}s)")
+    for column in ("stage", "status", "seconds"):
+        table.add_column(column, justify="right" if column == "seconds" else "left")
+    for s in chosen:
+        entry = record.get(s.id, {})
+        seconds = entry.get("elapsed_s") if entry.get("status") == "done" else None
+        table.add_row(s.id, str(entry.get("status", "-")), f"{seconds:.1f}" if seconds is not None else "-")
+    console.print(table)
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -514,31 +573,22 @@ def run_pipeline(
     chosen = select(steps, stages)
     chosen_ids = {s.id for s in chosen}
     done = {s.id: s.marker is not None and _exists(s.marker) for s in steps}
-    position = {s.id: i for i, s in enumerate(steps)}
     blocked = {s.id: [n for n in s.needs if n not in chosen_ids and not done[n]] for s in chosen}
     for s in chosen:
-        missing = blocked[s.id]
-        if missing and not dry_run:
+        if blocked[s.id] and not dry_run:
             raise UserError(
-                f"stage {s.id} reads the outputs of {', '.join(missing)}, which have not finished "
+                f"stage {s.id} reads the outputs of {', '.join(blocked[s.id])}, which have not finished "
                 f"under {cfg.run_dir}: add them to --stages (or run without --stages)"
             )
     layout = RunLayout(cfg.run_dir)
     run = layout.root
     if dry_run:
-        table = Table(title=f"pipeline plan: {run}")
-        for column in ("#", "stage", "state", "output (under run_dir)"):
-            table.add_column(column, overflow="fold")
-        for i, s in enumerate(chosen, 1):
-            state = "done (skip)" if done[s.id] and not force else "run"
-            if blocked[s.id]:
-                state = f"blocked: needs {', '.join(blocked[s.id])}"
-            table.add_row(str(i), s.id, state, s.output.removeprefix(run + "/"))
-        console.print(table)
+        _print_plan(console, run, chosen, done, blocked, force)
         return {"run_dir": run, "stages": {s.id: {"status": "planned", "done": done[s.id]} for s in chosen}}
 
-    status_path = layout.pipeline_status
-    status: dict[str, Any] = storage.read_json(status_path) if _exists(status_path) else {}
+    status: dict[str, Any] = (
+        storage.read_json(layout.pipeline_status) if _exists(layout.pipeline_status) else {}
+    )
     # The config as given: a typed section's defaults would misstate what train < stage layering chose.
     given = cfg.model_dump(mode="json", exclude_unset=True)
     status.update(title=cfg.title, run_dir=run, config=_redacted(given))
@@ -559,14 +609,6 @@ def run_pipeline(
             record[s.id] = {"status": f"skipped: {reason}", "output": s.output}
             _write_status(layout, status)
             continue
-        console.rule(f"[bold]{label}[/] {'(rerun: ' + ', '.join(stale) + ' changed)' if stale else ''}")
-        config = s.config
-        if done[s.id]:  # forced or stale: start over instead of reusing / resuming what is there
-            for target in s.clean:
-                storage.remove(target)
-            if "force" in type(config).model_fields:
-                config = config.model_copy(update={"force": True})
-        started = time.perf_counter()
         record[s.id] = {
             "status": "running",
             "output": s.output,
@@ -574,36 +616,16 @@ def run_pipeline(
         }
         _write_status(layout, status)
         try:
-            s.action(config, console)
-        except BaseException as err:
-            record[s.id].update(
-                status="failed",
-                error=str(err).splitlines()[0][:500] if str(err) else type(err).__name__,
-                elapsed_s=round(time.perf_counter() - started, 1),
-            )
+            elapsed = _run_step(s, label, stale, done[s.id], record[s.id], console)
+        finally:
             _write_status(layout, status)
-            console.print(
-                f"[red]failed[/] {label} after {time.perf_counter() - started:.1f}s; rerun the same command "
-                "to resume (finished stages are skipped, training resumes from its last checkpoint)"
-            )
-            raise
-        elapsed = time.perf_counter() - started
         ran.add(s.id)
-        record[s.id].update(status="done", elapsed_s=round(elapsed, 1))
-        _write_status(layout, status)
         console.print(
             f"[green]done[/]  {label} in {elapsed:.1f}s "
             f"(pipeline {time.perf_counter() - started_all:.0f}s, {len(chosen) - i} stages left)"
         )
     total = time.perf_counter() - started_all
-    table = Table(title=f"pipeline {run} ({total:.0f}s)")
-    for column in ("stage", "status", "seconds"):
-        table.add_column(column, justify="right" if column == "seconds" else "left")
-    for s in sorted(chosen, key=lambda s: position[s.id]):
-        entry = record.get(s.id, {})
-        seconds = entry.get("elapsed_s") if entry.get("status") == "done" else None
-        table.add_row(s.id, str(entry.get("status", "-")), f"{seconds:.1f}" if seconds is not None else "-")
-    console.print(table)
+    _print_summary(console, run, total, chosen, record)
     return {
         "run_dir": run,
         "stages": {s.id: record.get(s.id, {}) for s in chosen},

@@ -48,25 +48,15 @@ def _label_difficulty(batch: pa.Table, conf_p50: float, dist_p50: float, split: 
     return batch.filter(pa.array(tldr_split.in_split(labels, split)))
 
 
-def prepare(cfg: PrepareConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run the preparation; returns the stats written to OUT/stats.json."""
-    console = console or Console(stderr=True)
-    source = SOURCES[cfg.source]
-    if cfg.tldr_split != "full" and source.name != "tldr":
-        raise UserError(f"--tldr-split {cfg.tldr_split} applies to the tldr source only")
-    if cfg.max_prompt_length >= cfg.max_length:
-        raise UserError("max_prompt_length must be smaller than max_length")
-    input_kind, location = describe_input(source, cfg.input)
-    ensure_ray()
-    started = time.perf_counter()  # throughput excludes cluster start-up
-
-    console.print(f"[bold]prepare[/] {source.name} from {input_kind} {location}")
+def _featurized(cfg: PrepareConfig, source: Any, input_kind: str) -> ray.data.Dataset:
+    """The source's rows read, normalized to canonical rows, tokenized and length-checked (each
+    row valid, or carrying its reject reason), materialized."""
     split = cfg.hub_split or (source.hub_split if input_kind == "hub" else None)
     rows = read_rows(source, cfg.input, hub_split=cfg.hub_split, streaming=cfg.streaming)
     rows = rows.map_batches(
         normalize_batch, fn_kwargs={"source": source, "split": split}, batch_format="pyarrow", batch_size=1024
     )
-    rows = rows.map_batches(
+    return rows.map_batches(
         Featurize,
         fn_constructor_args=(cfg.tokenizer,),
         fn_constructor_kwargs={
@@ -79,6 +69,47 @@ def prepare(cfg: PrepareConfig, console: Console | None = None) -> dict[str, Any
         batch_size=256,
         compute=ray.data.ActorPoolStrategy(size=cfg.featurize_actors),
     ).materialize()
+
+
+def _tldr_difficulty(
+    cfg: PrepareConfig, kept: ray.data.Dataset, valid: Any
+) -> tuple[ray.data.Dataset, dict[str, Any], int]:
+    """TL;DR: the easy/hard thresholds of the valid rows, each row's label, the chosen split's
+    rows; (those rows, stats.json's ``tldr`` section, their count)."""
+    confidence = valid["confidence"].to_numpy(dtype=float, na_value=np.nan)
+    distance = valid["distance"].to_numpy(dtype=float, na_value=np.nan)
+    conf_p50, dist_p50 = tldr_split.thresholds(confidence, distance)
+    difficulty = tldr_split.assign(confidence, distance, conf_p50, dist_p50)
+    section = {
+        "split": cfg.tldr_split,
+        "confidence_p50": conf_p50,
+        "distance_p50": dist_p50,
+        "distance_tokens": "tokenizer" if cfg.tokenizer else "whitespace",
+        "tie_rule": "a value equal to its 50th percentile counts as high (>=)",
+        "splits": tldr_split.split_stats(confidence, distance, difficulty),
+        "difficulty_counts": dict(Counter(difficulty.tolist())),
+    }
+    kept = kept.map_batches(
+        _label_difficulty,
+        fn_kwargs={"conf_p50": conf_p50, "dist_p50": dist_p50, "split": cfg.tldr_split},
+        batch_format="pyarrow",
+    )
+    return kept, section, int(tldr_split.in_split(difficulty, cfg.tldr_split).sum())
+
+
+def prepare(cfg: PrepareConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run the preparation; returns the stats written to OUT/stats.json."""
+    console = console or Console(stderr=True)
+    source = SOURCES[cfg.source]
+    if cfg.tldr_split != "full" and source.name != "tldr":
+        raise UserError(f"--tldr-split {cfg.tldr_split} applies to the tldr source only")
+    if cfg.max_prompt_length >= cfg.max_length:
+        raise UserError("max_prompt_length must be smaller than max_length")
+    input_kind, location = describe_input(source, cfg.input)
+    ensure_ray()
+    started = time.perf_counter()  # throughput excludes cluster start-up
+    console.print(f"[bold]prepare[/] {source.name} from {input_kind} {location}")
+    rows = _featurized(cfg, source, input_kind)
 
     meta = rows.select_columns(["reject_reason", "confidence", "distance", "equal_scores"]).to_pandas()
     rows_read = len(meta)
@@ -100,32 +131,12 @@ def prepare(cfg: PrepareConfig, console: Console | None = None) -> dict[str, Any
             for r in rows.map_batches(_invalid, batch_format="pyarrow").iter_rows()
         ),
     )
-
     kept = rows.map_batches(_valid, batch_format="pyarrow")
-    stats: dict[str, Any] = {}
     if source.name == "tldr":
-        confidence = valid["confidence"].to_numpy(dtype=float, na_value=np.nan)
-        distance = valid["distance"].to_numpy(dtype=float, na_value=np.nan)
-        conf_p50, dist_p50 = tldr_split.thresholds(confidence, distance)
-        difficulty = tldr_split.assign(confidence, distance, conf_p50, dist_p50)
-        stats["tldr"] = {
-            "split": cfg.tldr_split,
-            "confidence_p50": conf_p50,
-            "distance_p50": dist_p50,
-            "distance_tokens": "tokenizer" if cfg.tokenizer else "whitespace",
-            "tie_rule": "a value equal to its 50th percentile counts as high (>=)",
-            "splits": tldr_split.split_stats(confidence, distance, difficulty),
-            "difficulty_counts": dict(Counter(difficulty.tolist())),
-        }
-        kept = kept.map_batches(
-            _label_difficulty,
-            fn_kwargs={"conf_p50": conf_p50, "dist_p50": dist_p50, "split": cfg.tldr_split},
-            batch_format="pyarrow",
-        )
-        rows_in_split = int(tldr_split.in_split(difficulty, cfg.tldr_split).sum())
+        kept, tldr, rows_in_split = _tldr_difficulty(cfg, kept, valid)
+        extra = {"tldr": tldr}
     else:
-        kept = kept.drop_columns(["distance"])  # a TL;DR-only feature
-        rows_in_split = len(valid)
+        kept, extra, rows_in_split = kept.drop_columns(["distance"]), {}, len(valid)  # a TL;DR-only feature
     drop = list(INTERNAL_COLUMNS)
     if not cfg.tokenizer:
         drop += [name for name, _ in TOKEN_FIELDS if name != "distance"]
@@ -145,7 +156,7 @@ def prepare(cfg: PrepareConfig, console: Console | None = None) -> dict[str, Any
         "rows_rejected": sum(reasons.values()),
         "rejected_by_reason": dict(sorted(reasons.items())),
         "equal_score_pairs": int(valid["equal_scores"].fillna(False).astype(bool).sum()),
-        **stats,
+        **extra,
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(rows_read / elapsed, 1),
         "outputs": {

@@ -50,7 +50,7 @@ from . import stats
 from .judge_cache import CachedAnswer, JudgeCache, cache_key
 from .judge_prompts import build_prompt, parse_verdict
 from .results import write_result
-from .samples import KEY, REFERENCE, load_sides, pair, select_pairs
+from .samples import KEY, REFERENCE, Pairing, SampleSet, load_sides, pair, select_pairs
 
 # USD per 1k tokens (input, output): OpenAI list prices for the judges the paper names and
 # their usual substitutes. Matched by the longest prefix of the model name
@@ -313,6 +313,25 @@ def combine(winners: list[str]) -> str:
     return "win" if total > 0 else "loss" if total < 0 else "tie"
 
 
+def _ask(client: JudgeClient, prompt: str, entry: dict[str, Any]) -> Any:
+    """One order's verdict: asked once, and once more if unparseable; the answers, cache hits
+    and error go into ``entry``. None: no usable verdict (the pair is dropped). Raises
+    CostCapReached when the next request would pass ``max_cost``."""
+    for attempt in (0, 1):
+        answer = client.ask(prompt, attempt)
+        if answer.error is not None:
+            entry["error"] = answer.error
+            return None
+        entry["raw"].append(answer.text)
+        entry["cached"].append(answer.cached)
+        parsed = parse_verdict(answer.text)
+        if parsed.parsed:
+            return parsed
+        if attempt == 0:
+            client.ledger.count("parse_retries")
+    return None
+
+
 def judge_pair(
     client: JudgeClient,
     row: dict[str, Any],
@@ -352,32 +371,11 @@ def judge_pair(
             reference_is_candidate=reference_is_candidate,
             scores=scores,
         )
-        entry: dict[str, Any] = {
-            "shown_first": shown_first,
-            "template": template,
-            "preferred": None,
-            "winner": None,
-            "scores": {},
-            "raw": [],
-            "cached": [],
-            "error": None,
-        }
+        entry: dict[str, Any] = {"shown_first": shown_first, "template": template, "preferred": None}
+        entry |= {"winner": None, "scores": {}, "raw": [], "cached": [], "error": None}
         record["orders"].append(entry)
-        verdict = None
         try:
-            for attempt in (0, 1):
-                answer = client.ask(prompt, attempt)
-                if answer.error is not None:
-                    entry["error"] = answer.error
-                    break
-                entry["raw"].append(answer.text)
-                entry["cached"].append(answer.cached)
-                parsed = parse_verdict(answer.text)
-                if parsed.parsed:
-                    verdict = parsed
-                    break
-                if attempt == 0:
-                    client.ledger.count("parse_retries")
+            verdict = _ask(client, prompt, entry)
         except CostCapReached:
             record.update(outcome="not_judged", reason="max_cost")
             return record
@@ -466,14 +464,49 @@ def _summaries(records: list[dict[str, Any]], cfg: JudgeConfig) -> dict[str, Any
     return summary
 
 
-def run_judge(
-    cfg: JudgeConfig, console: Console | None = None, *, sleep: Callable[[float], None] = time.sleep
-) -> dict[str, Any]:
-    """Judge every pair (or a seeded subset), write OUT/; returns the judge.json content."""
-    from .ood import ood_result, write_ood
+def _cache_path(cfg: JudgeConfig) -> str:
+    """The SQLite answer cache: ``cache``, else OUT/judge_cache.sqlite (SQLite needs a local
+    file: one per remote OUT on this machine)."""
+    if cfg.cache:
+        return cfg.cache
+    if storage.is_local(cfg.out):
+        return str(Path(cfg.out.removeprefix("file://")) / "judge_cache.sqlite")
+    import hashlib
 
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
+    digest = hashlib.sha1(cfg.out.encode()).hexdigest()[:16]
+    return str(Path.home() / ".cache" / "drdo-ray" / f"judge-{digest}.sqlite")
+
+
+def _api_key(cfg: JudgeConfig) -> str:
+    api_key = os.environ.get(cfg.api_key_env) or ""
+    if api_key:
+        return api_key
+    if cfg.base_url is None:
+        raise UserError(f"set {cfg.api_key_env} (the OpenAI API key), or pass --base-url for another server")
+    return "EMPTY"  # vLLM and other local servers accept any key
+
+
+@dataclass
+class JudgePlan:
+    """What a judge run asks: the pairs (one row each, with its prompt length where a tokenizer
+    is at hand), the task, the key, the price and the answer cache."""
+
+    a: SampleSet
+    b: SampleSet
+    reference_is_candidate: bool
+    pairing: Pairing
+    rows: list[dict[str, Any]]
+    task: str
+    api_key: str
+    price: tuple[float, float]
+    price_known: bool
+    cache_path: str
+    tokenizer: str | None  # the prompt lengths' (None: no lengths, no OOD bins)
+
+
+def plan_judge(cfg: JudgeConfig, console: Console) -> JudgePlan:
+    """Load and pair the two sides (a seeded subset of ``max_pairs``), choose the task, check the
+    key and the price, measure the prompts."""
     a, b, reference_is_candidate = load_sides(cfg.a, cfg.b, a_name=cfg.a_name, b_name=cfg.b_name)
     pairing = pair(a, b)
     pairs = select_pairs(pairing.pairs, max_pairs=cfg.max_pairs, seed=cfg.seed)
@@ -481,67 +514,50 @@ def run_judge(
         raise UserError(
             f"nothing to judge: {a.name} and {b.name} share no (prompt_id, temperature, sample_idx)"
         )
-    task = cfg.task
-    if task == "auto":
-        task = "instruct" if bool(pairs["chat"].any()) else "summarize"
-
-    api_key = os.environ.get(cfg.api_key_env) or ""
-    if not api_key:
-        if cfg.base_url is None:
-            raise UserError(
-                f"set {cfg.api_key_env} (the OpenAI API key), or pass --base-url for another server"
-            )
-        api_key = "EMPTY"  # vLLM and other local servers accept any key
+    task = cfg.task if cfg.task != "auto" else ("instruct" if bool(pairs["chat"].any()) else "summarize")
+    api_key = _api_key(cfg)
     price, price_known = price_for(cfg.model, cfg.prices, cfg.price_per_1k)
     if cfg.max_cost is not None and not price_known:
         console.print(
             f"[yellow]warning:[/] no price known for {cfg.model}: --max-cost cannot bind "
             "(set price_per_1k to enforce it)"
         )
-    storage.makedirs(cfg.out)
-    if cfg.cache:
-        cache_path = cfg.cache
-    elif storage.is_local(cfg.out):
-        cache_path = str(Path(cfg.out.removeprefix("file://")) / "judge_cache.sqlite")
-    else:  # SQLite needs a local file: keep one per remote OUT on this machine
-        import hashlib
-
-        cache_path = str(
-            Path.home()
-            / ".cache"
-            / "drdo-ray"
-            / f"judge-{hashlib.sha1(cfg.out.encode()).hexdigest()[:16]}.sqlite"
-        )
-
     lengths, tokenizer = _prompt_lengths(pairs, cfg.tokenizer or _default_tokenizer(a.meta))
     rows = pairs.to_dict("records")
     for row in rows:
         row["temperature"] = None if pd.isna(row["temperature"]) else float(row["temperature"])
         row["reference"] = row["reference"] if isinstance(row["reference"], str) else None
         row["prompt_tokens"] = lengths.get(row["prompt_id"]) if lengths else None
-
-    ledger = Ledger(price=price, max_cost=cfg.max_cost)
-    console.print(
-        f"[bold]eval judge[/] {a.name} vs {b.name}: {len(rows)} pairs, task {task}, orders {cfg.orders}, "
-        f"judge {cfg.model} at {public_url(cfg.base_url) or 'api.openai.com'}, {cfg.max_concurrency} concurrent"
-        + (f", max ${cfg.max_cost:.2f}" if cfg.max_cost is not None else "")
+    return JudgePlan(
+        a,
+        b,
+        reference_is_candidate,
+        pairing,
+        rows,
+        task,
+        api_key,
+        price,
+        price_known,
+        _cache_path(cfg),
+        tokenizer,
     )
+
+
+def judge_rows(
+    cfg: JudgeConfig, plan: JudgePlan, ledger: Ledger, console: Console, sleep: Callable[[float], None]
+) -> list[dict[str, Any]]:
+    """Every pair's verdicts.jsonl record, ``max_concurrency`` pairs at a time, in row order."""
+    rows = plan.rows
     records: list[dict[str, Any] | None] = [None] * len(rows)
-    with JudgeCache(cache_path) as cache:
-        client = JudgeClient(cfg, cache, ledger, api_key, sleep=sleep)
+    with JudgeCache(plan.cache_path) as cache:
+        client = JudgeClient(cfg, cache, ledger, plan.api_key, sleep=sleep)
         every = max(1, len(rows) // 10)
         pool = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="judge")
+        options = {"task": plan.task, "orders": cfg.orders, "seed": cfg.seed, "scores": cfg.scores}
         try:
             futures = {
                 pool.submit(
-                    judge_pair,
-                    client,
-                    row,
-                    task=task,
-                    orders=cfg.orders,
-                    seed=cfg.seed,
-                    scores=cfg.scores,
-                    reference_is_candidate=reference_is_candidate,
+                    judge_pair, client, row, **options, reference_is_candidate=plan.reference_is_candidate
                 ): i
                 for i, row in enumerate(rows)
             }
@@ -559,45 +575,13 @@ def run_judge(
             raise
         pool.shutdown(wait=True)
         client.client.close()
-    done_records = [r for r in records if r is not None]
+    return [r for r in records if r is not None]
 
-    summary = _summaries(done_records, cfg)
-    storage.write_jsonl(storage.join(cfg.out, "verdicts.jsonl"), done_records)
-    outputs = {
-        "judge": storage.join(cfg.out, "judge.json"),
-        "verdicts": storage.join(cfg.out, "verdicts.jsonl"),
-        "cache": cache_path,
-    }
-    if lengths is not None:
-        ood = ood_result(
-            done_records,
-            width=cfg.bin_width,
-            n_boot=cfg.bootstrap,
-            seed=cfg.seed,
-            at_temperature=cfg.ood_at_temperature,
-            source="judge",
-            a=a.name,
-            b=b.name,
-            tokenizer=tokenizer,
-        )
-        outputs.update(write_ood(cfg.out, ood))
+
+def _spending(cfg: JudgeConfig, plan: JudgePlan, ledger: Ledger) -> dict[str, Any]:
+    """judge.json's requests, tokens and money."""
     counts = ledger.counts
-    result = {
-        "kind": "judge",
-        "a": a.describe(),
-        "b": b.describe() if not reference_is_candidate else {"name": b.name, "samples": REFERENCE},
-        "judge": {
-            "model": cfg.model,
-            "base_url": public_url(cfg.base_url),
-            "task": task,
-            "orders": cfg.orders,
-            "scores": cfg.scores,
-            "temperature": cfg.temperature,
-            "max_tokens": cfg.max_tokens,
-        },
-        **summary,
-        "pairs": len(rows),
-        "unpaired": {"a": pairing.unpaired_a, "b": 0 if reference_is_candidate else pairing.unpaired_b},
+    return {
         "requests": counts["requests"],
         "retries": counts["retries"],
         "parse_retries": counts["parse_retries"],
@@ -610,9 +594,55 @@ def run_judge(
         },
         "cost_usd": round(ledger.spent, 6),
         "cost_usd_cached": round(ledger.cost_cached, 6),
-        "price_per_1k": {"input": price[0], "output": price[1], "known": price_known},
+        "price_per_1k": {"input": plan.price[0], "output": plan.price[1], "known": plan.price_known},
         "max_cost": cfg.max_cost,
         "stopped_reason": "max_cost" if ledger.stopped else None,
+    }
+
+
+def report_judge(
+    cfg: JudgeConfig, plan: JudgePlan, records: list[dict[str, Any]], ledger: Ledger, started: float
+) -> dict[str, Any]:
+    """The statistics and OUT/ (judge.json, verdicts.jsonl, ood.* where prompt lengths are known)."""
+    from .ood import ood_result, write_ood
+
+    a, b = plan.a, plan.b
+    storage.write_jsonl(storage.join(cfg.out, "verdicts.jsonl"), records)
+    outputs = {
+        "judge": storage.join(cfg.out, "judge.json"),
+        "verdicts": storage.join(cfg.out, "verdicts.jsonl"),
+        "cache": plan.cache_path,
+    }
+    if plan.tokenizer is not None:
+        ood = ood_result(
+            records,
+            width=cfg.bin_width,
+            n_boot=cfg.bootstrap,
+            seed=cfg.seed,
+            at_temperature=cfg.ood_at_temperature,
+            source="judge",
+            a=a.name,
+            b=b.name,
+            tokenizer=plan.tokenizer,
+        )
+        outputs.update(write_ood(cfg.out, ood))
+    judge = {
+        "model": cfg.model,
+        "base_url": public_url(cfg.base_url),
+        "task": plan.task,
+        "orders": cfg.orders,
+    }
+    judge |= {"scores": cfg.scores, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    unpaired_b = 0 if plan.reference_is_candidate else plan.pairing.unpaired_b
+    result = {
+        "kind": "judge",
+        "a": a.describe(),
+        "b": b.describe() if not plan.reference_is_candidate else {"name": b.name, "samples": REFERENCE},
+        "judge": judge,
+        **_summaries(records, cfg),
+        "pairs": len(plan.rows),
+        "unpaired": {"a": plan.pairing.unpaired_a, "b": unpaired_b},
+        **_spending(cfg, plan, ledger),
         "seed": cfg.seed,
         "bootstrap": {"n": cfg.bootstrap, "seed": cfg.seed, "level": stats.DEFAULT_LEVEL, "unit": "prompt"},
         "elapsed_s": round(time.perf_counter() - started, 3),
@@ -620,3 +650,23 @@ def run_judge(
     }
     write_result(outputs["judge"], result)
     return result
+
+
+def run_judge(
+    cfg: JudgeConfig, console: Console | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
+    """Plan (pair, task, key, price), judge every pair (or a seeded subset) through the client's
+    thread pool, report (statistics, OUT/); returns the judge.json content."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    plan = plan_judge(cfg, console)
+    storage.makedirs(cfg.out)
+    ledger = Ledger(price=plan.price, max_cost=cfg.max_cost)
+    console.print(
+        f"[bold]eval judge[/] {plan.a.name} vs {plan.b.name}: {len(plan.rows)} pairs, task {plan.task}, "
+        f"orders {cfg.orders}, judge {cfg.model} at {public_url(cfg.base_url) or 'api.openai.com'}, "
+        f"{cfg.max_concurrency} concurrent"
+        + (f", max ${cfg.max_cost:.2f}" if cfg.max_cost is not None else "")
+    )
+    records = judge_rows(cfg, plan, ledger, console, sleep)
+    return report_judge(cfg, plan, records, ledger, started)

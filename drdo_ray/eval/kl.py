@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -37,7 +38,7 @@ from ..generation.sampling_params import temperature_id
 from . import stats
 from .inference import check_tokenizer, map_with_actors
 from .results import write_result
-from .samples import load_samples
+from .samples import SampleSet, load_samples
 
 _CHUNK_POSITIONS = 512  # log-softmax over (positions, vocab) in slices: bounded float32 memory
 
@@ -166,9 +167,19 @@ class KLScorer:
         return frame
 
 
-def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
+@dataclass
+class KLPlan:
+    """What a KL run scores: the policy's samples (at one temperature, if asked), the two models."""
+
+    samples: SampleSet
+    rows: pd.DataFrame  # the samples scored
+    policy: str
+    reference: str
+    label: str
+
+
+def plan_kl(cfg: KLConfig) -> KLPlan:
+    """Load the samples (at ``at_temperature``), check both models and the policy's tokenizer."""
     samples = load_samples(cfg.samples)
     rows = samples.rows
     if cfg.at_temperature is not None:
@@ -179,79 +190,92 @@ def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
     check_model(policy, role="policy")
     check_model(reference, role="reference")
     check_tokenizer(policy, role="policy")
-    frame = rows[["prompt", "chat", "text", "finish_reason"]].copy()
+    label = cfg.label or PurePosixPath(policy.rstrip("/")).name
+    return KLPlan(samples, rows.reset_index(drop=True), policy, reference, label)
+
+
+def score_kl(cfg: KLConfig, plan: KLPlan, console: Console) -> pd.DataFrame:
+    """Per sample (the plan's row order): the key, ``tokens`` and its KL terms, from both models
+    on a Ray Data actor pool."""
+    frame = plan.rows[["prompt", "chat", "text", "finish_reason"]].copy()
     frame["finish_reason"] = frame["finish_reason"].astype(object).where(frame["finish_reason"].notna(), None)
     frame.insert(0, "row", np.arange(len(frame)))
-    label = cfg.label or PurePosixPath(policy.rstrip("/")).name
-    console.print(
-        f"[bold]eval kl[/] {label}: KL(policy || reference) over {len(frame)} samples of {samples.name}"
+    scored = map_with_actors(
+        frame,
+        KLScorer,
+        args=(plan.policy, plan.reference),
+        kwargs={"dtype": cfg.dtype},
+        batch_size=cfg.batch_size,
+        num_actors=cfg.num_actors,
+        num_gpus=cfg.num_gpus_per_actor,
+        console=console,
     )
-    scored = (
-        map_with_actors(
-            frame,
-            KLScorer,
-            args=(policy, reference),
-            kwargs={"dtype": cfg.dtype},
-            batch_size=cfg.batch_size,
-            num_actors=cfg.num_actors,
-            num_gpus=cfg.num_gpus_per_actor,
-            console=console,
-        )
-        .set_index("row")
-        .sort_index()
-    )
+    per = plan.rows[["prompt_id", "temperature", "sample_idx"]].copy()
+    return per.join(scored.set_index("row").sort_index()[["tokens", "kl", "kl_sum", "kl_sampled"]])
 
-    per = rows.reset_index(drop=True)[["prompt_id", "temperature", "sample_idx"]].copy()
-    per = per.join(scored[["tokens", "kl", "kl_sum", "kl_sampled"]])
+
+def _kl_summary(group: pd.DataFrame) -> dict[str, Any]:
+    kl = stats.mean_std(group["kl"])
+    return {
+        "kl": kl["mean"],
+        "kl_std": kl["std"],
+        "kl_token_weighted": float(group["kl_sum"].sum() / group["tokens"].sum()),
+        "kl_sampled": stats.mean_std(group["kl_sampled"])["mean"],
+        "n_samples": len(group),
+        "n_tokens": int(group["tokens"].sum()),
+    }
+
+
+def _optional(value: Any) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def report_kl(cfg: KLConfig, plan: KLPlan, per: pd.DataFrame, started: float) -> dict[str, Any]:
+    """The statistics (overall and by temperature) and OUT/ (kl.json, kl_samples.jsonl)."""
     scored_rows = per[per["tokens"] > 0]
     if scored_rows.empty:
         raise UserError(f"{cfg.samples}: no sample has a response token to score")
-
-    def summary(group: pd.DataFrame) -> dict[str, Any]:
-        kl = stats.mean_std(group["kl"])
-        return {
-            "kl": kl["mean"],
-            "kl_std": kl["std"],
-            "kl_token_weighted": float(group["kl_sum"].sum() / group["tokens"].sum()),
-            "kl_sampled": stats.mean_std(group["kl_sampled"])["mean"],
-            "n_samples": len(group),
-            "n_tokens": int(group["tokens"].sum()),
-        }
-
+    by_temperature = scored_rows.groupby(scored_rows["temperature"].map(stats.temperature_key), sort=True)
     result: dict[str, Any] = {
         "kind": "kl",
-        "label": label,
+        "label": plan.label,
         "step": cfg.step,
-        **summary(scored_rows),
+        **_kl_summary(scored_rows),
         "skipped_empty": int((per["tokens"] == 0).sum()),
-        "by_temperature": {
-            key: summary(g)
-            for key, g in scored_rows.groupby(
-                scored_rows["temperature"].map(stats.temperature_key), sort=True
-            )
-        },
-        "policy": {"path": policy, "fingerprint": fingerprint(policy)},
-        "reference": {"path": reference, "fingerprint": fingerprint(reference)},
-        "samples": samples.describe(),
+        "by_temperature": {key: _kl_summary(group) for key, group in by_temperature},
+        "policy": {"path": plan.policy, "fingerprint": fingerprint(plan.policy)},
+        "reference": {"path": plan.reference, "fingerprint": fingerprint(plan.reference)},
+        "samples": plan.samples.describe(),
         "at_temperature": cfg.at_temperature,
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
     storage.makedirs(cfg.out)
     outputs = {"kl": storage.join(cfg.out, "kl.json"), "samples": storage.join(cfg.out, "kl_samples.jsonl")}
-    storage.write_jsonl(
-        outputs["samples"],
-        [
-            {
-                "prompt_id": r.prompt_id,
-                "temperature": None if pd.isna(r.temperature) else float(r.temperature),
-                "sample_idx": int(r.sample_idx),
-                "tokens": int(r.tokens),
-                "kl": None if pd.isna(r.kl) else float(r.kl),
-                "kl_sampled": None if pd.isna(r.kl_sampled) else float(r.kl_sampled),
-            }
-            for r in per.itertuples()
-        ],
-    )
+    sample_rows = [
+        {
+            "prompt_id": r.prompt_id,
+            "temperature": _optional(r.temperature),
+            "sample_idx": int(r.sample_idx),
+            "tokens": int(r.tokens),
+            "kl": _optional(r.kl),
+            "kl_sampled": _optional(r.kl_sampled),
+        }
+        for r in per.itertuples()
+    ]
+    storage.write_jsonl(outputs["samples"], sample_rows)
     result["outputs"] = outputs
     write_result(outputs["kl"], result)
     return result
+
+
+def run_kl(cfg: KLConfig, console: Console | None = None) -> dict[str, Any]:
+    """Plan (samples, models), score KL on the actor pool, report (statistics, OUT/); returns
+    the kl.json content."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    plan = plan_kl(cfg)
+    console.print(
+        f"[bold]eval kl[/] {plan.label}: KL(policy || reference) over {len(plan.rows)} samples of "
+        f"{plan.samples.name}"
+    )
+    return report_kl(cfg, plan, score_kl(cfg, plan, console), started)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -28,7 +29,7 @@ from ..errors import UserError
 from . import stats
 from .inference import check_tokenizer, map_with_actors, text_uid
 from .results import write_result
-from .samples import KEY, REFERENCE, load_sides, pair
+from .samples import KEY, REFERENCE, Pairing, SampleSet, load_sides, pair
 
 
 class SampleScorer:
@@ -128,12 +129,25 @@ def compute_winrate(
     return result
 
 
-def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str, Any]:
-    """Score, pair, count, write OUT/; returns the winrate.json content."""
-    from .ood import ood_result, write_ood
+@dataclass
+class WinratePlan:
+    """What a win-rate run compares: the paired samples, the Oracle, and every distinct
+    (prompt, response) to score once (A's, B's and the prompts' reference responses)."""
 
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
+    a: SampleSet
+    b: SampleSet
+    b_is_reference: bool
+    pairing: Pairing
+    oracle: str
+    texts: pd.DataFrame  # uid, prompt, chat, text
+
+    @property
+    def pairs(self) -> pd.DataFrame:
+        return self.pairing.pairs
+
+
+def plan_winrate(cfg: WinrateConfig) -> WinratePlan:
+    """Load and pair the two sides, check the Oracle, list the responses to score."""
     a, b, b_is_reference = load_sides(cfg.a, cfg.b, a_name=cfg.a_name, b_name=cfg.b_name)
     pairing = pair(a, b)
     pairs = pairing.pairs
@@ -147,58 +161,42 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
     oracle = resolve(cfg.oracle)
     check_model(oracle, role="oracle", oracle=True)
     check_tokenizer(oracle, role="oracle")
-
-    # Every distinct (prompt, response) once: A, B and the references (for the advantage).
     pairs["uid_a"] = [text_uid(p, c, t) for p, c, t in zip(pairs["prompt"], pairs["chat"], pairs["text_a"])]
     pairs["uid_b"] = [text_uid(p, c, t) for p, c, t in zip(pairs["prompt"], pairs["chat"], pairs["text_b"])]
     pairs["uid_ref"] = [
         text_uid(p, c, r) if isinstance(r, str) else None
         for p, c, r in zip(pairs["prompt"], pairs["chat"], pairs["reference"])
     ]
-    texts = (
-        pd.concat(
-            [
-                pairs[["uid_a", "prompt", "chat", "text_a"]].set_axis(
-                    ["uid", "prompt", "chat", "text"], axis=1
-                ),
-                pairs[["uid_b", "prompt", "chat", "text_b"]].set_axis(
-                    ["uid", "prompt", "chat", "text"], axis=1
-                ),
-                pairs.loc[pairs["uid_ref"].notna(), ["uid_ref", "prompt", "chat", "reference"]].set_axis(
-                    ["uid", "prompt", "chat", "text"], axis=1
-                ),
-            ]
-        )
-        .drop_duplicates("uid")
-        .reset_index(drop=True)
+    columns = ["uid", "prompt", "chat", "text"]
+    sides = (
+        pairs[["uid_a", "prompt", "chat", "text_a"]].set_axis(columns, axis=1),
+        pairs[["uid_b", "prompt", "chat", "text_b"]].set_axis(columns, axis=1),
+        pairs.loc[pairs["uid_ref"].notna(), ["uid_ref", "prompt", "chat", "reference"]].set_axis(
+            columns, axis=1
+        ),
     )
-    console.print(
-        f"[bold]eval winrate[/] {a.name} vs {b.name}: {len(pairs)} pairs, {len(texts)} distinct responses "
-        f"scored by {oracle} ({cfg.num_actors} actor(s))"
-    )
-    scoring_started = time.perf_counter()
-    scored = map_with_actors(
-        texts,
+    texts = pd.concat(sides).drop_duplicates("uid").reset_index(drop=True)
+    return WinratePlan(a, b, b_is_reference, pairing, oracle, texts)
+
+
+def score_texts(cfg: WinrateConfig, plan: WinratePlan, console: Console) -> pd.DataFrame:
+    """Every distinct response's reward (and prompt length, truncation) by uid, from the Oracle
+    on a Ray Data actor pool."""
+    return map_with_actors(
+        plan.texts,
         SampleScorer,
-        args=(oracle,),
+        args=(plan.oracle,),
         kwargs={"dtype": cfg.dtype, "max_length": cfg.max_length},
         batch_size=cfg.batch_size,
         num_actors=cfg.num_actors,
         num_gpus=cfg.num_gpus_per_actor,
         console=console,
     ).set_index("uid")
-    scoring_s = time.perf_counter() - scoring_started
 
-    pairs["reward_a"] = pairs["uid_a"].map(scored["reward"])
-    pairs["reward_b"] = pairs["uid_b"].map(scored["reward"])
-    pairs["reward_ref"] = pairs["uid_ref"].map(scored["reward"]).astype(float)
-    pairs["prompt_tokens"] = pairs["uid_a"].map(scored["prompt_tokens"]).astype(int)
-    result = compute_winrate(
-        pairs, tie_margin=cfg.tie_margin, n_boot=cfg.bootstrap, seed=cfg.seed, b_is_reference=b_is_reference
-    )
 
-    storage.makedirs(cfg.out)
-    pair_rows = [
+def _pair_rows(pairs: pd.DataFrame) -> list[dict[str, Any]]:
+    """pairs.jsonl: one row per scored pair."""
+    return [
         {
             "prompt_id": r.prompt_id,
             "temperature": _finite(r.temperature),
@@ -211,6 +209,28 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
         }
         for r in pairs.itertuples()
     ]
+
+
+def report_winrate(
+    cfg: WinrateConfig, plan: WinratePlan, scored: pd.DataFrame, *, started: float, scoring_s: float
+) -> dict[str, Any]:
+    """Rewards onto the pairs, the statistics, and OUT/ (winrate.json, pairs.jsonl, ood.*)."""
+    from .ood import ood_result, write_ood
+
+    pairs = plan.pairs
+    pairs["reward_a"] = pairs["uid_a"].map(scored["reward"])
+    pairs["reward_b"] = pairs["uid_b"].map(scored["reward"])
+    pairs["reward_ref"] = pairs["uid_ref"].map(scored["reward"]).astype(float)
+    pairs["prompt_tokens"] = pairs["uid_a"].map(scored["prompt_tokens"]).astype(int)
+    counts = compute_winrate(
+        pairs,
+        tie_margin=cfg.tie_margin,
+        n_boot=cfg.bootstrap,
+        seed=cfg.seed,
+        b_is_reference=plan.b_is_reference,
+    )
+    storage.makedirs(cfg.out)
+    pair_rows = _pair_rows(pairs)
     storage.write_jsonl(storage.join(cfg.out, "pairs.jsonl"), pair_rows)
     ood = ood_result(
         pair_rows,
@@ -219,20 +239,22 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
         seed=cfg.seed,
         at_temperature=cfg.ood_at_temperature,
         source="winrate",
-        a=a.name,
-        b=b.name,
-        tokenizer=oracle,
+        a=plan.a.name,
+        b=plan.b.name,
+        tokenizer=plan.oracle,
     )
-    ood_paths = write_ood(cfg.out, ood)
-
+    a, b = plan.a, plan.b
     result = {
         "kind": "winrate",
         "a": a.describe(),
-        "b": b.describe() if not b_is_reference else {"name": b.name, "samples": REFERENCE},
-        "oracle": {"path": oracle, "fingerprint": fingerprint(oracle)},
-        **result,
-        "unpaired": {"a": pairing.unpaired_a, "b": 0 if b_is_reference else pairing.unpaired_b},
-        "scored_responses": len(texts),
+        "b": b.describe() if not plan.b_is_reference else {"name": b.name, "samples": REFERENCE},
+        "oracle": {"path": plan.oracle, "fingerprint": fingerprint(plan.oracle)},
+        **counts,
+        "unpaired": {
+            "a": plan.pairing.unpaired_a,
+            "b": 0 if plan.b_is_reference else plan.pairing.unpaired_b,
+        },
+        "scored_responses": len(plan.texts),
         "truncated_responses": int(scored["truncated"].sum()) if "truncated" in scored else 0,
         "tie_margin": cfg.tie_margin,
         "bootstrap": {"n": cfg.bootstrap, "seed": cfg.seed, "level": stats.DEFAULT_LEVEL, "unit": "prompt"},
@@ -242,8 +264,23 @@ def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str,
         "outputs": {
             "winrate": storage.join(cfg.out, "winrate.json"),
             "pairs": storage.join(cfg.out, "pairs.jsonl"),
-            **ood_paths,
+            **write_ood(cfg.out, ood),
         },
     }
     write_result(storage.join(cfg.out, "winrate.json"), result)
     return result
+
+
+def run_winrate(cfg: WinrateConfig, console: Console | None = None) -> dict[str, Any]:
+    """Plan (pair, check), score every distinct response on the Oracle's actor pool, report
+    (count, write OUT/); returns the winrate.json content."""
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    plan = plan_winrate(cfg)
+    console.print(
+        f"[bold]eval winrate[/] {plan.a.name} vs {plan.b.name}: {len(plan.pairs)} pairs, {len(plan.texts)} "
+        f"distinct responses scored by {plan.oracle} ({cfg.num_actors} actor(s))"
+    )
+    scoring_started = time.perf_counter()
+    scored = score_texts(cfg, plan, console)
+    return report_winrate(cfg, plan, scored, started=started, scoring_s=time.perf_counter() - scoring_started)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -384,62 +385,65 @@ def _write_samples(path: str, rows: list[dict[str, Any]], fmt: str) -> None:
         pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), f)
 
 
-def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run the sampling; returns what OUT/generation.json holds (+ ``reused``)."""
-    import ray
-    import ray.data
+@dataclass
+class GenerationPlan:
+    """What a generation run samples, with which backend, into which files; ``served`` and
+    ``headers`` for the http backend."""
 
-    from ..ray_runtime import ensure_ray
+    cfg: GenerateConfig
+    backend: str
+    model: str
+    prompts: list[dict[str, Any]]
+    request: dict[str, Any]  # the settings that define the samples (generation.json)
+    samples_path: str
+    meta_path: str
+    served: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
-    console = console or Console(stderr=True)
-    ensure_ray()
+
+def plan_generation(cfg: GenerateConfig, console: Console) -> GenerationPlan | dict[str, Any]:
+    """Choose the backend, check its actor pool, read the prompts, resolve the model and the
+    endpoint; a dict instead: OUT already holds these samples (generation.json, reused)."""
     backend = _resolve_backend(cfg.backend, cfg.model)
     if backend != "http":  # an engine pool Ray could never place fails before any reading
         check_actor_pool(gpus_per_actor(cfg.num_gpus_per_actor), cfg.num_actors, console, flag="--num-gpus")
     prompts = read_prompts(cfg.prompts, cfg.limit)
     model = _resolve_model(cfg.model, cfg.backend)
-    out = cfg.out
-    samples_path = storage.join(out, f"samples.{cfg.format}")
-    meta_path = storage.join(out, GENERATION_FILE)
-
+    samples_path = storage.join(cfg.out, f"samples.{cfg.format}")
+    meta_path = storage.join(cfg.out, GENERATION_FILE)
     request = _request(cfg, model, backend)
     old = reusable(
         meta_path,
         force=cfg.force,
         differences=lambda old: [f"other {k}" for k in REQUEST_KEYS if old.get(k) != request[k]],
-        out=out,
+        out=cfg.out,
     )
     if old is not None and storage.exists(samples_path):
         return {**old, "reused": True}
-
-    headers: dict[str, str] = {}
-    served = None
+    plan = GenerationPlan(cfg, backend, model, prompts, request, samples_path, meta_path)
     if backend == "http":
         assert cfg.endpoint is not None
-        cfg = cfg.model_copy(update={"endpoint": cfg.endpoint.rstrip("/").removesuffix("/v1")})
+        plan.cfg = cfg.model_copy(update={"endpoint": cfg.endpoint.rstrip("/").removesuffix("/v1")})
         key = cfg.api_key or os.environ.get(API_KEY_ENV)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        served = cfg.served_model_name or _served_model(cfg.endpoint, headers)
+        plan.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        plan.served = cfg.served_model_name or _served_model(plan.cfg.endpoint, plan.headers)  # type: ignore[arg-type]
+    return plan
 
-    started = time.perf_counter()  # throughput excludes cluster start-up
-    work = work_rows(prompts, cfg.temperatures, cfg.samples_per_prompt, cfg.seed)
-    console.print(
-        f"[bold]generate[/] {len(prompts)} prompts x {len(cfg.temperatures)} temperatures x "
-        f"{cfg.samples_per_prompt} with {backend} ({served or model})"
-    )
-    for target in (GENERATION_FILE, "samples.jsonl", "samples.parquet"):
-        storage.remove(storage.join(out, target))
-    storage.makedirs(out)
 
+def sample(plan: GenerationPlan, work: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every work row with its completion, from the backend's Ray Data pipeline."""
+    import ray.data
+
+    cfg = plan.cfg
     # One block per batch, each block one engine call (batch_size=None below): the same rows
     # meet in the same batch on every run, so float results (and samples) repeat exactly.
     table = pa.Table.from_pylist(work, schema=WORK_SCHEMA)
     ds = ray.data.from_arrow([table.slice(i, cfg.batch_size) for i in range(0, len(work), cfg.batch_size)])
     gpus = gpus_per_actor(cfg.num_gpus_per_actor)
-    if backend == "transformers":
+    if plan.backend == "transformers":
         ds = ds.map_batches(
             TransformersSampler,
-            fn_constructor_args=(model,),
+            fn_constructor_args=(plan.model,),
             fn_constructor_kwargs={
                 "top_p": cfg.top_p,
                 "max_new_tokens": cfg.max_new_tokens,
@@ -454,26 +458,30 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
     else:
         ds = ds.map_batches(
             EncodePrompts,
-            fn_constructor_args=(model,),
+            fn_constructor_args=(plan.model,),
             batch_format="pyarrow",
             batch_size=256,
             compute=ray.data.ActorPoolStrategy(size=1),
         )
-        if backend == "vllm":
-            processor = vllm_processor(cfg, model, gpus)
+        if plan.backend == "vllm":
+            ds = vllm_processor(cfg, plan.model, gpus)(ds)
         else:
-            processor = http_processor(cfg, served, headers)  # type: ignore[arg-type]
-        ds = processor(ds)
+            ds = http_processor(cfg, plan.served, plan.headers)(ds)  # type: ignore[arg-type]
     try:
-        results = ds.take_all()
+        return ds.take_all()
     except UserError:
         raise
     except Exception as err:  # a failed actor or request: one line, the cause last
         cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise UserError(f"generation failed: {cause}") from err
-    elapsed = time.perf_counter() - started
 
-    name = served or model
+
+def write_generation(
+    plan: GenerationPlan, results: list[dict[str, Any]], requested: int, elapsed: float
+) -> dict[str, Any]:
+    """The samples in dataset order (prompt, temperature, sample index) and generation.json."""
+    cfg = plan.cfg
+    name = plan.served or plan.model
     results.sort(key=lambda r: (r["order"], cfg.temperatures.index(r["temperature"]), r["sample_idx"]))
     rows = [
         {
@@ -490,14 +498,14 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
         }
         for r in results
     ]
-    if len(rows) != len(work):
-        raise UserError(f"generation returned {len(rows)} rows for {len(work)} requested")
-    _write_samples(samples_path, rows, cfg.format)
+    if len(rows) != requested:
+        raise UserError(f"generation returned {len(rows)} rows for {requested} requested")
+    _write_samples(plan.samples_path, rows, cfg.format)
     tokens = sum(r["num_tokens"] for r in rows)
     meta = {
-        **request,
-        "served_model_name": served,
-        "prompts_count": len(prompts),
+        **plan.request,
+        "served_model_name": plan.served,
+        "prompts_count": len(plan.prompts),
         "rows": len(rows),
         "tokens": tokens,
         "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
@@ -505,7 +513,31 @@ def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dic
         "num_actors": cfg.num_actors,
         "elapsed_s": round(elapsed, 3),
         "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
-        "outputs": {"samples": samples_path, "generation": meta_path},
+        "outputs": {"samples": plan.samples_path, "generation": plan.meta_path},
     }
-    storage.write_json(meta_path, meta)
+    storage.write_json(plan.meta_path, meta)
+    return meta
+
+
+def generate_samples(cfg: GenerateConfig, console: Console | None = None) -> dict[str, Any]:
+    """Plan (backend, prompts, reuse), sample on Ray Data, write OUT/; returns what
+    OUT/generation.json holds (+ ``reused``)."""
+    from ..ray_runtime import ensure_ray
+
+    console = console or Console(stderr=True)
+    ensure_ray()
+    plan = plan_generation(cfg, console)
+    if not isinstance(plan, GenerationPlan):
+        return plan  # reused
+    started = time.perf_counter()  # throughput excludes cluster start-up
+    work = work_rows(plan.prompts, cfg.temperatures, cfg.samples_per_prompt, cfg.seed)
+    console.print(
+        f"[bold]generate[/] {len(plan.prompts)} prompts x {len(cfg.temperatures)} temperatures x "
+        f"{cfg.samples_per_prompt} with {plan.backend} ({plan.served or plan.model})"
+    )
+    for target in (GENERATION_FILE, "samples.jsonl", "samples.parquet"):
+        storage.remove(storage.join(cfg.out, target))
+    storage.makedirs(cfg.out)
+    results = sample(plan, work)
+    meta = write_generation(plan, results, len(work), time.perf_counter() - started)
     return {**meta, "reused": False}
