@@ -281,7 +281,7 @@ def test_bench_quality_quick_end_to_end(tmp_path) -> None:
     conds = ["0", "ties:0.6", "lowmargin:0.6"]
     assert report["conditions"] == conds and report["protocol"] == "v3"
     tuned = ["sft_chosen", "dpo", "edpo", "drdo", "drdo_minus_r"]
-    controls = ["drdo_paper", "drdo_paper_sum", "drdo_true_r", "dpo_reseed"]
+    controls = ["drdo_paper", "drdo_paper_sum", "drdo_true_r", "minus_r_plus_distill", "dpo_reseed"]
     assert report["rows"] == ["sft", *tuned, *controls]
     # The reported seeds never include a tuning seed, and every cell has one value per reported seed.
     assert report["seeds"] == [0] and report["tune_seeds"] == [100]
@@ -314,6 +314,7 @@ def test_bench_quality_quick_end_to_end(tmp_path) -> None:
         test_prompts = len(syn.split_prompts(0)["test"])
         assert cell["samples"]["n"] == test_prompts * 4 * 1  # prompts x temperatures x samples
     assert set(report["vs_sft"]) == set(report["rows"]) - {"sft"}
+    assert set(report["vs_sft_chosen"]) == set(report["rows"]) - {"sft_chosen"}
     eff = report["robustness_vs_dpo"]["drdo"]["lowmargin:0.6"]["mean"]
     expected = (mean["drdo"]["lowmargin:0.6"]["mean"] - mean["drdo"]["0"]["mean"]) - (
         mean["dpo"]["lowmargin:0.6"]["mean"] - mean["dpo"]["0"]["mean"]

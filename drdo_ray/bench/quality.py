@@ -40,6 +40,7 @@ from ..artifacts import edpo_oracle_name
 from ..config import TrainConfig, edpo_oracle_settings
 from ..losses import LOSS_INPUTS
 from ..models import PolicyWithRewardHead
+from ..run_layout import RunLayout
 from ..train.loop import load_model
 from ..train.stage import reduction_of
 from . import synthetic as syn
@@ -120,11 +121,10 @@ class QualityBench:
         if row in METHODS:
             return METHODS[row], dict(self.tuned[row]), 0
         control = CONTROLS[row]
-        settings = (
-            {**PAPER_DRDO, "lr": self.cfg.paper_lr}
-            if control.settings == "paper"
-            else dict(self.tuned[control.method])
-        )
+        if control.settings == "paper":
+            settings = {**PAPER_DRDO, "lr": self.cfg.paper_lr}
+        else:
+            settings = dict(self.tuned[control.settings])
         return METHODS[control.method], settings, control.train_seed_offset
 
     def _common(self, root: Path, seed: int, rows: int, *, epochs: int) -> dict[str, Any]:
@@ -153,7 +153,8 @@ class QualityBench:
         }
 
     def _world(self, seed: int) -> SeedWorld:
-        """SFT, response pools and every pair the seed's conditions draw from."""
+        """SFT, response pools and every pair the seed's conditions draw from (one random stream,
+        drawn in this order: SFT data, the train pool, the pairs, the validation pool, held-out pairs)."""
         from transformers import AutoModelForCausalLM
 
         cfg = self.cfg
@@ -163,42 +164,19 @@ class QualityBench:
         init = build_model(
             root / "init", self.words, seed=seed, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers
         )
-        with self.progress.stage(f"seed {seed} sft", "train"):
-            prompts = [splits["train"][int(i)] for i in rng.integers(len(splits["train"]), size=cfg.sft_rows)]
-            demos = [syn.demonstration(p, rng) for p in prompts]
-            sft_cfg = TrainConfig(
-                stage="sft",
-                name="sft",
-                model=str(init),
-                lr=cfg.sft_lr,
-                **{**self._common(root, seed, len(prompts), epochs=1), "max_steps": cfg.sft_steps},
-            )
-            columns = {
-                "prompt_ids": objects([self.words.encode(p) for p in prompts]),
-                "chosen_ids": objects([self.words.encode(d, eos=True) for d in demos]),
-            }
-            sft = train(sft_cfg, columns, pad_id=self.words.pad)
+        sft = self._sft(seed, root, init, splits["train"], rng)
         pool = {
             tuple(p): [syn.offpolicy_response(p, rng) for _ in range(cfg.pool_size)] for p in splits["train"]
         }
         n_nondet = syn.nondeterministic_count(cfg.pairs, max(cfg.shares))
+        det_band, low_band = (cfg.deterministic_margin, np.inf), tuple(cfg.lowmargin_band)
         det = syn.labelled_pairs(
-            pool,
-            cfg.pairs,
-            rng=rng,
-            margin=(cfg.deterministic_margin, np.inf),
-            bt_scale=cfg.bt_scale,
-            flip=cfg.flip,
+            pool, cfg.pairs, rng=rng, margin=det_band, bt_scale=cfg.bt_scale, flip=cfg.flip
         )
         nondet = {
             "ties": syn.tie_pairs(pool, n_nondet, rng=rng),
             "lowmargin": syn.labelled_pairs(
-                pool,
-                n_nondet,
-                rng=rng,
-                margin=tuple(cfg.lowmargin_band),
-                bt_scale=cfg.bt_scale,
-                kind="lowmargin",
+                pool, n_nondet, rng=rng, margin=low_band, bt_scale=cfg.bt_scale, kind="lowmargin"
             ),
         }
         held_pool = {
@@ -206,12 +184,9 @@ class QualityBench:
             for p in splits["validation"]
         }
         heldout = {}
-        for kind, margin in (
-            ("deterministic", (cfg.deterministic_margin, np.inf)),
-            ("lowmargin", tuple(cfg.lowmargin_band)),
-        ):
+        for kind, band in (("deterministic", det_band), ("lowmargin", low_band)):
             held = syn.labelled_pairs(
-                held_pool, cfg.heldout_pairs, rng=rng, margin=margin, bt_scale=cfg.bt_scale
+                held_pool, cfg.heldout_pairs, rng=rng, margin=band, bt_scale=cfg.bt_scale
             )
             cols = self._encode_pairs(held)
             heldout[kind] = (
@@ -226,6 +201,27 @@ class QualityBench:
             self._sample_rewards(init, splits["test"], seed, "test").mean()
         )
         return world
+
+    def _sft(
+        self, seed: int, root: Path, init: Path, prompts: list[list[str]], rng: np.random.Generator
+    ) -> Path:
+        """SFT of the random-init model on noisy demonstrations of the train prompts."""
+        cfg = self.cfg
+        with self.progress.stage(f"seed {seed} sft", "train"):
+            rows = [prompts[int(i)] for i in rng.integers(len(prompts), size=cfg.sft_rows)]
+            demos = [syn.demonstration(p, rng) for p in rows]
+            sft_cfg = TrainConfig(
+                stage="sft",
+                name="sft",
+                model=str(init),
+                lr=cfg.sft_lr,
+                **{**self._common(root, seed, len(rows), epochs=1), "max_steps": cfg.sft_steps},
+            )
+            columns = {
+                "prompt_ids": objects([self.words.encode(p) for p in rows]),
+                "chosen_ids": objects([self.words.encode(d, eos=True) for d in demos]),
+            }
+            return train(sft_cfg, columns, pad_id=self.words.pad)
 
     def _condition(self, world: SeedWorld, key: str) -> Condition:
         arm, _, share = key.partition(":")
@@ -332,7 +328,7 @@ class QualityBench:
                 extra=LOSS_INPUTS[method.loss],
                 edpo_oracles=EDPO_ORACLES if distills == "edpo" else 0,
             )
-        lines = (cond.root / "train" / name / "metrics.jsonl").read_text().splitlines()
+        lines = Path(RunLayout(str(cond.root)).metrics(name)).read_text().splitlines()
         last = json.loads([line for line in lines if line.strip()][-1])
         cond.trained[key] = (out, {k: float(last[k]) for k in _KEEP if isinstance(last.get(k), int | float)})
         return cond.trained[key]
@@ -435,7 +431,7 @@ class QualityBench:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.console.print(
             f"bench quality: report seeds {cfg.seeds}, tuning seeds {cfg.tune_seeds} at {self.tune_condition}; "
             f"conditions {self.conditions}; rows {cfg.rows()}; work dir {self.work}"
@@ -473,6 +469,9 @@ class QualityBench:
         res.tuned = self.tuned
         res.timings = {
             "wall_s": time.perf_counter() - started,
+            # CPU seconds of this process: what the run costs whatever else the machine is doing
+            # (one torch thread: on an idle machine the wall time is about this).
+            "cpu_s": time.process_time() - cpu_started,
             **{f"{k}_s": v for k, v in self.progress.times.items()},
         }
         return build_report(res)

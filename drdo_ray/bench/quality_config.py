@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..config import StageConfig
+from ..loss_settings import PAPER_DRDO as PAPER_DRDO_SETTINGS
 from .quality_tuning import Axis
 
 # Ladders of every tuned setting, shared by the methods that use them (geometric where the
@@ -88,19 +89,22 @@ METHODS: dict[str, Method] = {
 }
 TUNED = tuple(METHODS)
 
-# The paper's DRDO (Table 5 / Eq. 5): α 0.1, γ 2, λ 1, distillation through the whole trunk.
-PAPER_DRDO: dict[str, Any] = {"alpha": 0.1, "gamma": 2.0, "distill_weight": 1.0, "distill_trunk": "full"}
+# The paper's DRDO (Table 5 / Eq. 5): α 0.1, γ 2, λ 1, distillation through the whole trunk; its one
+# home is loss_settings.PAPER_DRDO (the reduction comes from the row's recipe).
+PAPER_DRDO: dict[str, Any] = PAPER_DRDO_SETTINGS.model_dump(
+    mode="json", include={"alpha", "gamma", "distill_weight", "distill_trunk"}
+)
 
 
 @dataclass(frozen=True)
 class Control:
-    """A row that trains with a method's recipe and settings it does not tune: ``settings`` is
-    ``"paper"`` (PAPER_DRDO at ``paper_lr``) or ``"tuned"`` (the method's tuned values);
-    ``distills`` overrides what it distills; ``train_seed_offset`` moves the training seed (batch
-    order, initialisation) off the data seed."""
+    """A row that trains with a method's recipe (``method``) and settings it does not tune:
+    ``settings`` is ``"paper"`` (PAPER_DRDO at ``paper_lr``) or the tuned method whose values it
+    borrows; ``distills`` overrides what it distills; ``train_seed_offset`` moves the training seed
+    (batch order, initialisation) off the data seed."""
 
     method: str
-    settings: Literal["paper", "tuned"]
+    settings: str
     description: str
     distills: Literal["oracle", "true"] | None = None
     train_seed_offset: int = 0
@@ -109,10 +113,15 @@ class Control:
 CONTROLS: dict[str, Control] = {
     "drdo_paper": Control("drdo", "paper", "the paper's DRDO, untuned (α 0.1, γ 2, λ 1, full trunk), mean"),
     "drdo_paper_sum": Control("drdo_sum", "paper", "the paper's DRDO, untuned, summed log-probs"),
-    "drdo_true_r": Control("drdo", "tuned", "tuned DRDO distilling the true r* (a perfect Oracle)", "true"),
+    "drdo_true_r": Control("drdo", "drdo", "tuned DRDO distilling the true r* (a perfect Oracle)", "true"),
+    # The paper's Table 6 question at the best preference-only settings: the same loss and steps,
+    # plus the distillation term (λ 1) through the whole trunk.
+    "minus_r_plus_distill": Control(
+        "drdo", "drdo_minus_r", "tuned DRDO(-R)'s settings with the distillation term added back (full DRDO)"
+    ),
     "dpo_reseed": Control(
         "dpo",
-        "tuned",
+        "dpo",
         "tuned DPO, another training seed on the same data: the noise floor",
         train_seed_offset=7919,
     ),
@@ -213,7 +222,7 @@ class BenchQualityConfig(StageConfig):
     oracle_lr: float = Field(1e-3, gt=0)
     paper_lr: float = Field(5e-4, gt=0, description="learning rate of the untuned paper rows")
     warmup_steps: int = Field(10, ge=0)
-    max_extensions: int = Field(4, ge=0, description="times the edge rule may extend one axis")
+    max_extensions: int = Field(6, ge=0, description="times the edge rule may extend one axis")
     diagnostic_batches: int = Field(4, gt=0, description="batches averaged for DRDO's step-0 term gradients")
     bootstrap: int = Field(2000, ge=0, description="seed-bootstrap replicates (a secondary interval)")
     threads: int = Field(1, gt=0, description="torch CPU threads (1: the tiny model gains nothing from more)")
@@ -248,8 +257,8 @@ class BenchQualityConfig(StageConfig):
         if "dpo" not in self.methods:
             problems.append("methods must include dpo (every row is compared with it)")
         for name in self.controls:
-            needs = CONTROLS[name].method
-            if CONTROLS[name].settings == "tuned" and needs not in self.methods:
+            needs = CONTROLS[name].settings
+            if needs != "paper" and needs not in self.methods:
                 problems.append(f"control {name} uses tuned {needs}: add {needs} to methods")
         if problems:
             raise ValueError("; ".join(problems))

@@ -58,12 +58,13 @@ def _mean_of(dicts: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([d.get(k, math.nan) for d in dicts])) for k in keys}
 
 
-def build_report(res: QualityResults) -> dict[str, Any]:
-    cfg = res.cfg
-    rows = ["sft", *cfg.rows()]
-    conds = res.conditions
-    means = {r: {c: _seed_means(res.rewards[r][c]) for c in conds} for r in rows}
-    n_boot = cfg.bootstrap
+def _per_seed(by_seed: dict[int, float]) -> dict[str, Any]:
+    return {"per_seed": {str(s): v for s, v in by_seed.items()}, **t_interval(list(by_seed.values()))}
+
+
+def _comparisons(res: QualityResults, rows: list[str], means: dict[str, dict[str, dict[int, float]]]) -> dict:
+    """The primary statistics: every row against DPO and against SFT, and the robustness effect."""
+    conds, n_boot = res.conditions, res.cfg.bootstrap
 
     def paired(a: str, b: str) -> dict[str, Any]:
         return {
@@ -71,26 +72,72 @@ def build_report(res: QualityResults) -> dict[str, Any]:
             for c in conds
         }
 
-    robust = {
-        r: {c: robustness_effect(means[r], means["dpo"], c, "0") for c in conds if c != "0"}
-        for r in rows
-        if r != "dpo"
+    imitation = "sft_chosen" in rows
+    return {
+        "vs_dpo": {r: paired(r, "dpo") for r in rows if r != "dpo"},
+        "vs_sft": {r: paired(r, "sft") for r in rows if r != "sft"},
+        # Against the imitation control: what a row gains beyond SFT on the same chosen responses.
+        "vs_sft_chosen": {r: paired(r, "sft_chosen") for r in rows if r != "sft_chosen"} if imitation else {},
+        "robustness_vs_dpo": {
+            r: {c: robustness_effect(means[r], means["dpo"], c, "0") for c in conds if c != "0"}
+            for r in rows
+            if r != "dpo"
+        },
     }
-    temps = cfg.temperatures
+
+
+def _tuning(res: QualityResults) -> dict[str, Any]:
+    cfg = res.cfg
+    return {
+        "seeds": cfg.tune_seeds,
+        "condition": condition_key(cfg.tune_arm, cfg.tune_share),
+        "split": "validation",
+        "rule": TUNING_RULE,
+        "max_extensions": cfg.max_extensions,
+        "grid_sizes": {
+            m: {"start": t["start_size"], "final": t["final_size"]}
+            for m, t in res.tuning.items()
+            if m != "sft"
+        },
+        "methods": res.tuning,
+    }
+
+
+def _training(res: QualityResults, rows: list[str]) -> dict[str, Any]:
+    """How training went: steps per row and condition, last-epoch metrics, DRDO's step-0 term gradients."""
+    conds = res.conditions
+    return {
+        "training_steps": {
+            r: {c: sorted({int(m.get("step", -1)) for m in res.train_metrics[r][c]}) for c in conds}
+            for r in rows
+            if r != "sft"
+        },
+        "drdo_step0_term_gradients": {
+            c: {label: _mean_of(runs) for label, runs in by_label.items()}
+            for c, by_label in res.term_gradients.items()
+        },
+        "final_train_metrics": {
+            r: {c: _mean_of(v) for c, v in by_cond.items()} for r, by_cond in res.train_metrics.items()
+        },
+    }
+
+
+def build_report(res: QualityResults) -> dict[str, Any]:
+    cfg, conds = res.cfg, res.conditions
+    rows = ["sft", *cfg.rows()]
+    means = {r: {c: _seed_means(res.rewards[r][c]) for c in conds} for r in rows}
     by_temp = {
         r: {
             c: {
                 temperature_key(t): float(np.mean([v[:, k] for v in res.rewards[r][c].values()]))
-                for k, t in enumerate(temps)
+                for k, t in enumerate(cfg.temperatures)
             }
             for c in conds
         }
         for r in rows
     }
-    steps = {
-        r: {c: sorted({int(m.get("step", -1)) for m in res.train_metrics[r][c]}) for c in conds}
-        for r in cfg.rows()
-    }
+    comparisons = _comparisons(res, rows, means)
+    training = _training(res, rows)
     return {
         "protocol": "v3",
         "seeds": cfg.seeds,
@@ -102,51 +149,23 @@ def build_report(res: QualityResults) -> dict[str, Any]:
             **{m: METHODS[m].description for m in cfg.methods},
             **{c: CONTROLS[c].description for c in cfg.controls},
         },
-        "mean_true_reward": {
-            r: {
-                c: {
-                    "per_seed": {str(s): v for s, v in means[r][c].items()},
-                    **t_interval(list(means[r][c].values())),
-                }
-                for c in conds
-            }
-            for r in rows
-        },
-        "vs_dpo": {r: paired(r, "dpo") for r in rows if r != "dpo"},
-        "vs_sft": {r: paired(r, "sft") for r in rows if r != "sft"},
-        "robustness_vs_dpo": robust,
+        "mean_true_reward": {r: {c: _per_seed(means[r][c]) for c in conds} for r in rows},
+        "vs_dpo": comparisons["vs_dpo"],
+        "vs_sft": comparisons["vs_sft"],
+        "vs_sft_chosen": comparisons["vs_sft_chosen"],
+        "robustness_vs_dpo": comparisons["robustness_vs_dpo"],
         "mean_true_reward_by_temperature": by_temp,
-        "training_steps": steps,
-        "tuning": {
-            "seeds": cfg.tune_seeds,
-            "condition": condition_key(cfg.tune_arm, cfg.tune_share),
-            "split": "validation",
-            "rule": TUNING_RULE,
-            "max_extensions": cfg.max_extensions,
-            "grid_sizes": {
-                m: {"start": t["start_size"], "final": t["final_size"]}
-                for m, t in res.tuning.items()
-                if m != "sft"
-            },
-            "methods": res.tuning,
-        },
+        "training_steps": training["training_steps"],
+        "tuning": _tuning(res),
         "tuned_hyperparameters": res.tuned,
         "paper_drdo": {**PAPER_DRDO, "lr": cfg.paper_lr},
         "oracle_accuracy": {
-            c: {
-                k: {"per_seed": {str(s): v for s, v in by_seed.items()}, **t_interval(list(by_seed.values()))}
-                for k, by_seed in kinds.items()
-            }
+            c: {k: _per_seed(by_seed) for k, by_seed in kinds.items()}
             for c, kinds in res.oracle_accuracy.items()
             if c in conds
         },
-        "drdo_step0_term_gradients": {
-            c: {label: _mean_of(runs) for label, runs in by_label.items()}
-            for c, by_label in res.term_gradients.items()
-        },
-        "final_train_metrics": {
-            r: {c: _mean_of(v) for c, v in by_cond.items()} for r, by_cond in res.train_metrics.items()
-        },
+        "drdo_step0_term_gradients": training["drdo_step0_term_gradients"],
+        "final_train_metrics": training["final_train_metrics"],
         "reference_true_reward": {
             "random_init": float(np.mean(list(res.reference["random_init"].values()))),
             "sft": t_interval(list(means["sft"]["0"].values()))["mean"],

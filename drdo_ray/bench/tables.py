@@ -37,7 +37,9 @@ deterministic pairs only. Per condition the Oracle and e-DPO's 3 Oracles train o
 then trains from the SFT model and its samples of held-out test prompts are scored with r*.
 Rows: `sft` (the start), `sft_chosen` (SFT on the chosen responses: the imitation control), the tuned
 methods, the paper's DRDO untuned (`drdo_paper`, `drdo_paper_sum`), tuned DRDO distilling r* itself
-(`drdo_true_r`) and tuned DPO on another training seed (`dpo_reseed`: the noise floor). DRDO with
+(`drdo_true_r`), DRDO(−R)'s tuned settings with the distillation term added back
+(`minus_r_plus_distill`: the paper's Table 6 comparison) and tuned DPO on another training seed
+(`dpo_reseed`: the noise floor). DRDO with
 `distill_trunk=detach` trains the LM exactly as DRDO(−R) does (up to grad-norm clipping), so it is not a
 separate row. Tuning uses separate seeds and validation prompts and is never reported. The primary
 statistic is the per-seed paired difference in mean r* with a t interval over seeds."""
@@ -46,7 +48,7 @@ statistic is the per-seed paired difference in mean r* with a t interval over se
 def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     conds, seeds = r["conditions"], r["seeds"]
     s = r["settings"]
-    wall = r["timings"]["wall_s"] / 60
+    wall, cpu = r["timings"]["wall_s"] / 60, r["timings"].get("cpu_s", 0) / 60
     lo, hi = s["lowmargin_band"]
     out = [
         QUALITY_PROTOCOL.format(
@@ -57,7 +59,7 @@ def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
         f"{s['epochs']} epochs, SFT {s['sft_steps']} steps (SFT r* {r['reference_true_reward']['sft']:.2f}, "
         f"optimum {r['reference_true_reward']['optimum']:g}). Report seeds {seeds}; tuning seeds "
         f"{r['tune_seeds']} at `{r['tuning']['condition']}`. Command: `{_command(r)}`; "
-        f"wall time {wall:.1f} min on {r['device']}.",
+        f"wall time {wall:.1f} min ({cpu:.1f} min of CPU) on {r['device']}.",
         "",
     ]
     if figures:
@@ -70,6 +72,11 @@ def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     out += _table(["row", *conds], [[row, *(_ci(v[c]) for c in conds)] for row, v in r["vs_dpo"].items()])
     out += ["", "**Mean r* − SFT's** (same statistic):", ""]
     out += _table(["row", *conds], [[row, *(_ci(v[c]) for c in conds)] for row, v in r["vs_sft"].items()])
+    if r.get("vs_sft_chosen"):
+        out += ["", "**Mean r* − SFT-on-chosen's** (the imitation control; same statistic):", ""]
+        out += _table(
+            ["row", *conds], [[row, *(_ci(v[c]) for c in conds)] for row, v in r["vs_sft_chosen"].items()]
+        )
     out += ["", "**Mean r*** [95% t interval over seeds]:", ""]
     out += _table(
         ["row", *conds],

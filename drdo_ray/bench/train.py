@@ -17,7 +17,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +190,35 @@ def _logged(metrics_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (metrics_dir / "metrics.jsonl").read_text().splitlines() if line]
 
 
-def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[str, Any]:
-    console = console or Console(stderr=True)
-    torch.set_num_threads(cfg.threads)
+@dataclass
+class Inputs:
+    """What every timed row of one run shares: the model, its rows and the step's size."""
+
+    model: str
+    pad_id: int
+    cols: dict[str, Any]
+    rows: int
+    steps: int
+    tokens_per_step: float
+    dims: dict[str, int]
+    device: str
+    peak: float | None
+
+
+@dataclass
+class Timings:
+    """Median step seconds per repetition of every row, peak memory and the diagnostics flag."""
+
+    times: dict[str, list[float]] = field(default_factory=dict)
+    mem: dict[str, float | None] = field(default_factory=dict)
+    diagnosed: dict[str, bool] = field(default_factory=dict)
+    ray: list[float] = field(default_factory=list)
+    trl: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _inputs(cfg: BenchTrainConfig, variants: list[Variant], console: Console) -> Inputs:
+    """The model (given, of a shape, or the tiny one), the rows with their scores and reference
+    log-probs, and the figures MFU needs."""
     cuda = torch.cuda.is_available()
     model = cfg.model
     if model is None and cfg.shape:
@@ -213,75 +239,92 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     else:
         cols = inputs.sample_columns(model, rows)
     inputs.add_scores(cols, rows)
-    variants = _variants(cfg)
     if any(v.method in ("dpo", "edpo") for v in variants):
         inputs.add_reference_logps(cols, model, pad_id, cfg.pairs, max(cfg.logps_chunk_sizes, default=None))
-    dims = inputs.model_dims(model)
     device = torch.cuda.get_device_name() if cuda else f"cpu ({cfg.threads} thread(s))"
-    peak = inputs.device_peak(device, cfg.peak_tflops) if cuda else None
-    if any(v.engine == "deepspeed" for v in variants):
-        _init_single_process_group()
     lengths = _lengths(cols, rows)
     tokens_per_step = statistics.mean(
         sum(lengths[i : i + 2 * cfg.pairs]) for i in range(0, 2 * rows, 2 * cfg.pairs)
     )
-
-    times: dict[str, list[float]] = {v.name: [] for v in variants}
-    mem: dict[str, float | None] = {}
-    diagnosed: dict[str, bool] = {}
-    ray_times: list[float] = []
-    trl_times: dict[str, list[float]] = {}
-    for rep in range(cfg.repeats):
-        for v in variants:
-            train_cfg, extra, edpo_oracles = _train_config(v, model, cfg, steps)
-            sft = v.method == "sft"
-            collate = Collator(pad_id=pad_id, pairs=not sft, extra=extra, edpo_oracles=edpo_oracles)
-            source = _sft_view(cols) if sft else cols
-            metrics_dir = inputs.temp_dir("metrics")
-            started = time.perf_counter()
-            with PeakMemory() as peak_mem:
-                run(
-                    train_cfg,
-                    batches=lambda _e, s=source, c=collate, b=train_cfg.micro_batch_size: _feed(s, c, b),
-                    num_rows=rows * (2 if sft else 1),
-                    world=World(),
-                    metrics_dir=metrics_dir,
-                )
-            logged = _logged(metrics_dir)
-            times[v.name].append(statistics.median(r["step_s"] for r in logged[cfg.warmup :]))
-            # Whether every step logged the diagnostics: what the term_grads rows pay for.
-            diagnosed[v.name] = all(set(TERM_GRAD_KEYS) <= r.keys() for r in logged)
-            mem[v.name] = max(mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
-            console.print(
-                f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {times[v.name][-1] * 1000:9.1f} ms/step "
-                f"peak {peak_mem.gb:.2f} GB ({time.perf_counter() - started:.1f}s)"
-            )
-        if cfg.ray_overhead and _installed("ray") and "drdo" in times:
-            from .ray_overhead import drdo_under_ray_train
-
-            train_cfg, extra, _ = _train_config(Variant("drdo", "drdo", cfg.engines[0]), model, cfg, steps)
-            ray_times.append(
-                statistics.median(
-                    drdo_under_ray_train(train_cfg, cols, pad_id, extra, cfg.threads)[cfg.warmup :]
-                )
-            )
-            console.print(
-                f"rep {rep + 1}/{cfg.repeats} {'drdo under Ray Train':22s} {ray_times[-1] * 1000:9.1f} ms/step"
-            )
-        if cfg.trl and _installed("trl") and "text" in cols:
-            from .trl_anchor import trl_dpo_step_times
-
-            for precompute in (False, True):
-                name = "trl_dpo_precomputed_ref" if precompute else "trl_dpo_live_ref"
-                step_times = trl_dpo_step_times(model, cols["text"], cfg, steps, precompute=precompute)
-                trl_times.setdefault(name, []).append(statistics.median(step_times[cfg.warmup :]))
-                console.print(
-                    f"rep {rep + 1}/{cfg.repeats} {name:22s} {trl_times[name][-1] * 1000:9.1f} ms/step"
-                )
-
-    report = _summarize(
-        cfg, model, device, variants, times, mem, diagnosed, tokens_per_step, dims, peak, ray_times, trl_times
+    return Inputs(
+        model=model,
+        pad_id=pad_id,
+        cols=cols,
+        rows=rows,
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        dims=inputs.model_dims(model),
+        device=device,
+        peak=inputs.device_peak(device, cfg.peak_tflops) if cuda else None,
     )
+
+
+def _time_variant(cfg: BenchTrainConfig, v: Variant, data: Inputs, out: Timings) -> float:
+    """One repetition of one row through the loop; returns its wall seconds."""
+    train_cfg, extra, edpo_oracles = _train_config(v, data.model, cfg, data.steps)
+    sft = v.method == "sft"
+    collate = Collator(pad_id=data.pad_id, pairs=not sft, extra=extra, edpo_oracles=edpo_oracles)
+    source = _sft_view(data.cols) if sft else data.cols
+    metrics_dir = inputs.temp_dir("metrics")
+    started = time.perf_counter()
+    with PeakMemory() as peak_mem:
+        run(
+            train_cfg,
+            batches=lambda _e, s=source, c=collate, b=train_cfg.micro_batch_size: _feed(s, c, b),
+            num_rows=data.rows * (2 if sft else 1),
+            world=World(),
+            metrics_dir=metrics_dir,
+        )
+    logged = _logged(metrics_dir)
+    out.times.setdefault(v.name, []).append(statistics.median(r["step_s"] for r in logged[cfg.warmup :]))
+    # Whether every step logged the diagnostics: what the term_grads rows pay for.
+    out.diagnosed[v.name] = all(set(TERM_GRAD_KEYS) <= r.keys() for r in logged)
+    out.mem[v.name] = max(out.mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
+    return time.perf_counter() - started
+
+
+def _time_anchors(cfg: BenchTrainConfig, data: Inputs, out: Timings, rep: int, console: Console) -> None:
+    """One repetition of the anchors: DRDO under Ray Train (1 worker), and TRL's DPOTrainer."""
+    if cfg.ray_overhead and _installed("ray") and "drdo" in out.times:
+        from .ray_overhead import drdo_under_ray_train
+
+        train_cfg, extra, _ = _train_config(
+            Variant("drdo", "drdo", cfg.engines[0]), data.model, cfg, data.steps
+        )
+        step_times = drdo_under_ray_train(train_cfg, data.cols, data.pad_id, extra, cfg.threads)
+        out.ray.append(statistics.median(step_times[cfg.warmup :]))
+        console.print(
+            f"rep {rep + 1}/{cfg.repeats} {'drdo under Ray Train':22s} {out.ray[-1] * 1000:9.1f} ms/step"
+        )
+    if cfg.trl and _installed("trl") and "text" in data.cols:
+        from .trl_anchor import trl_dpo_step_times
+
+        for precompute in (False, True):
+            name = "trl_dpo_precomputed_ref" if precompute else "trl_dpo_live_ref"
+            step_times = trl_dpo_step_times(
+                data.model, data.cols["text"], cfg, data.steps, precompute=precompute
+            )
+            out.trl.setdefault(name, []).append(statistics.median(step_times[cfg.warmup :]))
+            console.print(f"rep {rep + 1}/{cfg.repeats} {name:22s} {out.trl[name][-1] * 1000:9.1f} ms/step")
+
+
+def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    torch.set_num_threads(cfg.threads)
+    variants = _variants(cfg)
+    data = _inputs(cfg, variants, console)
+    if any(v.engine == "deepspeed" for v in variants):
+        _init_single_process_group()
+    timings = Timings()
+    for rep in range(cfg.repeats):  # interleaved: every row sees the same machine state
+        for v in variants:
+            wall = _time_variant(cfg, v, data, timings)
+            console.print(
+                f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {timings.times[v.name][-1] * 1000:9.1f} ms/step "
+                f"peak {timings.mem[v.name]:.2f} GB ({wall:.1f}s)"
+            )
+        _time_anchors(cfg, data, timings, rep, console)
+    report = _summarize(cfg, variants, data, timings)
     storage.makedirs(cfg.out)
     storage.write_json(storage.join(cfg.out, "bench_train.json"), report)
     _print(console, report)
@@ -289,43 +332,33 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     return report
 
 
-def _summarize(
-    cfg: BenchTrainConfig,
-    model: str,
-    device: str,
-    variants: list[Variant],
-    times: dict[str, list[float]],
-    mem: dict[str, float | None],
-    diagnosed: dict[str, bool],
-    tokens_per_step: float,
-    dims: dict[str, int],
-    peak: float | None,
-    ray_times: list[float],
-    trl_times: dict[str, list[float]],
-) -> dict[str, Any]:
-    med = {name: statistics.median(values) for name, values in times.items()}
+def _method_rows(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: Timings) -> dict[str, Any]:
+    """Per row: median step time, tokens/s, peak memory, the ratio to DRDO's step and MFU."""
+    med = {name: statistics.median(values) for name, values in t.times.items()}
     base = med.get("drdo")
-    avg_len = tokens_per_step / (2 * cfg.pairs)
+    avg_len = data.tokens_per_step / (2 * cfg.pairs)
     methods: dict[str, Any] = {}
     for v in variants:
         step = med[v.name]
         flops = inputs.step_flops(
-            [round(avg_len)] * 2 * cfg.pairs, dims, forward_only_passes=1 if v.method == "dpo_live_ref" else 0
+            [round(avg_len)] * 2 * cfg.pairs,
+            data.dims,
+            forward_only_passes=1 if v.method == "dpo_live_ref" else 0,
         )
         methods[v.name] = {
             "method": v.method,
             "engine": v.engine,
             "logps_chunk_size": v.chunk,
             "term_grads_wrt": v.term_grads,
-            "term_grads_logged": diagnosed[v.name],
+            "term_grads_logged": t.diagnosed[v.name],
             "step_s": step,
-            "step_s_reps": times[v.name],
-            "tokens_per_s": tokens_per_step / step,
-            "peak_mem_gb": mem[v.name],
+            "step_s_reps": t.times[v.name],
+            "tokens_per_s": data.tokens_per_step / step,
+            "peak_mem_gb": t.mem[v.name],
             "ratio_to_drdo": step / base if base else None,
-            "mfu": flops / step / peak if peak else None,
+            "mfu": flops / step / data.peak if data.peak else None,
         }
-    for name, values in trl_times.items():
+    for name, values in t.trl.items():
         step = statistics.median(values)
         methods[name] = {
             "method": name,
@@ -337,30 +370,36 @@ def _summarize(
             "ratio_to_drdo": step / base if base else None,
             "mfu": None,
         }
+    return methods
+
+
+def _summarize(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: Timings) -> dict[str, Any]:
+    med = {name: statistics.median(values) for name, values in t.times.items()}
+    base = med.get("drdo")
     ratios: dict[str, float | None] = {
         "drdo_over_dpo_live_ref": base / med["dpo_live_ref"] if base and "dpo_live_ref" in med else None,
         "drdo_tokens_per_s_over_sft": med["sft"] / base if base and "sft" in med else None,
         "drdo_over_trl_dpo_live_ref": (
-            base / statistics.median(trl_times["trl_dpo_live_ref"])
-            if base and "trl_dpo_live_ref" in trl_times
+            base / statistics.median(t.trl["trl_dpo_live_ref"])
+            if base and "trl_dpo_live_ref" in t.trl
             else None
         ),
     }
     return {
-        "device": device,
-        "model": model,
+        "device": data.device,
+        "model": data.model,
         "shape": cfg.shape,
         "seq_len": cfg.seq_len,
         "pairs_per_step": cfg.pairs,
-        "tokens_per_step": tokens_per_step,
+        "tokens_per_step": data.tokens_per_step,
         "timed_steps": cfg.steps,
         "warmup": cfg.warmup,
         "repeats": cfg.repeats,
-        "matmul_params": dims["matmul_params"],
-        "peak_flops": peak,
-        "methods": methods,
-        "ray_overhead_ratio": statistics.median(ray_times) / base if ray_times and base else None,
-        "ray_step_s_reps": ray_times,
+        "matmul_params": data.dims["matmul_params"],
+        "peak_flops": data.peak,
+        "methods": _method_rows(cfg, variants, data, t),
+        "ray_overhead_ratio": statistics.median(t.ray) / base if t.ray and base else None,
+        "ray_step_s_reps": t.ray,
         "ratios": ratios,
         "targets": {
             "drdo_over_dpo_live_ref": 0.80,
