@@ -191,6 +191,7 @@ def plot_report(report: dict[str, Any], path: str) -> None:
     conds = report["conditions"]
     arms = sorted({c.partition(":")[0] for c in conds if c != "0"})
     rows = report["rows"]
+    palette = plt.get_cmap("tab20").colors  # more rows than the 10 default colours
     fig, axes = plt.subplots(1, len(arms) + 1, figsize=(6 * (len(arms) + 1), 5.5))
     for ax, arm in zip(axes, arms):
         cells = ["0"] + [c for c in conds if c.startswith(f"{arm}:")]
@@ -211,7 +212,7 @@ def plot_report(report: dict[str, Any], path: str) -> None:
                 fmt="--o" if row == "sft" else "-o",
                 ms=3,
                 capsize=2,
-                color=COLORS[i % 10],
+                color=palette[i % len(palette)],
                 label=row,
             )
         ax.set(
