@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +36,17 @@ OFFLINE = {
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all held open while choosing, so none comes back twice)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -151,7 +158,7 @@ def local_head(
 ) -> Iterator[Head]:
     """A head with a dashboard (the Jobs API) on free ports; yields once ``GET /api/jobs/``
     answers 200 (with ``headers``, e.g. the token). ``env``: on top of ``base_env()``."""
-    dashboard_port, gcs_port = free_port(), free_port()
+    dashboard_port, gcs_port, *others = free_ports(7)
     temp_dir = tempfile.mkdtemp(prefix="rjt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     out = log.open("w")
     proc = subprocess.Popen(
@@ -167,11 +174,11 @@ def local_head(
             f"--dashboard-port={dashboard_port}",
             # Every fixed default port too: the test session's own Ray instance already holds
             # 52365 (the dashboard agent), and a head whose agent cannot bind takes no jobs.
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={others[0]}",
+            f"--dashboard-agent-grpc-port={others[1]}",
+            f"--runtime-env-agent-port={others[2]}",
+            f"--metrics-export-port={others[3]}",
+            f"--ray-client-server-port={others[4]}",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
             *flags,
