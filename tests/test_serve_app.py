@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover
 
 from drdo_ray.cli import main
 from drdo_ray.config import ServeConfig
+from drdo_ray.errors import UserError
 
 KEY = "test-key-123"
 CAP = 1500  # max_tokens cap: long enough that a stream can be cut off midway
@@ -444,6 +445,25 @@ def test_load_64_concurrent_requests_batched_vs_sequential(app, tmp_path, tiny_m
         )
     # The module's app still answers after the bench app came and went.
     assert httpx.get(f"{app['url']}/health").status_code == 200
+
+
+def test_start_reports_the_port_that_listens(app, tiny_model_dir) -> None:
+    """Serve already runs (the module's app): another port is refused, naming the one that
+    listens; port 0 deploys beside it and reports that port, where the new app answers."""
+    from drdo_ray.serve.app import free_port, start
+    from drdo_ray.serve.startup import health_app_name, stop_apps
+
+    cfg = ServeConfig(
+        model=str(tiny_model_dir), backend="transformers", app_name="second", route_prefix="/second"
+    )
+    with pytest.raises(UserError, match=f"HTTP proxy on 127.0.0.1:{app['port']}"):
+        start(cfg.model_copy(update={"port": free_port()}))
+    try:
+        url = start(cfg.model_copy(update={"port": 0}))
+        assert url == f"http://127.0.0.1:{app['port']}/second"
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    finally:
+        stop_apps("second", health_app_name("second"))
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -64,6 +64,19 @@ def test_serve_refuses_a_gpu_replica_on_a_cpu_cluster(ray_session, tiny_model_di
     assert APP not in _apps()
 
 
+def test_proxy_port_is_the_running_proxys_or_refused() -> None:
+    from drdo_ray.serve.app import proxy_port
+
+    assert proxy_port("127.0.0.1", 8000, None) is None  # no Serve yet: the caller starts one
+    assert proxy_port("127.0.0.1", 0, ("127.0.0.1", 8123)) == 8123
+    assert proxy_port("127.0.0.1", 8123, ("127.0.0.1", 8123)) == 8123
+    assert proxy_port("localhost", 0, ("0.0.0.0", 8123)) == 8123  # all interfaces include loopback
+    with pytest.raises(UserError, match=r"HTTP proxy on 127.0.0.1:8123.*--port 8123"):
+        proxy_port("127.0.0.1", 9000, ("127.0.0.1", 8123))
+    with pytest.raises(UserError, match=r"--host 127.0.0.1 --port 8123"):
+        proxy_port("0.0.0.0", 0, ("127.0.0.1", 8123))  # a loopback proxy cannot serve other hosts
+
+
 def test_autoscaling_cluster_waits_with_health_503_then_fails(
     ray_session, tiny_model_dir, monkeypatch
 ) -> None:
@@ -121,8 +134,8 @@ def test_autoscaling_cluster_waits_with_health_503_then_fails(
     assert not {APP, f"{APP}-health"} & _apps()
     from ray import serve
 
-    # Serve's HTTP proxy keeps the port it started with; a later module that starts Serve on
-    # another port would otherwise join this instance and talk to the wrong port.
+    # Serve's HTTP proxy keeps the port it started with: a later module that asks for another
+    # port would be refused (proxy_port).
     serve.shutdown()
 
 

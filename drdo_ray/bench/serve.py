@@ -18,7 +18,6 @@ from rich.console import Console
 
 from .. import storage
 from ..config import ServeConfig
-from ..errors import UserError
 from .configs import BenchServeConfig
 
 APP_NAME = "drdo-bench"
@@ -95,14 +94,6 @@ async def run_load(
     }
 
 
-def _serve_running() -> bool:
-    import ray
-
-    return any(
-        a.get("name") == "SERVE_CONTROLLER_ACTOR" for a in ray.util.list_named_actors(all_namespaces=True)
-    )
-
-
 def _replica_stats(base_url: str) -> dict[str, Any]:
     import json
     import urllib.request
@@ -113,12 +104,12 @@ def _replica_stats(base_url: str) -> dict[str, Any]:
 
 
 def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[str, Any]:
-    """Deploy, load, report. Uses the running Serve instance if there is one (its HTTP port
-    must then be cfg.port), else starts one on 127.0.0.1 and shuts it down at the end."""
+    """Deploy, load, report. Uses the running Serve instance if there is one (on its own HTTP
+    port; another cfg.port is refused), else starts one on 127.0.0.1 and shuts it down at the end."""
     from ray import serve
 
     from ..ray_runtime import ensure_ray
-    from ..serve.app import build_app, free_port
+    from ..serve.app import build_app, free_port, proxy_port, running_proxy
 
     console = console or Console(stderr=True)
     model = cfg.model
@@ -131,12 +122,11 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
         size = {} if cfg.backend == "transformers" else {"hidden_size": 128, "num_heads": 4}
         model = str(build_tiny_model(f"{tmp.name}/tiny", seed=0, **size))
     ensure_ray()
-    owns_serve = not _serve_running()
-    port = cfg.port or free_port()
+    running = proxy_port("127.0.0.1", cfg.port, running_proxy())
+    owns_serve = running is None
+    port = running or cfg.port or free_port()
     if owns_serve:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-    elif not cfg.port:
-        raise UserError("Serve is already running on this cluster: pass its HTTP port with --port")
     base_url = f"http://127.0.0.1:{port}{ROUTE}"
 
     def deploy(max_batch_size: int) -> None:

@@ -472,9 +472,43 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def running_proxy() -> tuple[str, int] | None:
+    """(host, port) of the HTTP proxy of the Serve instance already running on the connected
+    cluster, or None when Serve is not running there. A cluster has one Serve instance, whose
+    proxy keeps the HTTP options it started with: ``serve.start`` with others ignores them."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        options = ray.get(controller.get_http_config.remote(), timeout=30)
+    except (ValueError, ray.exceptions.RayError):  # no controller, or one that is shutting down
+        return None
+    return str(options.host), int(options.port)
+
+
+def proxy_port(host: str, port: int, running: tuple[str, int] | None) -> int | None:
+    """The port an app asked for on ``host:port`` (port 0: any) will answer on, given the Serve
+    proxy already ``running`` on the cluster: that proxy's, or None when there is none (the
+    caller starts one). A proxy on another port, or one the asked host cannot reach, is a
+    UserError: the app would not answer where it was asked to."""
+    if running is None:
+        return None
+    run_host, run_port = running
+    reachable = run_host == host or (host in LOOPBACK and run_host in ("0.0.0.0", "::"))
+    if port not in (0, run_port) or not reachable:
+        raise UserError(
+            f"Serve already runs on this cluster with its HTTP proxy on {run_host}:{run_port}, and a "
+            f"cluster has one: serve on --host {run_host} --port {run_port}, or stop that Serve "
+            "instance first (serve shutdown)"
+        )
+    return run_port
+
+
 def start(cfg: ServeConfig, console: Console | None = None) -> str:
     """Start Serve's HTTP proxy on cfg.host:cfg.port (port 0: a free one) and deploy the app;
-    returns its base URL. Joins the cluster at RAY_ADDRESS, else a local one."""
+    returns its base URL, on the port that really listens: where Serve already runs, its proxy's
+    (an explicit other port is refused). Joins the cluster at RAY_ADDRESS, else a local one."""
     from ..ray_runtime import ensure_ray
 
     console = console or Console(stderr=True)
@@ -484,11 +518,13 @@ def start(cfg: ServeConfig, console: Console | None = None) -> str:
             f"this port can use the model (pass --api-key or set {API_KEY_ENV})"
         )
     remote = bool(os.environ.get("RAY_ADDRESS"))
-    port = cfg.port or free_port(cfg.host if cfg.host in LOOPBACK else "0.0.0.0")
-    if not remote and not _port_free(cfg.host, port):
-        raise UserError(f"port {port} on {cfg.host} is in use; pick another with --port")
     _resolve_model(cfg.model)  # a bad model path fails before anything starts
     ensure_ray()
+    port = proxy_port(cfg.host, cfg.port, running_proxy())
+    if port is None:
+        port = cfg.port or free_port(cfg.host if cfg.host in LOOPBACK else "0.0.0.0")
+        if not remote and not _port_free(cfg.host, port):
+            raise UserError(f"port {port} on {cfg.host} is in use; pick another with --port")
     # Replicas Ray could never place would wait forever: refuse them now, or (on a cluster
     # that can add nodes) wait for them, bounded by --startup-timeout.
     per_replica, replicas = replica_resources(cfg), max(1, cfg.min_replicas)
