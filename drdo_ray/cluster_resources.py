@@ -5,8 +5,9 @@ impossible one with one line, instead of hanging.
 
 ``shortfall`` is the pure rule (request x count against the cluster's totals and its largest
 node); ``require`` reads the cluster from Ray and applies it. A cluster that can grow
-(``can_autoscale``) is given the benefit of the doubt: `serve` waits for its replicas, bounded
-by --startup-timeout; `generate` and `score` warn and let Ray Data wait for the new nodes.
+(``can_autoscale``) is given the benefit of the doubt: `serve` waits for its replicas, and
+`generate` and `score` for nodes that can hold their actor pool (``wait_for_nodes``), each at
+most --startup-timeout.
 
 Autoscaling is detected, in order:
 - ``DRDO_RAY_AUTOSCALING=1`` (or ``0``) in the environment: the operator says so;
@@ -148,17 +149,43 @@ def require(per_actor: Mapping[str, float], count: int, *, what: str, hint: str 
     raise UserError(f"{problem}; {hint}" if hint else problem)
 
 
+def wait_for_nodes(per_actor: Mapping[str, float], count: int, timeout_s: float, *, reason: str) -> None:
+    """Ask the autoscaler for room for ``count`` actors of ``per_actor`` and wait at most
+    ``timeout_s`` for it: a placement group of those bundles is the demand the autoscaler acts
+    on (a request it can never meet would wait forever). The group is removed either way, so the
+    actors that follow take the room it found. UserError at the timeout, with ``reason``."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([_amounts(per_actor) for _ in range(count)], strategy="SPREAD")
+    try:
+        if not group.wait(timeout_seconds=timeout_s):
+            raise UserError(
+                f"{reason}, and no node that could came up within {timeout_s:g}s (--startup-timeout)"
+            )
+    finally:
+        remove_placement_group(group)
+
+
 def check_actor_pool(
-    gpus: float, actors: int, console: Console | None = None, *, flag: str = "--set num_gpus_per_actor=N"
+    gpus: float,
+    actors: int,
+    console: Console | None = None,
+    *,
+    flag: str = "--set num_gpus_per_actor=N",
+    timeout_s: float | None = None,
 ) -> None:
     """The pre-check of a Ray Data ``map_batches`` actor pool of ``actors`` actors with ``gpus``
-    GPUs each (and Ray Data's default of 1 CPU): UserError when Ray could never place it, a
-    warning when only new nodes could."""
+    GPUs each (and Ray Data's default of 1 CPU): UserError when Ray could never place it. When
+    only new nodes could: wait for them at most ``timeout_s`` (UserError past it), or with no
+    ``timeout_s``, warn and let Ray Data wait."""
+    request = {"CPU": 1.0, "GPU": gpus}
     waiting_for = require(
-        {"CPU": 1.0, "GPU": gpus},
-        actors,
-        what="each actor",
-        hint=f"lower {flag} or --num-actors, or add nodes that have them",
+        request, actors, what="each actor", hint=f"lower {flag} or --num-actors, or add nodes that have them"
     )
-    if waiting_for and console is not None:
-        console.print(f"[bold yellow]warning:[/] {waiting_for}; waiting for the cluster to add nodes")
+    if not waiting_for:
+        return
+    if console is not None:
+        bound = f" up to {timeout_s:g}s" if timeout_s is not None else ""
+        console.print(f"[bold yellow]warning:[/] {waiting_for}; waiting{bound} for the cluster to add nodes")
+    if timeout_s is not None:
+        wait_for_nodes(request, actors, timeout_s, reason=waiting_for)

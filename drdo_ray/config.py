@@ -162,10 +162,14 @@ def load_config(
         raise UserError(f"invalid {cls.__name__}: {describe_errors(err)}") from None
 
 
+NODES_TIMEOUT = "seconds an autoscaling cluster may take to add the nodes the actors need, else fail"
+
+
 class ScoreSettings(ActorPool):
     """`drdo-ray score`: Oracle rewards (and reference log-probs) for every row of a prepared dataset."""
 
     reduction: Literal["mean", "sum"] = Field("sum", description="reference log-prob reduction")
+    startup_timeout: float = Field(300, gt=0, description=NODES_TIMEOUT)
     force: bool = False
 
 
@@ -590,6 +594,7 @@ class GenerateSettings(ActorPool):
         None, description="http backend: default: the endpoint's first model"
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    startup_timeout: float = Field(300, gt=0, description=NODES_TIMEOUT)
     force: bool = False
 
     def model_post_init(self, _: Any) -> None:

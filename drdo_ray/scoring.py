@@ -248,7 +248,8 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     ensure_ray()
     started = time.perf_counter()  # throughput excludes cluster start-up
     gpus = gpus_per_actor(cfg.num_gpus_per_actor)
-    check_actor_pool(gpus, cfg.num_actors, console)  # an actor pool Ray could never place fails here
+    # An actor pool Ray could never place fails here; one that needs new nodes waits for them, bounded.
+    check_actor_pool(gpus, cfg.num_actors, console, timeout_s=cfg.startup_timeout)
     what = f"{len(oracles)} oracle(s)" + (f" + reference ({cfg.reduction} log-probs)" if reference else "")
     console.print(f"[bold]score[/] {data} with {what}: {cfg.num_actors} actor(s), {gpus} GPU each")
 

@@ -297,3 +297,27 @@ def test_an_impossible_actor_pool_fails_before_reading_rows(work, tmp_path, monk
     with pytest.raises(UserError, match=r"needs \{CPU: 1, GPU: 1\}.*the cluster has \{CPU: 4, GPU: 0\}"):
         _score(data=work["prep"], out=out, oracles=[str(work["oracle1"])], num_gpus_per_actor=1)
     assert not out.exists()
+
+
+def test_an_autoscaling_cluster_is_waited_for_no_longer_than_startup_timeout(work, tmp_path, monkeypatch):
+    """Told the cluster can add nodes, score asks for them and gives up at --startup-timeout:
+    one line naming the request and the limit, no output written, no request left behind."""
+    import time
+
+    import ray
+
+    monkeypatch.setenv("DRDO_RAY_AUTOSCALING", "1")
+    out = tmp_path / "scored"
+    began = time.monotonic()
+    with pytest.raises(UserError, match=r"needs \{CPU: 1, GPU: 1\}.*came up within 3s \(--startup-timeout\)"):
+        _score(
+            data=work["prep"],
+            out=out,
+            oracles=[str(work["oracle1"])],
+            num_gpus_per_actor=1,
+            startup_timeout=3,
+        )
+    assert time.monotonic() - began < 3 + 20
+    assert not out.exists()
+    # The placement group that asked for the nodes is gone with the wait.
+    assert all(g["state"] == "REMOVED" for g in ray.util.placement_group_table().values())

@@ -2,7 +2,8 @@
 cluster (4 CPUs, no GPU): `serve --num-gpus-per-replica 1` exits 2 before deploying; on a
 cluster that can autoscale it waits up to --startup-timeout while /health answers 503 at once,
 then exits with the same kind of error and leaves nothing deployed; `generate --num-gpus 1`
-fails before reading any prompt (`score`: tests/test_scoring.py)."""
+fails before reading any prompt, at once or, where the cluster can grow, after --startup-timeout
+(`score`: tests/test_scoring.py)."""
 
 from __future__ import annotations
 
@@ -164,4 +165,26 @@ def test_generate_refuses_an_impossible_pool_before_reading_prompts(
     # Five actors of Ray Data's 1 CPU each on a 4-CPU cluster.
     assert main([*argv, "--backend", "transformers", "--num-actors", "5"]) == 2
     assert "5 x {CPU: 1} = {CPU: 5} in all" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_generate_waits_for_nodes_no_longer_than_startup_timeout(
+    ray_session, tiny_model_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    """On a cluster that can add nodes, a pool that needs them waits at most --startup-timeout,
+    then exits 2 with one line; no prompt is read before the wait is over."""
+    from drdo_ray.eval import sampling
+
+    def must_not_read(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the prompts were read before the nodes came up")
+
+    monkeypatch.setattr(sampling, "read_prompts", must_not_read)
+    monkeypatch.setenv(AUTOSCALING_ENV, "1")
+    out = tmp_path / "samples"
+    argv = ["generate", "--model", str(tiny_model_dir), "--prompts", str(tmp_path), "--out", str(out)]
+    began = time.monotonic()
+    assert main([*argv, "--backend", "transformers", "--num-gpus", "1", "--startup-timeout", "3"]) == 2
+    assert time.monotonic() - began < 3 + 20
+    line = _error_line(capsys)
+    assert "each actor needs {CPU: 1, GPU: 1}" in line and "within 3s (--startup-timeout)" in line
     assert not out.exists()

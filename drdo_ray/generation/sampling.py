@@ -406,7 +406,13 @@ def plan_generation(cfg: GenerateConfig, console: Console) -> GenerationPlan | d
     endpoint; a dict instead: OUT already holds these samples (generation.json, reused)."""
     backend = _resolve_backend(cfg.backend, cfg.model)
     if backend != "http":  # an engine pool Ray could never place fails before any reading
-        check_actor_pool(gpus_per_actor(cfg.num_gpus_per_actor), cfg.num_actors, console, flag="--num-gpus")
+        check_actor_pool(
+            gpus_per_actor(cfg.num_gpus_per_actor),
+            cfg.num_actors,
+            console,
+            flag="--num-gpus",
+            timeout_s=cfg.startup_timeout,
+        )
     prompts = read_prompts(cfg.prompts, cfg.limit)
     model = _resolve_model(cfg.model, cfg.backend)
     samples_path = storage.join(cfg.out, f"samples.{cfg.format}")
