@@ -101,10 +101,11 @@ def test_greedy_matches_hf_generate_and_tiny_top_p_is_greedy(engine) -> None:
         [PROMPTS[1], PROMPTS[0]], SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
     )[1][0]
     assert greedy.text == expected and greedy.num_tokens == 10 and greedy.finish_reason == "length"
-    nucleus = engine.generate(
-        [PROMPTS[0]], SamplingParams(temperature=1.0, top_p=1e-6, max_tokens=10, ignore_eos=True, seed=3)
-    )[0][0]
-    assert nucleus.text == expected
+    for top_p in (1e-6, 5e-324):  # the latter is 0 in float32: the top token still stays
+        nucleus = engine.generate(
+            [PROMPTS[0]], SamplingParams(temperature=1.0, top_p=top_p, max_tokens=10, ignore_eos=True, seed=3)
+        )[0][0]
+        assert nucleus.text == expected
 
 
 def test_stop_strings_eos_ignore_eos_and_cancel(engine, monkeypatch) -> None:
@@ -389,6 +390,8 @@ def test_vllm_engine_kwargs_on_cpu() -> None:
         ({"model": "m", "prompt": 5}, "prompt"),
         ({"prompt": "x"}, "model"),
         ({"model": "m", "prompt": "x", "logprobs": 3}, None),
+        ({"model": "m", "prompt": "a\ud800b"}, None),  # a lone surrogate: not text
+        ({"model": "m", "prompt": "x", "stop": ["\udfff"]}, None),
     ],
 )
 def test_bad_completion_requests(body: dict[str, Any], param: str | None) -> None:
@@ -427,6 +430,13 @@ def test_request_parsing() -> None:
     assert chat.chat() == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
     with pytest.raises(APIError):
         parse_request(ChatCompletionRequest, b'{"model": "m", "messages": []}')
+    image = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+    }
+    with pytest.raises(APIError, match="only text content parts") as info:
+        parse_request(ChatCompletionRequest, json.dumps(image).encode())
+    assert info.value.status == 400 and info.value.param == "messages.0"
 
 
 def test_cancel_event_is_per_request() -> None:

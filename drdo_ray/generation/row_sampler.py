@@ -75,6 +75,7 @@ class RowSampler:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         # Nucleus: keep the smallest prefix whose mass reaches top_p (the top token always stays).
         outside = (sorted_p.cumsum(-1) - sorted_p) >= self.top_ps.to(device)[:, None]
+        outside[:, 0] = False  # also when top_p rounds to 0 in float32 (5e-324): no row is left empty
         cdf = sorted_p.masked_fill(outside, 0.0).cumsum(-1)
         u = torch.from_numpy(row_uniforms(self.seeds, self.step)).to(device=device, dtype=cdf.dtype)
         self.step += 1

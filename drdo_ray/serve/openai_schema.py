@@ -132,6 +132,11 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[dict[str, Any]] | None = None
 
+    @model_validator(mode="after")
+    def _text_parts(self) -> ChatMessage:
+        self.text()  # parts other than text are a 400 when the request is read, not later
+        return self
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -140,7 +145,7 @@ class ChatMessage(BaseModel):
         parts = []
         for part in self.content:
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError("only text content parts are supported")
+                raise ValueError("only text content parts ({type: text, text: ...}) are supported")
             parts.append(part["text"])
         return "".join(parts)
 
@@ -177,6 +182,13 @@ def parse_request(cls: type[_Request], raw: bytes) -> Any:
         raise APIError(400, f"request body is not valid JSON: {err}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    try:  # JSON's \\uD800-\\uDFFF escapes decode to lone surrogates, which no tokenizer takes
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = err.object[err.start : err.end].encode("unicode_escape").decode()
+        raise APIError(
+            400, f"request body holds {bad}, a lone UTF-16 surrogate: not text", code="invalid_json"
+        ) from None
     try:
         return cls.model_validate(data)
     except ValidationError as err:
