@@ -483,7 +483,12 @@ def test_serve_yaml_builds_the_app(tiny_model_dir) -> None:
     builder = getattr(importlib.import_module(module), attr)
     app = builder({**spec.args, "model": str(tiny_model_dir)})
     assert isinstance(app, Application)
-    options = app._bound_deployment._deployment_config
+    # The HTTP front, bound to the engine deployment, which holds the batching and autoscaling.
+    front = app._bound_deployment
+    assert front.name == "OpenAIIngress" and front.ray_actor_options["num_cpus"] == 0
+    engine = front.init_args[0]._bound_deployment
+    assert engine.name == "OpenAIServer"
+    options = engine._deployment_config
     assert options.autoscaling_config.max_replicas == spec.args["max_replicas"]
     assert options.user_config == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
     assert options.max_ongoing_requests == 64

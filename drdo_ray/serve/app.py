@@ -1,20 +1,21 @@
-"""The OpenAI-compatible Ray Serve application: one deployment (FastAPI ingress) holding an
-engine; concurrent non-streaming requests are generated together with ``@serve.batch``;
-replicas autoscale with ``autoscaling_config``.
+"""The OpenAI-compatible Ray Serve application: a light HTTP front (ingress.py: the routes, the
+key, the body's size) and the engine deployment here (``OpenAIServer``: the model, the request
+checks, batching), which the front calls through a Serve handle, so that a replica that dies is
+an OpenAI error object, not a bare 500. Concurrent non-streaming requests are generated together
+with ``@serve.batch``; engine replicas autoscale with ``autoscaling_config``.
 
     GET  /health                 200 once a replica is ready, else 503 + reason (startup.py), no key
     GET  /v1/models[/{id}]       the served model
     POST /v1/completions         text or token-id prompts; n, seed, stop, stream
     POST /v1/chat/completions    messages through the tokenizer's chat template; stream
-    GET  /stats                  this replica's counters (batches, cancelled generations)
+    GET  /stats                  an engine replica's counters (batches, cancelled generations)
 
 Start it with ``drdo-ray serve``, ``serve run serve.yaml`` (``build_app`` is the import
 path) or ``ray job submit -- python jobs/serve.py``."""
 
-# No `from __future__ import annotations` here: FastAPI reads the route methods' annotations
-# (`request: Request`) at runtime, through Serve's ingress wrapper.
+from __future__ import annotations
+
 import asyncio
-import hmac
 import logging
 import os
 import signal
@@ -26,13 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve import Application
 from rich.console import Console
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..artifacts import check_model, cluster_has_gpus, is_hub_id, local_model, resolve
 from ..cluster_resources import require as require_resources
@@ -46,14 +43,15 @@ from ..generation.engines import (
     resolve_backend,
 )
 from ..generation.sampling_params import SamplingParams
+from .ingress import OpenAIIngress
 from .openai_schema import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
     chat_response,
+    check_served_model,
     completion_response,
     error_body,
-    model_card,
     new_id,
     parse_request,
     sse,
@@ -67,42 +65,14 @@ logger = logging.getLogger("ray.serve")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_PROMPTS = 64  # prompts in one /v1/completions request (each becomes n rows of a batch)
 
-# No /docs or /openapi.json: every route but /health sits behind the key.
-api = FastAPI(title="drdo-ray OpenAI-compatible server", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-@api.exception_handler(APIError)
-async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return JSONResponse(error_body(exc.status_code, str(exc.detail), code=code), status_code=exc.status_code)
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(error_body(400, str(exc.errors()[:1]), code="invalid_value"), status_code=400)
-
-
-@api.exception_handler(Exception)
-async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
-    logger.exception("request failed")
-    return JSONResponse(
-        error_body(500, f"internal error: {type(exc).__name__}", type="internal_error"), status_code=500
-    )
-
 
 @serve.deployment(max_constructor_retry_count=3, graceful_shutdown_timeout_s=10)
-@serve.ingress(api)
 class OpenAIServer:
-    """One replica: the engine, a one-thread executor that runs it (the event loop stays free
-    for new requests, health checks and disconnects), and the request checks."""
+    """One engine replica: the engine, a one-thread executor that runs it (the event loop stays
+    free for new requests, health checks and cancellations), and the request checks. The front
+    (ingress.py) calls ``handle`` with each raw request."""
 
-    def __init__(self, settings: dict[str, Any], api_key: str | None = None) -> None:
+    def __init__(self, settings: dict[str, Any]) -> None:
         self.cfg = ServeConfig.model_validate(settings)
         kwargs: dict[str, Any] = {"dtype": self.cfg.dtype, "name": self.cfg.served_model_name}
         model = local_model(self.cfg.model)  # the folder the backend choice reads (head size)
@@ -111,9 +81,7 @@ class OpenAIServer:
             kwargs.update(self.cfg.engine_kwargs)
         self.engine = make_engine(model, backend, **kwargs)
         self.name = self.engine.name
-        self.api_key = api_key or os.environ.get(API_KEY_ENV) or None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self.created = int(time.time())
         self.max_prompt_tokens = min(
             self.cfg.max_prompt_tokens or self.engine.max_model_len, self.engine.max_model_len - 1
         )
@@ -138,65 +106,41 @@ class OpenAIServer:
             float(user_config.get("batch_wait_timeout_s", self.cfg.batch_wait_timeout_s))
         )
 
-    # ------------------------------------------------------------------------ routes
-
-    @api.get("/health")
-    async def health(self) -> dict[str, str]:
-        return {"status": "ok"}
-
-    @api.get("/v1/models")
-    async def models(self, request: Request) -> dict[str, Any]:
-        self._authorize(request)
-        return {"object": "list", "data": [model_card(self.name, self.created)]}
-
-    @api.get("/v1/models/{model_id:path}")
-    async def model(self, model_id: str, request: Request) -> dict[str, Any]:
-        self._authorize(request)
-        self._check_model(model_id)
-        return model_card(self.name, self.created)
-
-    @api.get("/stats")
-    async def replica_stats(self, request: Request) -> dict[str, Any]:
-        self._authorize(request)
+    async def counters(self) -> dict[str, Any]:
         return {**self.stats, "max_batch_size": self._batched._get_max_batch_size()}
 
-    @api.post("/v1/completions")
-    async def completions(self, request: Request) -> Any:
-        return await self._handle(request, "completion")
-
-    @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request) -> Any:
-        return await self._handle(request, "chat")
+    async def handle(self, kind: str, raw: bytes) -> AsyncIterator[Any]:
+        """Answer one request (``kind``: completion or chat; ``raw``: its JSON body) as items:
+        ``("json", body)``, ``("error", status, body)``, or ``("stream",)`` then its chunks."""
+        self.stats["requests"] += 1
+        try:
+            cls = ChatCompletionRequest if kind == "chat" else CompletionRequest
+            req = parse_request(cls, raw)
+            check_served_model(req.model, self.name)
+            prompts = self._prompt_ids(req)
+            sampling = self._sampling(req, [len(p) for p in prompts])
+            if req.stream and len(prompts) > 1:
+                raise APIError(400, "prompt: streaming takes one prompt", param="prompt")
+        except APIError as err:
+            self.stats["rejected"] += 1
+            yield ("error", err.status, err.body())
+            return
+        prompt_tokens = sum(len(p) for p in prompts)
+        rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
+        if req.stream:
+            yield ("stream",)
+            item = GenerationRequest(prompts[0], sampling)
+            async for chunk in self._stream(kind, rid, item, prompt_tokens, req.include_usage):
+                yield chunk
+            return
+        items = [GenerationRequest(p, sampling) for p in prompts]
+        results = await asyncio.gather(*(self._generate(item) for item in items))
+        choices = [(c.text, c.finish_reason) for completions in results for c in completions]
+        completion_tokens = sum(c.num_tokens for completions in results for c in completions)
+        build = chat_response if kind == "chat" else completion_response
+        yield ("json", build(rid, self.name, choices, usage(prompt_tokens, completion_tokens)))
 
     # ------------------------------------------------------------------------ checks
-
-    def _authorize(self, request: Request) -> None:
-        if not self.api_key:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise APIError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
-        if not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-            raise APIError(401, "incorrect API key", code="invalid_api_key")
-
-    def _check_model(self, model: str) -> None:
-        if model != self.name:
-            raise APIError(
-                404,
-                f"model {model!r} does not exist; this server serves {self.name!r}",
-                param="model",
-                code="model_not_found",
-            )
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self.cfg.max_request_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
-        raw = await request.body()
-        if len(raw) > limit:
-            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
-        return raw
 
     def _prompt_ids(self, req: CompletionRequest | ChatCompletionRequest) -> list[list[int]]:
         tok = self.engine.tokenizer
@@ -285,37 +229,6 @@ class OpenAIServer:
             raise APIError(400, str(err), param="n" if "n must" in str(err) else None) from None
 
     # ------------------------------------------------------------------------ generation
-
-    async def _handle(self, request: Request, kind: str) -> Any:
-        self.stats["requests"] += 1
-        try:
-            self._authorize(request)
-            cls = ChatCompletionRequest if kind == "chat" else CompletionRequest
-            req = parse_request(cls, await self._body(request))
-            self._check_model(req.model)
-            prompts = self._prompt_ids(req)
-            sampling = self._sampling(req, [len(p) for p in prompts])
-            if req.stream and len(prompts) > 1:
-                raise APIError(400, "prompt: streaming takes one prompt", param="prompt")
-        except APIError:
-            self.stats["rejected"] += 1
-            raise
-        prompt_tokens = sum(len(p) for p in prompts)
-        rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
-        if req.stream:
-            item = GenerationRequest(prompts[0], sampling)
-            return StreamingResponse(
-                self._stream(kind, rid, item, prompt_tokens, req.include_usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-        items = [GenerationRequest(p, sampling) for p in prompts]
-        results = await asyncio.gather(*(self._generate(item) for item in items))
-        choices = [(c.text, c.finish_reason) for completions in results for c in completions]
-        completion_tokens = sum(c.num_tokens for completions in results for c in completions)
-        use = usage(prompt_tokens, completion_tokens)
-        build = chat_response if kind == "chat" else completion_response
-        return build(rid, self.name, choices, use)
 
     async def _generate(self, item: GenerationRequest) -> list[Completion]:
         self.stats["active"] += 1
@@ -452,7 +365,13 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
         ray_actor_options={"num_cpus": resources["CPU"], "num_gpus": resources["GPU"]},
         user_config={"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s},
     )
-    return deployment.bind(settings, cfg.api_key)
+    # The front holds every request the engine replicas may hold or queue: the engine's limits,
+    # not the front's, decide when a request is refused (503).
+    queued = cfg.max_queued_requests if cfg.max_queued_requests >= 0 else 10 * cfg.max_ongoing_requests
+    front = OpenAIIngress.options(
+        num_replicas=1, max_ongoing_requests=(cfg.max_ongoing_requests + queued) * cfg.max_replicas
+    )
+    return front.bind(deployment.bind(settings), settings, cfg.api_key)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

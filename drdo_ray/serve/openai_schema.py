@@ -39,6 +39,17 @@ def error_body(status: int, message: str, **kwargs: Any) -> dict[str, Any]:
     return APIError(status, message, **kwargs).body()
 
 
+def check_served_model(asked: str, served: str) -> None:
+    """A request names the served model, or gets OpenAI's 404."""
+    if asked != served:
+        raise APIError(
+            404,
+            f"model {asked!r} does not exist; this server serves {served!r}",
+            param="model",
+            code="model_not_found",
+        )
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored (clients send e.g. `user`); the ones we cannot honour and
     # that would change the answer are refused below rather than silently dropped.

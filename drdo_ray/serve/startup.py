@@ -67,7 +67,8 @@ def _app_state(app_name: str) -> tuple[str | None, int, str]:
     app = serve.status().applications.get(app_name)
     if app is None:
         return None, 0, ""
-    running = sum(int(d.replica_states.get("RUNNING", 0)) for d in app.deployments.values())
+    # Ready when every deployment of the app (the HTTP front and the engine) has a replica.
+    running = min((int(d.replica_states.get("RUNNING", 0)) for d in app.deployments.values()), default=0)
     # First lines only: a failed constructor's message carries its whole traceback.
     messages = [app.message] + [d.message for d in app.deployments.values()]
     return app.status.value, running, " ".join(m.strip().splitlines()[0] for m in messages if m.strip())
