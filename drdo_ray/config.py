@@ -163,12 +163,37 @@ def load_config(
 
 
 NODES_TIMEOUT = "seconds an autoscaling cluster may take to add the nodes the actors need, else fail"
+BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom_resources(value: dict[str, float]) -> dict[str, float]:
+    builtin = [name for name in value if name in BUILTIN_RESOURCES]
+    if builtin:
+        raise ValueError(f"{', '.join(builtin)}: set by the stage's own CPU/GPU fields, not here")
+    bad = [name for name, amount in value.items() if not amount > 0]
+    if bad:
+        raise ValueError(f"amounts must be > 0: {', '.join(bad)}")
+    return value
+
+
+# Ray custom resources a stage's workers, actors or replicas ask for besides CPUs and GPUs: the
+# way to name a node type (cluster.yaml's gpu_train and gpu_serve nodes advertise their own).
+CustomResources = Annotated[dict[str, float], AfterValidator(_custom_resources)]
+
+
+def custom_resources_field(each: str, node_type: str) -> Any:
+    return Field(
+        default_factory=dict,
+        description=f"Ray custom resources {each} asks for besides CPUs/GPUs, e.g. {{{node_type}: 1}} for "
+        f"cluster.yaml's {node_type} nodes",
+    )
 
 
 class ScoreSettings(ActorPool):
     """`drdo-ray score`: Oracle rewards (and reference log-probs) for every row of a prepared dataset."""
 
     reduction: Literal["mean", "sum"] = Field("sum", description="reference log-prob reduction")
+    resources_per_actor: CustomResources = custom_resources_field("each scoring actor", "gpu_serve")
     startup_timeout: float = Field(300, gt=0, description=NODES_TIMEOUT)
     force: bool = False
 
@@ -229,6 +254,7 @@ class TrainSettings(StageConfig):
     num_workers: int = Field(2, gt=0, description="Ray Train workers (one GPU each with use_gpu)")
     use_gpu: bool = Field(False, description="train on GPUs (one per worker)")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker reserves")
+    resources_per_worker: CustomResources = custom_resources_field("each worker", "gpu_train")
     # PACK keeps a run's workers on as few nodes as possible (NCCL within a node); STRICT_SPREAD
     # puts each on its own node.
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -552,6 +578,7 @@ class ServeConfig(StageConfig):
         description="GPUs each replica reserves; default: 1 where the cluster has GPUs and the backend is "
         "not transformers, else 0",
     )
+    resources_per_replica: CustomResources = custom_resources_field("each engine replica", "gpu_serve")
     # Request limits: anything past them is a 400, never a crashed replica.
     max_tokens_cap: int = Field(1024, gt=0, description="largest max_tokens a request may ask for")
     default_max_tokens: int = Field(256, gt=0, description="max_tokens when a request leaves it out")
@@ -594,6 +621,7 @@ class GenerateSettings(ActorPool):
         None, description="http backend: default: the endpoint's first model"
     )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    resources_per_actor: CustomResources = custom_resources_field("each engine actor", "gpu_serve")
     startup_timeout: float = Field(300, gt=0, description=NODES_TIMEOUT)
     force: bool = False
 

@@ -249,7 +249,9 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     started = time.perf_counter()  # throughput excludes cluster start-up
     gpus = gpus_per_actor(cfg.num_gpus_per_actor)
     # An actor pool Ray could never place fails here; one that needs new nodes waits for them, bounded.
-    check_actor_pool(gpus, cfg.num_actors, console, timeout_s=cfg.startup_timeout)
+    check_actor_pool(
+        gpus, cfg.num_actors, console, timeout_s=cfg.startup_timeout, resources=cfg.resources_per_actor
+    )
     what = f"{len(oracles)} oracle(s)" + (f" + reference ({cfg.reduction} log-probs)" if reference else "")
     console.print(f"[bold]score[/] {data} with {what}: {cfg.num_actors} actor(s), {gpus} GPU each")
 
@@ -269,6 +271,7 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_gpus=gpus,
+        resources=cfg.resources_per_actor or None,
     )
     # Without a floor Ray writes one small file per output block.
     scored.write_parquet(storage.join(out, "data"), min_rows_per_file=50_000)

@@ -4,13 +4,24 @@ the /health answer for each state of the served app."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from drdo_ray import cluster_resources
-from drdo_ray.cluster_resources import can_autoscale, format_resources, shortfall
+from drdo_ray.cluster_resources import (
+    NodeType,
+    can_autoscale,
+    format_resources,
+    node_types_of,
+    placement,
+    shortfall,
+)
 from drdo_ray.serve.startup import health_state
 
 CPU4 = {"CPU": 4.0, "memory": 8e9, "node:127.0.0.1": 1.0}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_requests_that_fit() -> None:
@@ -74,6 +85,47 @@ def test_autoscaling_detection(monkeypatch, tmp_path) -> None:
     bootstrap.unlink()
     monkeypatch.setenv(cluster_resources.AUTOSCALING_ENV, "1")
     assert can_autoscale() is True
+
+
+def test_placement_on_a_cluster_that_can_grow() -> None:
+    """cluster.yaml's node types: a request one of them can hold waits for it; one none can
+    hold, at any size, is refused at once, naming the node types."""
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    types = node_types_of(config)
+    assert types["gpu_train"] == NodeType({"CPU": 192, "GPU": 8, "gpu_train": 8}, 2)
+    assert types["gpu_serve"] == NodeType({"CPU": 8, "GPU": 1, "gpu_serve": 1}, 4)
+    head = [{"CPU": 0.0, "memory": 8e9}]  # the head advertises no CPU: every stage waits for a node
+    totals = {"memory": 8e9}
+
+    def verdict(request: dict, count: int = 1, **kw) -> tuple:
+        return placement(request, count, totals, head, can_grow=True, types=types, **kw)
+
+    assert verdict({"CPU": 1, "GPU": 1, "gpu_serve": 1})[0] == "grow"
+    assert verdict({"CPU": 1, "gpu_train": 1}, 16)[0] == "grow"  # two gpu_train nodes of 8
+    kind, why = verdict({"CPU": 1, "gpu_train": 1}, 17)  # 2 x 8 at most
+    assert kind == "never" and "short of gpu_train" in why and "gpu_train {CPU: 192" in why
+    kind, why = verdict({"CPU": 1, "GPU": 16})  # no node type has 16 GPUs
+    assert kind == "never" and "on one node, but no node has that much" in why
+    assert verdict({"CPU": 1, "tpu": 1})[0] == "never"
+    # Unknown node types (DRDO_RAY_AUTOSCALING=1 alone): the benefit of the doubt.
+    assert placement({"CPU": 1, "tpu": 1}, 1, totals, head, can_grow=True)[0] == "grow"
+    assert placement({"CPU": 1}, 1, totals, head, can_grow=False)[0] == "never"
+    assert placement({"CPU": 1}, 1, CPU4, [CPU4], can_grow=False) == ("fits", None)
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [({"GPU": 1}, "set by the stage's own CPU/GPU fields"), ({"gpu_serve": 0}, "amounts must be > 0")],
+)
+def test_custom_resources_are_checked(resources: dict, message: str) -> None:
+    from pydantic import ValidationError
+
+    from drdo_ray.config import ScoreConfig, ServeConfig
+
+    with pytest.raises(ValidationError, match=message):
+        ScoreConfig(data="d", out="o", resources_per_actor=resources)
+    with pytest.raises(ValidationError, match=message):
+        ServeConfig(model="m", resources_per_replica=resources)
 
 
 @pytest.mark.parametrize(

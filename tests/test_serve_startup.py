@@ -125,7 +125,9 @@ def test_autoscaling_cluster_waits_with_health_503_then_fails(
     assert health is not None, outcome
     assert health.status_code == 503 and answered_in < 3, (health.text, answered_in)
     body = health.json()
-    assert body["status"] == "unschedulable" and "needs {CPU: 1, GPU: 1}" in body["reason"], body
+    # A cluster that can grow is "starting" while it waits for a node (unschedulable: never).
+    assert body["status"] == "starting" and "needs {CPU: 1, GPU: 1}" in body["reason"], body
+    assert body["reason"].startswith("waiting for the cluster to add a node"), body
     error = outcome.get("error")
     assert isinstance(error, UserError), outcome
     message = str(error)

@@ -272,7 +272,7 @@ def vllm_processor(cfg: GenerateConfig, model: str, gpus: float) -> Any:
 
     # Each vLLM worker's bundle; Ray Data LLM's default bundle asks for a GPU, which a CPU
     # cluster never has (the engine actor would wait forever).
-    bundle = {"CPU": 1.0, **({"GPU": float(gpus)} if gpus else {})}
+    bundle = {"CPU": 1.0, **({"GPU": float(gpus)} if gpus else {}), **cfg.resources_per_actor}
     config = vLLMEngineProcessorConfig(
         model_source=model,
         engine_kwargs=vllm_engine_kwargs(cfg.dtype, cfg.engine_kwargs, cpu=vllm_cpu_build() or not gpus),
@@ -412,6 +412,7 @@ def plan_generation(cfg: GenerateConfig, console: Console) -> GenerationPlan | d
             console,
             flag="--num-gpus",
             timeout_s=cfg.startup_timeout,
+            resources=cfg.resources_per_actor,
         )
     prompts = read_prompts(cfg.prompts, cfg.limit)
     model = _resolve_model(cfg.model, cfg.backend)
@@ -460,6 +461,7 @@ def sample(plan: GenerationPlan, work: list[dict[str, Any]]) -> list[dict[str, A
             batch_size=None,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
             num_gpus=gpus,
+            resources=cfg.resources_per_actor or None,
         )
     else:
         ds = ds.map_batches(

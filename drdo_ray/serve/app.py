@@ -32,6 +32,7 @@ from ray.serve import Application
 from rich.console import Console
 
 from ..artifacts import check_model, cluster_has_gpus, is_hub_id, local_model, resolve
+from ..cluster_resources import can_autoscale
 from ..cluster_resources import require as require_resources
 from ..config import API_KEY_ENV, ServeConfig
 from ..errors import UserError
@@ -337,9 +338,9 @@ def _default_gpus(backend: str) -> float:
 
 
 def replica_resources(cfg: ServeConfig) -> dict[str, float]:
-    """What each replica asks of the cluster (Ray resource names)."""
+    """What each engine replica asks of the cluster (Ray resource names)."""
     gpus = cfg.num_gpus_per_replica if cfg.num_gpus_per_replica is not None else _default_gpus(cfg.backend)
-    return {"CPU": float(cfg.num_cpus_per_replica), "GPU": float(gpus)}
+    return {"CPU": float(cfg.num_cpus_per_replica), "GPU": float(gpus), **cfg.resources_per_replica}
 
 
 def build_app(args: dict[str, Any] | ServeConfig) -> Application:
@@ -362,7 +363,11 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
         # of 5 ongoing requests would cap every batch at 5.
         max_ongoing_requests=cfg.max_ongoing_requests,
         max_queued_requests=cfg.max_queued_requests,
-        ray_actor_options={"num_cpus": resources["CPU"], "num_gpus": resources["GPU"]},
+        ray_actor_options={
+            "num_cpus": resources["CPU"],
+            "num_gpus": resources["GPU"],
+            "resources": dict(cfg.resources_per_replica),
+        },
         user_config={"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s},
     )
     # The front holds every request the engine replicas may hold or queue: the engine's limits,
@@ -460,7 +465,7 @@ def start(cfg: ServeConfig, console: Console | None = None) -> str:
         )
     app = build_app(cfg)
     serve.start(http_options={"host": cfg.host, "port": port})
-    health = health_target(cfg.app_name, cfg.route_prefix, per_replica, replicas)
+    health = health_target(cfg.app_name, cfg.route_prefix, per_replica, replicas, can_autoscale())
     engine = serve.RunTarget(target=app, name=cfg.app_name, route_prefix=cfg.route_prefix)
     serve.run_many([health, engine], wait_for_applications_running=False)
     try:

@@ -82,12 +82,14 @@ def _app_state(app_name: str) -> tuple[str | None, int, str]:
 )
 class HealthCheck:
     """``/health`` of the engine app ``app_name``, whose replicas each ask for ``per_replica``
-    (``replicas`` of them at start)."""
+    (``replicas`` of them at start), on a cluster that ``can_grow`` (then replicas no node can
+    hold yet are "starting": the autoscaler adds one) or not ("unschedulable")."""
 
-    def __init__(self, app_name: str, per_replica: dict[str, float], replicas: int) -> None:
+    def __init__(self, app_name: str, per_replica: dict[str, float], replicas: int, can_grow: bool) -> None:
         self.app_name = app_name
         self.per_replica = per_replica
         self.replicas = replicas
+        self.can_grow = can_grow
         # Connect to the Serve controller now, not on the first /health request.
         with contextlib.suppress(Exception):
             _app_state(app_name)
@@ -98,6 +100,8 @@ class HealthCheck:
         if status is not None and status != "RUNNING" and running == 0:
             totals, nodes = cluster_totals()
             unschedulable = shortfall(self.per_replica, self.replicas, totals, nodes, what="each replica")
+            if unschedulable and self.can_grow:
+                message, unschedulable = f"waiting for the cluster to add a node: {unschedulable}", None
         return health_state(status, running, message, unschedulable)
 
     async def __call__(self, request: Request) -> JSONResponse:
@@ -108,10 +112,12 @@ class HealthCheck:
         return JSONResponse(body, status_code=code)
 
 
-def health_target(app_name: str, route_prefix: str, per_replica: Mapping[str, float], replicas: int) -> Any:
+def health_target(
+    app_name: str, route_prefix: str, per_replica: Mapping[str, float], replicas: int, can_grow: bool
+) -> Any:
     """The ``/health`` application for ``serve.run_many``."""
     return serve.RunTarget(
-        target=HealthCheck.bind(app_name, dict(per_replica), replicas),
+        target=HealthCheck.bind(app_name, dict(per_replica), replicas, can_grow),
         name=health_app_name(app_name),
         route_prefix=health_route(route_prefix),
     )

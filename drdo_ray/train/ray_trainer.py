@@ -202,7 +202,7 @@ def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
         dataset = dataset.random_shuffle(seed=cfg.seed)
     # The loop prints step, ETA and metrics; Ray Data's own bars for the shard feed would bury them.
     dataset.context.enable_progress_bars = False
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
+    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {}) | cfg.resources_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config(cfg, info, pad),
