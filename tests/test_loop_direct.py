@@ -237,6 +237,40 @@ def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
 
 
+def test_a_restored_run_trains_every_row_once(batches, tiny_model_dir, tmp_path):
+    """With trace_rows, the rows a run trained on are recorded per step; a run that fails after
+    its checkpoint and resumes from it trains on the same rows as an unbroken one, none twice
+    (the micro-batches redone after the restart replace the failed attempt's lines)."""
+    from drdo_ray.train.row_trace import traced_rows
+
+    columns, pad = batches
+    collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
+    feed = [collate({k: v[i : i + 1] for k, v in columns.items()}) for i in range(4)]
+    cfg = _cfg(tiny_model_dir, loss="drdo", shuffle=False, micro_batch_size=1, max_steps=6, trace_rows=True)
+    common = dict(batches=lambda e: feed, num_rows=4, world=World())
+    run(cfg, **common, reporter=Collect(), metrics_dir=tmp_path / "full")
+
+    class KeepCheckpoint(Collect):
+        def report(self, metrics, checkpoint_dir):
+            if checkpoint_dir is not None and metrics["global_step"] == 4:
+                import shutil
+
+                shutil.copytree(checkpoint_dir, tmp_path / "ckpt")
+
+    broken = tmp_path / "broken"
+    failure = dict(metrics_dir=broken, failure_marker=tmp_path / "failed")
+    with pytest.raises(RuntimeError, match="injected failure at step 5"):
+        run(cfg.model_copy(update={"fail_at_step": 5}), **common, reporter=KeepCheckpoint(), **failure)
+    assert max(json.loads(x)["step"] for x in (broken / "rows-rank-0.jsonl").read_text().splitlines()) == 5
+    final = run(cfg, **common, reporter=Collect(), restore_dir=tmp_path / "ckpt", metrics_dir=broken)
+    assert (final["global_step"], final["consumed_samples"]) == (6, 6)
+    full, resumed = traced_rows(tmp_path / "full"), traced_rows(broken)
+    assert resumed == full and len(full) == 6  # 4 rows in epoch 0, the first 2 again in epoch 1
+    assert sorted({epoch for epoch, _ in full}) == [0, 1] and len(set(full)) == 6
+    steps = [json.loads(x)["step"] for x in (broken / "rows-rank-0.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # step 5's micro-batch once, as redone after the restore
+
+
 @pytest.mark.parametrize("stage,loss", [("sft", None), ("align", "drdo")])
 def test_load_model_gives_float32_masters_from_a_half_precision_checkpoint(
     tiny_model_dir, tmp_path, stage, loss

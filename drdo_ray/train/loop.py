@@ -28,6 +28,7 @@ from .collectives import all_true
 from .diagnostics import term_gradients_of, term_grads_apply
 from .engine import Engine, World, build_engine, use_bf16
 from .metrics import MetricsLog
+from .row_trace import RowTrace
 from .stage import call_loss, pair_tensors, reduction_of, spec_of, uses_reward_head
 from .step_window import StepWindow
 
@@ -169,6 +170,7 @@ class _Training:
     state: TrainerState
     window: StepWindow
     diagnose: bool
+    trace: RowTrace
 
     def micro_batch(self, batch: Batch) -> Outcome:
         """Forward and backward of one micro-batch, and the optimizer step once ``grad_accum``
@@ -177,6 +179,7 @@ class _Training:
         cfg, state, world = self.cfg, self.state, self.world
         batch = _to_device(batch, world.device)
         rows = int(batch.pop("num_rows"))
+        self.trace.add(state.global_step + 1, state.epoch, batch, rows)
         state.epoch_micro += 1
         state.consumed_samples += rows * world.size
         diagnose = self.diagnose and self.window.diagnose_due(state.global_step + 1)
@@ -258,7 +261,10 @@ def run(
         engine.load(restore_dir)
         state = load_trainer_state(restore_dir, world.rank)
     window = StepWindow(cfg, steps.total_steps, world)
-    training = _Training(cfg, engine, load_reference(cfg, world), world, state, window, term_grads_apply(cfg))
+    traced = metrics_dir / f"rows-rank-{world.rank}.jsonl" if cfg.trace_rows and metrics_dir else None
+    trace = RowTrace(traced, state.global_step)
+    reference = load_reference(cfg, world)
+    training = _Training(cfg, engine, reference, world, state, window, term_grads_apply(cfg), trace)
     log = _metrics_log(metrics_dir, steps.total_steps, state.global_step, world)
     last: dict[str, Any] = {}
     status = "finished"
