@@ -5,6 +5,7 @@ nodes with, read from its start commands, so a local head runs with the project'
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -16,7 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,22 @@ def start_settings(command: str) -> StartSettings | None:
     return None
 
 
+def run_script(script: str, run_dir: Path, timeout_s: float) -> dict:
+    """Run tests/``script`` RUN_DIR in its own process (this session already holds a ray.init())
+    and return the JSON of its ``RESULT`` line."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / script), str(run_dir)],
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=os.environ | OFFLINE,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
 def cluster_yaml() -> dict:
     return yaml.safe_load(CLUSTER_YAML.read_text())
 
@@ -151,14 +168,17 @@ def local_head(
     *,
     env: Mapping[str, str] | None = None,
     flags: Sequence[str] = (),
+    flags_for: Callable[[str], list[str]] | None = None,
     num_cpus: int = 4,
     dashboard_host: str = "127.0.0.1",
     headers: Mapping[str, str] | None = None,
     timeout_s: float = 120,
 ) -> Iterator[Head]:
     """A head with a dashboard (the Jobs API) on free ports; yields once ``GET /api/jobs/``
-    answers 200 (with ``headers``, e.g. the token). ``env``: on top of ``base_env()``."""
+    answers 200 (with ``headers``, e.g. the token). ``env``: on top of ``base_env()``;
+    ``flags_for(gcs_address)``: more flags, made once the GCS port is chosen."""
     dashboard_port, gcs_port, *others = free_ports(7)
+    more = flags_for(f"127.0.0.1:{gcs_port}") if flags_for else []
     temp_dir = tempfile.mkdtemp(prefix="rjt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     out = log.open("w")
     proc = subprocess.Popen(
@@ -182,6 +202,7 @@ def local_head(
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
             *flags,
+            *more,
         ],
         stdout=out,
         stderr=subprocess.STDOUT,

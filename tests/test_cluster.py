@@ -9,17 +9,14 @@ clusters on this machine with it."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from local_head import OFFLINE, ROOT, generate_token, local_head, node_start_settings
+from local_head import OFFLINE, ROOT, generate_token, local_head, node_start_settings, run_script
 
 # What the job's working_dir leaves out (as .rayignore does for `ray job submit --working-dir .`).
 EXCLUDES = [
@@ -39,17 +36,7 @@ EXCLUDES = [
 @pytest.mark.timeout(420)
 def test_two_node_training_spreads_workers_and_shares_one_run_dir(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "cluster_pipeline.py"), str(run)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env=os.environ | OFFLINE,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    result = run_script("cluster_pipeline.py", run, timeout_s=400)
     assert len(result["nodes"]) == 2
     assert {k: v["status"] for k, v in result["result"]["stages"].items()} == {
         "model": "done",

@@ -9,15 +9,12 @@ tests/test_loop_direct.py."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-from local_head import OFFLINE
+from local_head import run_script
 from safetensors.torch import load_file
 
 from drdo_ray.train.row_trace import traced_rows
@@ -33,17 +30,7 @@ def _weights(model_dir: str) -> dict[str, torch.Tensor]:
 @pytest.mark.cluster
 @pytest.mark.timeout(900)
 def test_a_lost_node_restores_from_the_checkpoint_to_the_same_result(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "cluster_lost_node.py"), str(tmp_path / "run")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=840,
-        env=os.environ | OFFLINE,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    result = run_script("cluster_lost_node.py", tmp_path / "run", timeout_s=840)
     clean, broken, lost = result["clean"], result["broken"], result["lost"]
 
     # The node is gone, and the restored run's workers ran on the two others, one each.
