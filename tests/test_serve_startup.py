@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,3 +191,42 @@ def test_generate_waits_for_nodes_no_longer_than_startup_timeout(
     line = _error_line(capsys)
     assert "each actor needs {CPU: 1, GPU: 1}" in line and "within 3s (--startup-timeout)" in line
     assert not out.exists()
+
+
+def test_a_request_no_node_type_can_hold_fails_at_once(
+    ray_session, tiny_model_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    """On a cluster launched from cluster.yaml (its config where `ray up` leaves it on the head),
+    a request none of its node types could ever hold is refused before any wait, naming them;
+    one a node type can hold waits for it (here, at most --startup-timeout: no node comes)."""
+    import shutil
+
+    from drdo_ray import cluster_resources
+
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "cluster.yaml", bootstrap)
+    monkeypatch.setattr(cluster_resources, "BOOTSTRAP_CONFIG", str(bootstrap))
+    monkeypatch.delenv(AUTOSCALING_ENV)  # the launcher's config alone says the cluster can grow
+    gen = [
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(tmp_path),
+        "--backend",
+        "transformers",
+    ]
+    gen += ["--out", str(tmp_path / "samples"), "--startup-timeout", "2"]
+    began = time.monotonic()
+    assert main([*gen, "--num-gpus", "16"]) == 2
+    line = _error_line(capsys)
+    assert "each actor needs {CPU: 1, GPU: 16} on one node" in line
+    assert "gpu_serve {CPU: 8, GPU: 1, gpu_serve: 1}, gpu_train {CPU: 192, GPU: 8, gpu_train: 8}" in line
+    serve = ["serve", "--model", str(tiny_model_dir), "--port", "0", "--app-name", APP]
+    assert main([*serve, "--set", "resources_per_replica={tpu: 1}"]) == 2
+    assert "each replica needs {CPU: 1, tpu: 1}" in _error_line(capsys)
+    assert time.monotonic() - began < 30  # refused, not waited for
+    assert APP not in _apps()
+    # A GPU a gpu_serve node has: waited for, until --startup-timeout.
+    assert main([*gen, "--num-gpus", "1", "--set", "resources_per_actor={gpu_serve: 1}"]) == 2
+    assert "within 2s (--startup-timeout)" in _error_line(capsys)

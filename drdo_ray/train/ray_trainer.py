@@ -82,20 +82,25 @@ def export_fn(cfg: TrainConfig, world: World):
 
 
 def _record_worker(cfg: TrainConfig, world: World) -> None:
-    """RUN/train/<name>/workers/rank-<r>.json: where each rank ran (node, host, process), written by
-    the worker itself to the shared run directory, so placement is checkable after the fact."""
+    """RUN/train/<name>/workers/rank-<r>.json: where each rank ran (node and its resources, host,
+    process), written by the worker itself to the shared run directory, so placement is
+    checkable after the fact."""
     import os
     import socket
 
     folder = RunLayout(cfg.run_dir).workers(cfg.run_name)
     storage.makedirs(folder)
+    node_id = ray.get_runtime_context().get_node_id()
+    # The node's resources say its type on an autoscaling cluster (gpu_train: cluster.yaml's).
+    resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
     storage.write_json(
         storage.join(folder, f"rank-{world.rank}.json"),
         {
             "rank": world.rank,
             "world_size": world.size,
-            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_id": node_id,
             "node_ip": ray.util.get_node_ip_address(),
+            "node_resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
         },
