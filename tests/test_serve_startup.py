@@ -176,7 +176,7 @@ def test_generate_waits_for_nodes_no_longer_than_startup_timeout(
 ) -> None:
     """On a cluster that can add nodes, a pool that needs them waits at most --startup-timeout,
     then exits 2 with one line; no prompt is read before the wait is over."""
-    from drdo_ray.eval import sampling
+    from drdo_ray.generation import sampling
 
     def must_not_read(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the prompts were read before the nodes came up")
