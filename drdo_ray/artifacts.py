@@ -115,6 +115,11 @@ def check_model(path: str, *, role: str, oracle: bool = False) -> None:
     if is_remote(path) or Path(path).exists():
         fs, root = fsspec.core.url_to_fs(path)
         base = root.rstrip("/")
+        if fs.isfile(f"{base}/adapter_config.json") and not fs.isfile(f"{base}/config.json"):
+            raise UserError(
+                f"{role} {path} holds LoRA adapters only (lora.export adapters): train with "
+                "lora.export merged (the default) for a model folder this stage reads"
+            )
         if not fs.isdir(root) or not fs.isfile(f"{base}/config.json"):
             raise UserError(f"{role} {path} is not a model folder (no config.json)")
         if oracle and not fs.isfile(f"{base}/{HEAD_WEIGHTS}"):

@@ -84,6 +84,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {"stage": args.stage}
     if getattr(args, "deepspeed.zero_stage") is not None and getattr(args, "deepspeed.enabled") is None:
         extra["deepspeed.enabled"] = True  # --zero-stage N alone means DeepSpeed with ZeRO-N
+    if getattr(args, "lora.rank") is not None and getattr(args, "lora.enabled") is None:
+        extra["lora.enabled"] = True  # --lora-rank R alone means LoRA of rank R
     cfg = config_from_args(TrainConfig, args, args.stage, extra)
     from .train.ray_trainer import fit, fit_oracles
 
@@ -233,6 +235,29 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
             TrainConfig,
             ["deepspeed.enabled", "deepspeed.zero_stage"],
             custom={"deepspeed.enabled": {"flags": ["--deepspeed"]}},
+        )
+        lora = [
+            "lora.enabled",
+            "lora.rank",
+            "lora.alpha",
+            "lora.dropout",
+            "lora.target_modules",
+            "lora.export",
+        ]
+        add_config_flags(
+            p,
+            TrainConfig,
+            lora,
+            custom={
+                path: {
+                    "flags": [
+                        "--lora"
+                        if path == "lora.enabled"
+                        else "--" + path.replace("_", "-").replace(".", "-")
+                    ]
+                }
+                for path in lora
+            },
         )
         p.set_defaults(func=cmd_train)
 

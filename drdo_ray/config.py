@@ -70,6 +70,24 @@ class ActorPool(StageConfig):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
+AttnImplementation = Literal["sdpa", "flash_attention_2", "eager"]
+
+
+class AttentionSettings(StageConfig):
+    """The attention kernel a stage loads its transformers models with."""
+
+    attn_implementation: AttnImplementation = Field(
+        "sdpa",
+        description="sdpa (torch's fused attention; eager where an architecture lacks it), "
+        "flash_attention_2 (a CUDA GPU and the flash-attn package) or eager",
+    )
+    attn_fallback: Literal["error", "sdpa"] = Field(
+        "error",
+        description="when attn_implementation cannot run (no GPU, flash-attn not installed): stop with "
+        "an error, or log it and use sdpa",
+    )
+
+
 class PrepareSettings(StageConfig):
     """`drdo-ray data prepare` (a pipeline `datasets` entry)."""
 
@@ -189,7 +207,7 @@ def custom_resources_field(each: str, node_type: str) -> Any:
     )
 
 
-class ScoreSettings(ActorPool):
+class ScoreSettings(AttentionSettings, ActorPool):
     """`drdo-ray score`: Oracle rewards (and reference log-probs) for every row of a prepared dataset."""
 
     reduction: Literal["mean", "sum"] = Field("sum", description="reference log-prob reduction")
@@ -231,7 +249,30 @@ class DeepSpeedSettings(StageConfig):
     allgather_bucket_size: int = Field(500_000_000, gt=0)
 
 
-class TrainSettings(StageConfig):
+class LoraSettings(StageConfig):
+    """LoRA adapters (peft) on the LM: its base weights stay frozen and only the adapters train; a
+    reward head (the Oracle, DRDO) stays fully trainable beside them."""
+
+    enabled: bool = Field(False, description="train LoRA adapters instead of every LM weight")
+    rank: int = Field(16, gt=0, description="adapter rank r (alone, it turns LoRA on)")
+    alpha: float = Field(32.0, gt=0, description="the adapters' update is scaled by alpha / rank")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: list[str] | None = Field(
+        None,
+        description="module names to adapt, or all-linear; default: peft's per architecture "
+        "(the attention q and v projections)",
+    )
+    export: Literal["merged", "adapters"] = Field(
+        "merged",
+        description="models/<run>/: the adapters merged into the base weights (a plain transformers "
+        "folder, what every later stage reads), or the adapters alone (loadable with peft)",
+    )
+
+
+OptimizerName = Literal["adamw", "paged_adamw_32bit"]
+
+
+class TrainSettings(AttentionSettings):
     """What every training stage shares, whatever it trains: batch, optimizer, engine and cluster,
     checkpoints and logging (the pipeline's `train:` section). A setting of one stage or one loss
     goes in its settings class (drdo_ray/loss_settings.py) instead."""
@@ -245,6 +286,11 @@ class TrainSettings(StageConfig):
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; default: epochs over the data")
     epochs: int = Field(1, gt=0, description="passes over the data when max_steps is not set")
     lr: float = Field(5e-6, gt=0, description="peak learning rate (AdamW, cosine decay after warmup)")
+    optimizer: OptimizerName = Field(
+        "adamw",
+        description="adamw (torch's; fused on CUDA) or paged_adamw_32bit (bitsandbytes, CUDA only: the "
+        "paper's, its state paged to host memory under pressure)",
+    )
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
@@ -260,6 +306,7 @@ class TrainSettings(StageConfig):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     bf16: bool | None = Field(None, description="default: on with GPUs")
     deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     gradient_checkpointing: bool = False
     logps_chunk_size: int | None = Field(
         None,
@@ -398,6 +445,15 @@ class TrainConfig(DPOPlusCSettings, EDPOSettings, DRDOSettings, OracleSettings, 
         if foreign:
             here = f"{self.stage} (loss {self.loss})" if self.loss else self.stage
             raise ValueError("; ".join(belongs_elsewhere(key, here) for key in foreign))
+        return self
+
+    @model_validator(mode="after")
+    def _optimizer_runs_here(self) -> TrainConfig:
+        if self.optimizer == "paged_adamw_32bit" and not self.use_gpu:
+            raise ValueError(
+                "optimizer paged_adamw_32bit is bitsandbytes' CUDA optimizer and this run trains on CPU "
+                "(use_gpu false): use optimizer adamw, or train on GPUs"
+            )
         return self
 
     @model_validator(mode="after")
@@ -545,7 +601,7 @@ class ReportConfig(ReportSettings):
 API_KEY_ENV = "DRDO_RAY_API_KEY"
 
 
-class ServeConfig(StageConfig):
+class ServeConfig(AttentionSettings):
     """`drdo-ray serve`, `serve.yaml` and jobs/serve.py: an OpenAI-compatible Ray Serve app."""
 
     model: str = Field(description="model folder (local or s3://) or hub id")
@@ -604,7 +660,7 @@ class ServeConfig(StageConfig):
             self.default_max_tokens = self.max_tokens_cap
 
 
-class GenerateSettings(ActorPool):
+class GenerateSettings(AttentionSettings, ActorPool):
     """`drdo-ray generate`: sample every prompt of a prepared prompt set at every temperature."""
 
     temperatures: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.7, 0.9], min_length=1)

@@ -37,6 +37,7 @@ from .artifacts import (
     resolve,
     reusable,
 )
+from .attention import attn_kwargs, resolve_attention
 from .cluster_resources import check_actor_pool
 from .config import ScoreConfig
 from .errors import UserError
@@ -94,24 +95,31 @@ def _set_column(table: pa.Table, name: str, values: Any) -> pa.Table:
 class Scorer:
     """Ray Data callable class: models load once per actor, frozen, in eval mode."""
 
-    def __init__(self, oracles: Sequence[str], reference: str | None, *, reduction: str, dtype: str) -> None:
+    def __init__(
+        self,
+        oracles: Sequence[str],
+        reference: str | None,
+        *,
+        reduction: str,
+        dtype: str,
+        attention: str = "sdpa",
+    ) -> None:
         from transformers import AutoModelForCausalLM
 
         from .models import PolicyWithRewardHead
 
         self.device, self.dtype = device_dtype(dtype)
         self.reduction = reduction
+        load = {"dtype": self.dtype, **attn_kwargs(attention)}
         self.oracles = [
-            PolicyWithRewardHead.from_pretrained(local_model(p), torch_dtype=self.dtype)
-            .to(self.device)
-            .freeze()
+            PolicyWithRewardHead.from_pretrained(local_model(p), **load).to(self.device).freeze()
             for p in oracles
         ]
         self.reference = None
         if reference:
-            self.reference = AutoModelForCausalLM.from_pretrained(
-                local_model(reference), dtype=self.dtype
-            ).to(self.device)
+            self.reference = AutoModelForCausalLM.from_pretrained(local_model(reference), **load).to(
+                self.device
+            )
             self.reference.eval().requires_grad_(False)
         models = [m.lm for m in self.oracles] + ([self.reference] if self.reference is not None else [])
         # The dataset was tokenized once; every model must embed all its ids.
@@ -252,6 +260,7 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     check_actor_pool(
         gpus, cfg.num_actors, console, timeout_s=cfg.startup_timeout, resources=cfg.resources_per_actor
     )
+    attention = resolve_attention(cfg, gpu=gpus > 0, stage="score")
     what = f"{len(oracles)} oracle(s)" + (f" + reference ({cfg.reduction} log-probs)" if reference else "")
     console.print(f"[bold]score[/] {data} with {what}: {cfg.num_actors} actor(s), {gpus} GPU each")
 
@@ -266,7 +275,7 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     scored = rows_in.map_batches(
         Scorer,
         fn_constructor_args=(oracles, reference),
-        fn_constructor_kwargs={"reduction": cfg.reduction, "dtype": cfg.dtype},
+        fn_constructor_kwargs={"reduction": cfg.reduction, "dtype": cfg.dtype, "attention": attention},
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
@@ -283,6 +292,7 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
         "rows": rows,
         "columns_added": columns_added(len(oracles), reference is not None),
         "dtype": cfg.dtype,
+        "attn_implementation": attention,
         "batch_size": cfg.batch_size,
         "num_actors": cfg.num_actors,
         "num_gpus_per_actor": gpus,

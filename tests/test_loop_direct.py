@@ -11,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer
+from interrupted_run import checkpoint_then_die
 
 from drdo_ray.config import TrainConfig
-from drdo_ray.data.tokenize import encode_prompt, encode_response
 from drdo_ray.losses import ALIGN_LOSSES
 from drdo_ray.train.batches import Collator
 from drdo_ray.train.diagnostics import DRDO_TERMS
 from drdo_ray.train.engine import World
 from drdo_ray.train.loop import load_model, run, uses_reward_head
-
-PAIRS = [
-    ("Name a fruit.", "An apple.", "A chair, a chair, a chair."),
-    ("Say hello.", "Hello there!", "Goodbye forever and ever."),
-    ("Count to three.", "One, two, three.", "Seven."),
-    ("Pick a color.", "Blue.", "I refuse to answer colors colors."),
-]
 
 
 class Collect:
@@ -38,24 +30,6 @@ class Collect:
         self.reports.append((metrics, checkpoint_dir))
         if checkpoint_dir is not None:
             self.saved.append({p.name for p in Path(checkpoint_dir).iterdir()})
-
-
-@pytest.fixture(scope="module")
-def batches(tiny_model_dir):
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    rng = np.random.default_rng(0)
-    columns = {
-        "prompt_ids": [encode_prompt(tok, p, chat=True) for p, _, _ in PAIRS],
-        "chosen_ids": [encode_response(tok, c) for _, c, _ in PAIRS],
-        "rejected_ids": [encode_response(tok, r) for _, _, r in PAIRS],
-        "oracle_chosen": rng.normal(1.0, 0.1, 4),
-        "oracle_rejected": rng.normal(-1.0, 0.1, 4),
-        "ref_chosen_logps": rng.normal(-30, 1, 4),
-        "ref_rejected_logps": rng.normal(-40, 1, 4),
-        **{f"oracle_chosen_{k}": rng.normal(1.0, 0.1, 4) for k in range(3)},
-        **{f"oracle_rejected_{k}": rng.normal(-1.0, 0.1, 4) for k in range(3)},
-    }
-    return {k: np.array(list(v), dtype=object) for k, v in columns.items()}, tok.pad_token_id
 
 
 EXTRA = {
@@ -86,8 +60,8 @@ def _cfg(tiny_model_dir, **kw) -> TrainConfig:
 
 
 @pytest.mark.parametrize("loss", ALIGN_LOSSES)
-def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_path, loss):
-    columns, pad = batches
+def test_every_loss_trains_through_the_one_loop(pair_columns, tiny_model_dir, tmp_path, loss):
+    columns, pad = pair_columns
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA[loss], edpo_oracles=3 if loss == "edpo" else 0)
     feed = [collate({k: v[i : i + 2] for k, v in columns.items()}) for i in (0, 2)]
     cfg = _cfg(tiny_model_dir, loss=loss)
@@ -128,11 +102,11 @@ def test_every_loss_trains_through_the_one_loop(batches, tiny_model_dir, tmp_pat
     ("chunk", "wrt", "checkpointing"), [(None, "hidden", False), (5, "hidden", False), (None, "params", True)]
 )
 def test_term_gradient_diagnostics_leave_training_unchanged(
-    batches, tiny_model_dir, tmp_path, chunk, wrt, checkpointing
+    pair_columns, tiny_model_dir, tmp_path, chunk, wrt, checkpointing
 ):
     """The diagnostics' autograd.grad(retain_graph=True) on logging micro-batches must not alter the
     step: the same weights with them on and off (grad_accum 2, logged every other step)."""
-    columns, pad = batches
+    columns, pad = pair_columns
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
     feed = [collate({k: v[i : i + 1] for k, v in columns.items()}) for i in range(4)]
     exported: dict[bool, dict] = {True: {}, False: {}}
@@ -168,12 +142,14 @@ def test_term_gradient_diagnostics_leave_training_unchanged(
 
 
 @pytest.mark.parametrize("clip", [1e9, 1e-3])
-def test_detach_trains_the_lm_exactly_as_drdo_minus_r_up_to_clipping(batches, tiny_model_dir, tmp_path, clip):
+def test_detach_trains_the_lm_exactly_as_drdo_minus_r_up_to_clipping(
+    pair_columns, tiny_model_dir, tmp_path, clip
+):
     """With distill_trunk=detach the distillation term trains the reward head only, so the LM's update
     is DRDO(-R)'s: the exported LMs are bit-identical when the global grad-norm clip never binds, and differ
     when it does (the head's gradient then shrinks the LM's step). Why bench quality reports DRDO(-R)
     and not a separate detach row."""
-    columns, pad = batches
+    columns, pad = pair_columns
     exported: dict[str, dict] = {}
     for loss, extra in (("drdo", EXTRA["drdo"]), ("drdo_minus_r", ())):
         collate = Collator(pad_id=pad, pairs=True, extra=extra)
@@ -197,8 +173,8 @@ def test_detach_trains_the_lm_exactly_as_drdo_minus_r_up_to_clipping(batches, ti
     assert (differ == []) == (clip > 1)
 
 
-def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir, tmp_path):
-    columns, pad = batches
+def test_restore_continues_where_the_checkpoint_left_off(pair_columns, tiny_model_dir, tmp_path):
+    columns, pad = pair_columns
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
     feed = [collate({k: v[i : i + 2] for k, v in columns.items()}) for i in (0, 2)]
     cfg = _cfg(tiny_model_dir, loss="drdo", shuffle=False)
@@ -212,16 +188,7 @@ def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir
         export=lambda m, e: full.update({k: v.clone() for k, v in m.state_dict().items()}),
     )
 
-    class StopAtCheckpoint(Collect):
-        def report(self, metrics, checkpoint_dir):
-            if checkpoint_dir is not None and metrics["global_step"] == 2:
-                import shutil
-
-                shutil.copytree(checkpoint_dir, tmp_path / "ckpt")
-                raise KeyboardInterrupt  # the process dies right after its checkpoint
-
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, batches=lambda e: feed, num_rows=4, world=World(), reporter=StopAtCheckpoint())
+    checkpoint_then_die(cfg, feed, 4, 2, tmp_path / "ckpt")
     resumed: dict = {}
     final = run(
         cfg,
@@ -237,13 +204,13 @@ def test_restore_continues_where_the_checkpoint_left_off(batches, tiny_model_dir
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-7)
 
 
-def test_a_restored_run_trains_every_row_once(batches, tiny_model_dir, tmp_path):
+def test_a_restored_run_trains_every_row_once(pair_columns, tiny_model_dir, tmp_path):
     """With trace_rows, the rows a run trained on are recorded per step; a run that fails after
     its checkpoint and resumes from it trains on the same rows as an unbroken one, none twice
     (the micro-batches redone after the restart replace the failed attempt's lines)."""
     from drdo_ray.train.row_trace import traced_rows
 
-    columns, pad = batches
+    columns, pad = pair_columns
     collate = Collator(pad_id=pad, pairs=True, extra=EXTRA["drdo"])
     feed = [collate({k: v[i : i + 1] for k, v in columns.items()}) for i in range(4)]
     cfg = _cfg(tiny_model_dir, loss="drdo", shuffle=False, micro_batch_size=1, max_steps=6, trace_rows=True)

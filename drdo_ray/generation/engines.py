@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..artifacts import cuda_here, device_dtype
+from ..attention import attn_kwargs
 from ..errors import UserError
 from .row_sampler import RowSampler
 from .sampling_params import SamplingParams
@@ -204,7 +205,9 @@ class TransformersEngine(_EngineBase):
         dtype: str = "auto",
         max_batch_rows: int = 64,
         name: str | None = None,
+        attention: str = "sdpa",
     ) -> None:
+        """``attention``: an implementation drdo_ray.attention.resolve_attention returned."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device, torch_dtype = device_dtype(dtype, device)
@@ -212,7 +215,11 @@ class TransformersEngine(_EngineBase):
         self.name = name or Path(path.rstrip("/")).name
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"  # generation continues at the right edge
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **attn_kwargs(attention))
+            .to(self.device)
+            .eval()
+        )
         self.model.requires_grad_(False)
         config = self.model.config.get_text_config()
         self.max_model_len = int(

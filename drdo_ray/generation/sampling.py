@@ -42,6 +42,7 @@ from ..artifacts import (
     resolve,
     reusable,
 )
+from ..attention import resolve_attention
 from ..cluster_resources import check_actor_pool
 from ..config import API_KEY_ENV, GenerateConfig
 from ..errors import UserError
@@ -198,10 +199,14 @@ class TransformersSampler:
     """Ray Data callable class: one TransformersEngine per actor; a batch of work rows is one
     ``generate_requests`` call (each row its own temperature and seed)."""
 
-    def __init__(self, model: str, *, top_p: float, max_new_tokens: int, dtype: str, batch_rows: int) -> None:
+    def __init__(
+        self, model: str, *, top_p: float, max_new_tokens: int, dtype: str, batch_rows: int, attention: str
+    ) -> None:
         from .engines import TransformersEngine
 
-        self.engine = TransformersEngine(local_model(model), dtype=dtype, max_batch_rows=batch_rows)
+        self.engine = TransformersEngine(
+            local_model(model), dtype=dtype, max_batch_rows=batch_rows, attention=attention
+        )
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
 
@@ -428,6 +433,10 @@ def plan_generation(cfg: GenerateConfig, console: Console) -> GenerationPlan | d
     if old is not None and storage.exists(samples_path):
         return {**old, "reused": True}
     plan = GenerationPlan(cfg, backend, model, prompts, request, samples_path, meta_path)
+    if backend == "transformers":
+        gpu = gpus_per_actor(cfg.num_gpus_per_actor) > 0
+        attention = resolve_attention(cfg, gpu=gpu, stage="generate")
+        plan.cfg = cfg.model_copy(update={"attn_implementation": attention})
     if backend == "http":
         assert cfg.endpoint is not None
         plan.cfg = cfg.model_copy(update={"endpoint": cfg.endpoint.rstrip("/").removesuffix("/v1")})
@@ -456,6 +465,7 @@ def sample(plan: GenerationPlan, work: list[dict[str, Any]]) -> list[dict[str, A
                 "max_new_tokens": cfg.max_new_tokens,
                 "dtype": cfg.dtype,
                 "batch_rows": cfg.batch_size,
+                "attention": cfg.attn_implementation,
             },
             batch_format="pyarrow",
             batch_size=None,

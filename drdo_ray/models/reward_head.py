@@ -197,11 +197,16 @@ class PolicyWithRewardHead(nn.Module):
             self.reward_head.bias.copy_(state["bias"])
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike[str], *, tokenizer: Any = None, **lm_kwargs: Any
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        tokenizer: Any = None,
+        lm: PreTrainedModel | None = None,
+        **lm_kwargs: Any,
     ) -> Path:
         """The LM's Hugging Face folder plus ``reward_head.safetensors`` (float32) and
-        ``reward_head.json`` beside it; the tokenizer too when given."""
-        out = self.export_policy(save_directory, tokenizer=tokenizer, **lm_kwargs)
+        ``reward_head.json`` beside it; the tokenizer too when given (``lm``: see export_policy)."""
+        out = self.export_policy(save_directory, tokenizer=tokenizer, lm=lm, **lm_kwargs)
         state = {
             "weight": self.reward_head.weight.detach().float().cpu().contiguous(),
             "bias": self.reward_head.bias.detach().float().cpu().contiguous(),
@@ -212,15 +217,21 @@ class PolicyWithRewardHead(nn.Module):
         return out
 
     def export_policy(
-        self, save_directory: str | os.PathLike[str], *, tokenizer: Any = None, **lm_kwargs: Any
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        tokenizer: Any = None,
+        lm: PreTrainedModel | None = None,
+        **lm_kwargs: Any,
     ) -> Path:
         """Only the LM (the deployable policy): no head files. Stale head files from an earlier
-        checkpoint in the same folder are removed so the export cannot be mistaken for one."""
+        checkpoint in the same folder are removed so the export cannot be mistaken for one.
+        ``lm`` is written in place of ``self.lm`` when given (its LoRA adapters merged)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         for name in (HEAD_WEIGHTS, HEAD_CONFIG):
             (out / name).unlink(missing_ok=True)
-        self.lm.save_pretrained(out, **lm_kwargs)
+        (lm if lm is not None else self.lm).save_pretrained(out, **lm_kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         return out

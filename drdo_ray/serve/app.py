@@ -32,6 +32,7 @@ from ray.serve import Application
 from rich.console import Console
 
 from ..artifacts import check_model, cluster_has_gpus, is_hub_id, local_model, resolve
+from ..attention import resolve_attention
 from ..cluster_resources import can_autoscale
 from ..cluster_resources import require as require_resources
 from ..config import API_KEY_ENV, ServeConfig
@@ -80,6 +81,8 @@ class OpenAIServer:
         backend = resolve_backend(self.cfg.backend, model)
         if backend == "vllm":
             kwargs.update(self.cfg.engine_kwargs)
+        else:
+            kwargs["attention"] = self.cfg.attn_implementation  # resolved by build_app
         self.engine = make_engine(model, backend, **kwargs)
         self.name = self.engine.name
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
@@ -351,6 +354,9 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
     if cfg.served_model_name is None:
         cfg = cfg.model_copy(update={"served_model_name": Path(model.rstrip("/")).name})
     resources = replica_resources(cfg)
+    if cfg.backend != "vllm":  # the transformers engine's attention, checked before any replica
+        attention = resolve_attention(cfg, gpu=resources["GPU"] > 0, stage="serve")
+        cfg = cfg.model_copy(update={"attn_implementation": attention})
     settings = cfg.model_dump(exclude={"api_key"}) | {"model": model}
     deployment = OpenAIServer.options(
         autoscaling_config={

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import TrainConfig
+from ..models.lora import load_trainable_state, trainable_state
 from .schedule import warmup_cosine
 
 
@@ -46,14 +47,17 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # A torch optimizer for both engines: DeepSpeed's own CPU Adam needs a 40 s build and its
-    # fused CUDA Adam a compiler; torch's fused AdamW is as fast on GPU.
-    return torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
-        betas=cfg.adam_betas,
-        fused=device.type == "cuda",
-    )
+    """``cfg.optimizer`` over the trainable parameters, built here for both engines (DeepSpeed
+    takes it as it is): torch's AdamW, or bitsandbytes' PagedAdamW32bit (CUDA only; the config
+    refuses it elsewhere)."""
+    groups = _param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "paged_adamw_32bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW32bit(groups, lr=cfg.lr, betas=cfg.adam_betas)
+    # DeepSpeed's own CPU Adam needs a 40 s build and its fused CUDA Adam a compiler; torch's
+    # fused AdamW is as fast on GPU.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.adam_betas, fused=device.type == "cuda")
 
 
 def _scheduler(
@@ -128,7 +132,10 @@ class TorchEngine:
         if self.world.rank == 0:
             torch.save(
                 {
-                    "model": self.unwrapped.state_dict(),
+                    # LoRA: the adapters and the head; the frozen base comes from the model folder.
+                    "model": trainable_state(self.unwrapped)
+                    if self.cfg.lora.enabled
+                    else self.unwrapped.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "micro": self.micro,
@@ -138,7 +145,10 @@ class TorchEngine:
 
     def load(self, directory: Path) -> None:
         state = torch.load(directory / "torch_state.pt", map_location=self.world.device, weights_only=False)
-        self.unwrapped.load_state_dict(state["model"])
+        if self.cfg.lora.enabled:
+            load_trainable_state(self.unwrapped, state["model"])
+        else:
+            self.unwrapped.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro = state["micro"]
@@ -217,12 +227,19 @@ class DeepSpeedEngine:
         return float(self.engine.get_lr()[0])
 
     def save(self, directory: Path) -> None:
-        # Every rank writes its own ZeRO partition; Ray Train merges the workers' folders.
-        self.engine.save_checkpoint(str(directory), tag="deepspeed")
+        # Every rank writes its own ZeRO partition; Ray Train merges the workers' folders. LoRA:
+        # the frozen base is left out (it comes back from the model folder).
+        self.engine.save_checkpoint(
+            str(directory), tag="deepspeed", exclude_frozen_parameters=self.cfg.lora.enabled
+        )
 
     def load(self, directory: Path) -> None:
         path, _ = self.engine.load_checkpoint(
-            str(directory), tag="deepspeed", load_optimizer_states=True, load_lr_scheduler_states=True
+            str(directory),
+            tag="deepspeed",
+            load_module_strict=not self.cfg.lora.enabled,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
         )
         if path is None:
             raise RuntimeError(f"no DeepSpeed checkpoint under {directory}")

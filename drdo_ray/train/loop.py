@@ -7,10 +7,11 @@ head), which batches (sequences or pairs) and which loss from ``drdo_ray.losses`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -20,8 +21,10 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from ..artifacts import local_model
+from ..attention import attn_kwargs
 from ..config import TrainConfig
 from ..models import PolicyWithRewardHead, pair_forward, sequence_forward
+from ..models.lora import add_adapters, base_model, peft_model_of
 from ..run_layout import TRAIN_STATUS_FILE
 from .checkpoint import TrainerState, load_trainer_state, save_trainer_state
 from .collectives import all_true
@@ -66,11 +69,14 @@ def score_columns(cfg: TrainConfig) -> tuple[str, ...]:
 
 
 def load_model(cfg: TrainConfig) -> nn.Module:
+    """The model a stage trains, in train mode: the LM (with a reward head where the loss reads
+    rewards), with LoRA adapters on the LM when ``lora.enabled``."""
     # float32 master weights whatever the checkpoint's dtype (transformers 5 loads "auto": a
     # float16 hub checkpoint would otherwise train in float16); autocast / DeepSpeed do bf16.
+    attention = attn_kwargs(cfg.attn_implementation)
     if uses_reward_head(cfg):
         model = PolicyWithRewardHead.from_pretrained(
-            local_model(cfg.model), head_seed=cfg.head_seed, torch_dtype=torch.float32
+            local_model(cfg.model), head_seed=cfg.head_seed, torch_dtype=torch.float32, **attention
         )
         # Every loss here reads reward *differences*: the head's bias gets no gradient, so it is
         # frozen rather than left as a parameter the optimizer decays for nothing.
@@ -86,9 +92,14 @@ def load_model(cfg: TrainConfig) -> nn.Module:
             if output is not None and output.weight is not inputs.weight:
                 output.requires_grad_(False)
     else:
-        model = AutoModelForCausalLM.from_pretrained(local_model(cfg.model), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(local_model(cfg.model), dtype=torch.float32, **attention)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if cfg.lora.enabled:
+        if isinstance(model, PolicyWithRewardHead):
+            model.lm = add_adapters(model.lm, cfg.lora, seed=cfg.seed, base=cfg.model)
+        else:
+            model = add_adapters(model, cfg.lora, seed=cfg.seed, base=cfg.model)
     return model.train()
 
 
@@ -106,8 +117,8 @@ def _loss(
         model, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size, keep_hidden=diagnose
     )
     if reference is not None:
-        with torch.no_grad():
-            ref = pair_forward(reference, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size)
+        with _reference_forward(reference) as frozen:
+            ref = pair_forward(frozen, batch, reduction=reduction, chunk_size=cfg.logps_chunk_size)
         batch = {**batch, "ref_chosen_logps": ref.chosen_logps, "ref_rejected_logps": ref.rejected_logps}
     value, metrics = call_loss(cfg, pair_tensors(pair, batch))
     if diagnose:
@@ -144,14 +155,32 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     }
 
 
-def load_reference(cfg: TrainConfig, world: World) -> nn.Module | None:
-    """The frozen reference model of ``live_reference`` (DPO family), or None."""
+@contextlib.contextmanager
+def _reference_forward(reference: nn.Module) -> Iterator[nn.Module]:
+    """The reference for one forward pass: a LoRA policy with its adapters off, else the frozen
+    reference model as it is."""
+    if peft_model_of(reference) is not None:
+        with base_model(reference) as frozen:
+            yield frozen
+    else:
+        with torch.no_grad():
+            yield reference
+
+
+def load_reference(cfg: TrainConfig, world: World, policy: nn.Module) -> nn.Module | None:
+    """The frozen reference of ``live_reference`` (DPO family), or None. With LoRA it is the
+    policy itself (``policy``, unwrapped), read with its adapters off: the base model the run
+    starts from, which the config checked is the live reference."""
     if not cfg.live_reference:
         return None
+    if cfg.lora.enabled:
+        return policy
     # Frozen, so no master copy is needed: bf16 weights when training in bf16. DeepSpeed does not
     # autocast, and an fp32 reference there ran 3x slower than the whole DRDO step (H200).
     dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
-    reference = AutoModelForCausalLM.from_pretrained(local_model(cfg.live_reference), dtype=dtype)
+    reference = AutoModelForCausalLM.from_pretrained(
+        local_model(cfg.live_reference), dtype=dtype, **attn_kwargs(cfg.attn_implementation)
+    )
     return reference.to(world.device).eval().requires_grad_(False)
 
 
@@ -263,7 +292,7 @@ def run(
     window = StepWindow(cfg, steps.total_steps, world)
     traced = metrics_dir / f"rows-rank-{world.rank}.jsonl" if cfg.trace_rows and metrics_dir else None
     trace = RowTrace(traced, state.global_step)
-    reference = load_reference(cfg, world)
+    reference = load_reference(cfg, world, engine.unwrapped)
     training = _Training(cfg, engine, reference, world, state, window, term_grads_apply(cfg), trace)
     log = _metrics_log(metrics_dir, steps.total_steps, state.global_step, world)
     last: dict[str, Any] = {}

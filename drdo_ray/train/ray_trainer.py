@@ -4,6 +4,7 @@ TorchTrainer that runs it over a Ray Data dataset with checkpoints and failure r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from .. import storage
 from ..artifacts import check_model, edpo_oracle_name, local_model, pad_id, resolve
+from ..attention import resolve_attention
 from ..config import TrainConfig, edpo_oracle_settings
 from ..errors import UserError
 from ..losses import ALIGN_LOSSES
@@ -63,16 +65,22 @@ def export_fn(cfg: TrainConfig, world: World):
         from transformers import AutoTokenizer
 
         from ..models import PolicyWithRewardHead
+        from ..models.lora import merged_lm
 
         target = model_dir(cfg)
         local = _local_or_temp(target, "model")
         tokenizer = AutoTokenizer.from_pretrained(local_model(cfg.model))
+        # LoRA: the adapters merged into a fresh float32 copy of the base (a plain transformers
+        # folder), or, with lora.export=adapters, the live model's adapters written by peft.
+        merged = None
+        if cfg.lora.enabled and cfg.lora.export == "merged":
+            merged = merged_lm(model, local_model(cfg.model))
         if isinstance(model, PolicyWithRewardHead) and cfg.stage == "oracle":
-            model.save_pretrained(local, tokenizer=tokenizer)  # the Oracle keeps its head
+            model.save_pretrained(local, tokenizer=tokenizer, lm=merged)  # the Oracle keeps its head
         elif isinstance(model, PolicyWithRewardHead):
-            model.export_policy(local, tokenizer=tokenizer)  # the deployable policy has none
+            model.export_policy(local, tokenizer=tokenizer, lm=merged)  # the deployable policy has none
         else:
-            model.save_pretrained(local)
+            (merged if merged is not None else model).save_pretrained(local)
             tokenizer.save_pretrained(local)
         (local / TRAINING_CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
         if not storage.is_local(target):
@@ -170,20 +178,52 @@ def validate(cfg: TrainConfig) -> tuple[TrainConfig, DataInfo]:
         )
     if cfg.logps_chunk_size and cfg.deepspeed.enabled and cfg.deepspeed.zero_stage == 3:
         raise UserError("logps_chunk_size needs the full LM head outside forward: use ZeRO stage 0-2, not 3")
-    if cfg.deepspeed.enabled:
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            raise UserError("deepspeed is enabled but not installed: pip install 'drdo-ray[gpu]'") from None
     check_model(cfg.model, role="model")
     if cfg.live_reference:
         check_model(cfg.live_reference, role="live reference")
+    _check_installed(cfg)
     info = inspect_data(cfg)
     # Workers do not share the driver's working directory: hand them absolute local paths (the
     # inputs exist, checked above; the run directory may not yet).
     absolute = {k: resolve(v) for k in ("model", "data", "live_reference") if (v := getattr(cfg, k))}
+    if cfg.lora.enabled:
+        _check_lora(cfg, absolute)
     run_dir = RunLayout(cfg.run_dir).absolute().root
-    return cfg.model_copy(update={"name": cfg.run_name, "run_dir": run_dir, **absolute}), info
+    attention = resolve_attention(cfg, gpu=cfg.use_gpu, stage=f"train {cfg.stage}")
+    update = {"name": cfg.run_name, "run_dir": run_dir, "attn_implementation": attention, **absolute}
+    return cfg.model_copy(update=update), info
+
+
+def _check_installed(cfg: TrainConfig) -> None:
+    """The packages the settings need, on the driver (the workers share its environment)."""
+    needs = [("deepspeed", "deepspeed is enabled", "deepspeed")] if cfg.deepspeed.enabled else []
+    if cfg.lora.enabled:
+        needs.append(("peft", "LoRA (lora.enabled) trains through peft", "lora"))
+    if cfg.optimizer == "paged_adamw_32bit":
+        needs.append(("bitsandbytes", "optimizer paged_adamw_32bit is bitsandbytes'", "gpu"))
+    for module, what, extra in needs:
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"{what} but {module} is not installed: pip install 'drdo-ray[{extra}]'")
+
+
+def _check_lora(cfg: TrainConfig, absolute: dict[str, str]) -> None:
+    """LoRA needs adapter targets for the architecture, and its live reference is the base model
+    with the adapters off, so it must be the model the run starts from."""
+    if cfg.lora.target_modules is None:
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULT_TARGETS
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(local_model(cfg.model)).model_type
+        if kind not in DEFAULT_TARGETS:
+            raise UserError(
+                f"LoRA: peft has no default target modules for {kind} models; set lora.target_modules "
+                "(module names, or all-linear)"
+            )
+    if cfg.live_reference and absolute["live_reference"] != absolute["model"]:
+        raise UserError(
+            f"with LoRA the live reference is the base model with its adapters off, so live_reference "
+            f"must be the model the run starts from ({cfg.model}), not {cfg.live_reference}"
+        )
 
 
 def fit(cfg: TrainConfig, console: Console | None = None) -> dict[str, Any]:
