@@ -64,6 +64,17 @@ def scale_grad(x: Tensor, factor: float) -> Tensor:
     return frozen + (x - frozen) * factor
 
 
+class RewardHead(nn.Linear):
+    """``nn.Linear(hidden, 1)`` that computes in float32 even where DeepSpeed's bf16 mode cast its
+    parameters down, outside any autocast region: the reward arithmetic is always fp32. Called as
+    a module (not its weight read directly), so ZeRO-3 gathers its partitioned parameters for the
+    forward and the backward pass."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight.float(), self.bias.float())
+
+
 class PolicyWithRewardHead(nn.Module):
     """``self.lm``: an ``AutoModelForCausalLM``; ``self.reward_head``: ``nn.Linear(hidden, 1)``
     read at the final hidden state (the one ``lm_head`` sees) of the last non-pad token.
@@ -87,7 +98,7 @@ class PolicyWithRewardHead(nn.Module):
         # reward *differences* (a squared loss), and at lr ~5e-6 a bf16 weight would round
         # most updates away (bf16 keeps 8 mantissa bits).
         device = next(lm.parameters()).device
-        self.reward_head = nn.Linear(hidden, 1, device=device, dtype=torch.float32)
+        self.reward_head = RewardHead(hidden, 1, device=device, dtype=torch.float32)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(head_seed)
             weight = torch.randn(1, hidden, dtype=torch.float32) / math.sqrt(hidden + 1)
@@ -145,12 +156,7 @@ class PolicyWithRewardHead(nn.Module):
         hidden = out.hidden_states[-1]
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = scale_grad(hidden[rows, last_token_index(attention_mask)], self.trunk_grad_scale)
-        # float32 even if DeepSpeed's bf16 mode cast the head's parameters down, and outside
-        # any autocast region, so the reward arithmetic is always fp32.
-        with torch.autocast(device_type=last.device.type, enabled=False):
-            rewards = F.linear(
-                last.float(), self.reward_head.weight.float(), self.reward_head.bias.float()
-            ).squeeze(-1)
+        rewards = self.reward_head(last).squeeze(-1)
         return PolicyOutput(
             logits=out.logits,
             rewards=rewards,

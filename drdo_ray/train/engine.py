@@ -38,12 +38,15 @@ class World:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and norm weights (1-D parameters), as usual for transformers."""
+    """No weight decay on biases and norm weights (1-D parameters), as usual for transformers.
+    An empty group is left out (LoRA trains no 1-D parameter): DeepSpeed's ZeRO drops it, and
+    the schedule, built on the groups given, would then count one group too many."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
+    groups = [
         {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
         {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
+    return [group for group in groups if group["params"]]
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
