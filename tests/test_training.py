@@ -261,6 +261,23 @@ def test_invalid_configs_fail_before_workers_start(prepared, tiny_model_dir, ove
         validate(cfg)
 
 
+def test_a_lora_run_refuses_a_live_reference_other_than_its_base(prepared, tiny_model_dir, tmp_path):
+    """With LoRA the live reference is the policy's base read with its adapters off: another model
+    (here a copy of the same weights elsewhere) is refused before any worker starts; the base
+    itself, given by a path that differs only in spelling, is accepted."""
+    import shutil
+
+    pytest.importorskip("peft")
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    common = dict(stage="align", loss="dpo", model=str(tiny_model_dir), data=str(prepared / "data"))
+    cfg = TrainConfig(run_dir=str(tmp_path), lora={"enabled": True}, live_reference=str(other), **common)
+    with pytest.raises(UserError, match="live_reference must be the model the run starts from"):
+        validate(cfg)
+    same = cfg.model_copy(update={"live_reference": f"{tiny_model_dir}/../{Path(tiny_model_dir).name}"})
+    checked, _ = validate(same)
+    assert checked.live_reference == checked.model
+
+
 def test_a_relative_run_dir_reaches_the_workers_absolute(prepared, tiny_model_dir, tmp_path, monkeypatch):
     """`--run-dir runs/run1` (the documented quick start) looks like a hub id but is a folder: the
     workers, whose working directory is not the driver's, get it absolute, so the exported model
