@@ -32,6 +32,8 @@ def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
             "logps_chunk_sizes=[4]",
             "--term-grads",
             "hidden",
+            "--lora-ranks",
+            "4",
             "--set",
             "ray_overhead=false",
             "--set",
@@ -49,6 +51,7 @@ def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
         "sft",
         "drdo+chunk4",
         "drdo+term_grads_hidden",
+        "drdo+lora4",
     }
     assert methods["drdo"]["ratio_to_drdo"] == 1.0
     assert methods["drdo+chunk4"]["logps_chunk_size"] == 4
@@ -56,6 +59,13 @@ def test_bench_train_reports_every_method(tiny_model_dir, tmp_path):
     assert methods["drdo+term_grads_hidden"]["term_grads_wrt"] == "hidden"
     assert methods["drdo+term_grads_hidden"]["term_grads_logged"] is True
     assert methods["drdo"]["term_grads_wrt"] is None and methods["drdo"]["term_grads_logged"] is False
+    # The LoRA row: DRDO with rank-4 adapters, its step time and memory over full fine-tuning's.
+    assert methods["drdo+lora4"]["lora_rank"] == 4 and methods["drdo"]["lora_rank"] is None
+    ratios = report["ratios"]
+    assert ratios["drdo_lora_step_over_full"] == methods["drdo+lora4"]["step_s"] / methods["drdo"]["step_s"]
+    # what the model holds: LoRA keeps no gradient or optimizer state for the frozen base
+    assert methods["drdo+lora4"]["train_state_gb"] < methods["drdo"]["train_state_gb"]
+    assert 0 < ratios["drdo_lora_train_state_over_full"] < 1
     for r in methods.values():
         assert len(r["step_s_reps"]) == 2 and r["step_s"] > 0
         assert r["ratio_to_drdo"] == pytest.approx(r["step_s"] / methods["drdo"]["step_s"])

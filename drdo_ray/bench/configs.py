@@ -84,6 +84,11 @@ class BenchTrainConfig(StageConfig):
         description="add drdo+term_grads_<wrt> rows: DRDO with its per-term gradient diagnostics on every "
         "step (training's default is hidden at every logged step)",
     )
+    lora_ranks: list[int] = Field(
+        default_factory=lambda: [16],
+        description="add drdo+lora<r> rows: DRDO training LoRA adapters of rank r (alpha 2r) instead of "
+        "every weight, against the drdo row's full fine-tuning (needs peft)",
+    )
     ray_overhead: bool = Field(True, description="also DRDO under Ray Train, 1 worker (needs Ray)")
     trl: bool = Field(True, description="also TRL's DPOTrainer on the same rows, when trl is installed")
     peak_tflops: float | None = Field(None, gt=0, description="device bf16 peak for MFU; default: known GPUs")

@@ -137,6 +137,8 @@ def _train(name: str, r: dict[str, Any], figures: bool) -> list[str]:
         f"{r['timed_steps']} timed steps × {r['repeats']} repetitions (median).",
         "",
     ]
+    # The training state column (weights, gradients, optimizer state) where the report has one.
+    state = any(m.get("train_state_gb") is not None for m in r["methods"].values())
     rows = []
     for method, m in r["methods"].items():
         mem = m.get("peak_mem_gb")
@@ -146,15 +148,32 @@ def _train(name: str, r: dict[str, Any], figures: bool) -> list[str]:
                 f"{m['step_s']:.3f}",
                 f"{m['tokens_per_s']:.0f}" if m.get("tokens_per_s") else "-",
                 f"{mem:.2f}" if mem is not None else "-",
+                *(
+                    [f"{m['train_state_gb']:.3f}" if m.get("train_state_gb") is not None else "-"]
+                    if state
+                    else []
+                ),
                 f"{m['ratio_to_drdo']:.2f}×",
                 f"{100 * m['mfu']:.1f}%" if m.get("mfu") else "-",
             ]
         )
-    out += _table(["row", "s/step", "tokens/s", "peak memory (GB)", "step time / DRDO's", "MFU"], rows)
+    head = ["row", "s/step", "tokens/s", "peak memory (GB)", *(["training state (GB)"] if state else [])]
+    out += _table([*head, "step time / DRDO's", "MFU"], rows)
     if r.get("ray_overhead_ratio"):
         out += [
             "",
             f"Ray Train overhead (1 worker vs the loop called directly): {r['ray_overhead_ratio']:.2f}×.",
+        ]
+    ratios = r.get("ratios", {})
+    lora = next((name for name, m in r["methods"].items() if m.get("lora_rank")), None)
+    if lora and ratios.get("drdo_lora_step_over_full"):
+        mem, state = ratios.get("drdo_lora_peak_mem_over_full"), ratios.get("drdo_lora_train_state_over_full")
+        out += [
+            "",
+            f"LoRA (`{lora}`, rank {r['methods'][lora]['lora_rank']}) against full fine-tuning (`drdo`), "
+            f"same run: step time {ratios['drdo_lora_step_over_full']:.2f}×, "
+            f"peak memory {f'{mem:.2f}×' if mem is not None else 'not measured'}, "
+            f"training state (weights, gradients, optimizer) {f'{state:.2f}×' if state else 'not measured'}.",
         ]
     return out
 

@@ -47,6 +47,7 @@ class Variant:
     engine: str  # "torch" | "deepspeed"
     chunk: int | None = None
     term_grads: str | None = None  # DRDO's per-term gradient diagnostics on every step: where taken
+    lora: int | None = None  # LoRA rank: adapters train instead of every weight
 
 
 class PeakMemory:
@@ -96,6 +97,8 @@ def _variants(cfg: BenchTrainConfig) -> list[Variant]:
     out += [
         Variant(f"drdo+term_grads_{wrt}", "drdo", cfg.engines[0], term_grads=wrt) for wrt in cfg.term_grads
     ]
+    if _installed("peft"):
+        out += [Variant(f"drdo+lora{r}", "drdo", cfg.engines[0], lora=r) for r in cfg.lora_ranks]
     return out
 
 
@@ -117,6 +120,7 @@ def _train_config(
         bf16=cfg.bf16,
         logps_chunk_size=v.chunk,
         deepspeed={"enabled": v.engine == "deepspeed", "zero_stage": cfg.zero_stage},
+        lora={"enabled": v.lora is not None, "rank": v.lora or 16, "alpha": 2 * (v.lora or 16)},
         log_every=1,
     )
     if sft:
@@ -157,6 +161,23 @@ def _lengths(cols: dict[str, list[Any]], rows: int) -> list[int]:
         for i in range(rows)
         for side in ("chosen_ids", "rejected_ids")
     ]
+
+
+def train_state_gb(model: torch.nn.Module, engine: Any) -> float:
+    """GB the trained model holds between steps, read from the model and the engine's optimizer:
+    every parameter, one gradient per trainable parameter (what backward allocates) and the
+    optimizer's state tensors (DeepSpeed: those of the torch optimizer it wraps)."""
+    params = list(model.parameters())
+    total = sum(p.numel() * p.element_size() for p in params)
+    total += sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    optimizer = getattr(engine.optimizer, "optimizer", engine.optimizer)
+    total += sum(
+        t.numel() * t.element_size()
+        for entry in optimizer.state.values()
+        for t in entry.values()
+        if isinstance(t, torch.Tensor)
+    )
+    return total / 2**30
 
 
 def _init_single_process_group() -> None:
@@ -207,10 +228,12 @@ class Inputs:
 
 @dataclass
 class Timings:
-    """Median step seconds per repetition of every row, peak memory and the diagnostics flag."""
+    """Median step seconds per repetition of every row, peak memory, the training state and the
+    diagnostics flag."""
 
     times: dict[str, list[float]] = field(default_factory=dict)
     mem: dict[str, float | None] = field(default_factory=dict)
+    state: dict[str, float] = field(default_factory=dict)
     diagnosed: dict[str, bool] = field(default_factory=dict)
     ray: list[float] = field(default_factory=list)
     trl: dict[str, list[float]] = field(default_factory=dict)
@@ -274,6 +297,7 @@ def _time_variant(cfg: BenchTrainConfig, v: Variant, data: Inputs, out: Timings)
             num_rows=data.rows * (2 if sft else 1),
             world=World(),
             metrics_dir=metrics_dir,
+            export=lambda model, engine: out.state.update({v.name: train_state_gb(model, engine)}),
         )
     logged = _logged(metrics_dir)
     out.times.setdefault(v.name, []).append(statistics.median(r["step_s"] for r in logged[cfg.warmup :]))
@@ -351,10 +375,12 @@ def _method_rows(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t
             "logps_chunk_size": v.chunk,
             "term_grads_wrt": v.term_grads,
             "term_grads_logged": t.diagnosed[v.name],
+            "lora_rank": v.lora,
             "step_s": step,
             "step_s_reps": t.times[v.name],
             "tokens_per_s": data.tokens_per_step / step,
             "peak_mem_gb": t.mem[v.name],
+            "train_state_gb": t.state.get(v.name),
             "ratio_to_drdo": step / base if base else None,
             "mfu": flops / step / data.peak if data.peak else None,
         }
@@ -376,8 +402,18 @@ def _method_rows(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t
 def _summarize(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: Timings) -> dict[str, Any]:
     med = {name: statistics.median(values) for name, values in t.times.items()}
     base = med.get("drdo")
+    lora = next((v.name for v in variants if v.lora is not None), None)
+    mem, state = t.mem, t.state
     ratios: dict[str, float | None] = {
         "drdo_over_dpo_live_ref": base / med["dpo_live_ref"] if base and "dpo_live_ref" in med else None,
+        # LoRA against full fine-tuning, both DRDO on the same engine and batches, same run.
+        "drdo_lora_step_over_full": med[lora] / base if base and lora else None,
+        "drdo_lora_peak_mem_over_full": (
+            mem[lora] / mem["drdo"] if lora and mem.get(lora) is not None and mem.get("drdo") else None
+        ),
+        "drdo_lora_train_state_over_full": (
+            state[lora] / state["drdo"] if lora and lora in state and state.get("drdo") else None
+        ),
         "drdo_tokens_per_s_over_sft": med["sft"] / base if base and "sft" in med else None,
         "drdo_over_trl_dpo_live_ref": (
             base / statistics.median(t.trl["trl_dpo_live_ref"])
@@ -408,7 +444,10 @@ def _summarize(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: 
             "drdo_over_trl_dpo_live_ref": 0.55,
         },
         "note": (
-            "peak_mem_gb: max GPU memory allocated, or on CPU the peak RSS growth during the run; "
+            "peak_mem_gb: max GPU memory allocated, or on CPU the peak RSS growth during the run (the "
+            "first row of the first repetition also pays one-time allocations); train_state_gb: what the "
+            "trained model holds between steps, read from it: parameters, a gradient per trainable "
+            "parameter, the optimizer's state tensors; "
             "mfu counts 6·N·T + 12·L·d·T² per sequence (plus a forward for a live reference) over real "
             "tokens against the device's dense bf16 peak; dpo reads reference log-probs precomputed like "
             "`score`; sft trains on the same sequences as drdo; TRL tokenizes the same rows itself"
