@@ -50,6 +50,18 @@ class Variant:
     lora: int | None = None  # LoRA rank: adapters train instead of every weight
 
 
+def _return_free_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim), so a run's RSS growth is
+    its own allocations and not zero because an earlier run left the pages behind."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 class PeakMemory:
     """Peak memory growth during a run. GPU: max allocated bytes; CPU: the process's RSS,
     sampled every 5 ms."""
@@ -65,6 +77,7 @@ class PeakMemory:
             return self
         import psutil
 
+        _return_free_heap()
         self._proc, self._stop = psutil.Process(), threading.Event()
         self._start = self._peak = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -232,7 +245,7 @@ class Timings:
     diagnostics flag."""
 
     times: dict[str, list[float]] = field(default_factory=dict)
-    mem: dict[str, float | None] = field(default_factory=dict)
+    mem: dict[str, list[float]] = field(default_factory=dict)  # per repetition
     state: dict[str, float] = field(default_factory=dict)
     diagnosed: dict[str, bool] = field(default_factory=dict)
     ray: list[float] = field(default_factory=list)
@@ -303,7 +316,7 @@ def _time_variant(cfg: BenchTrainConfig, v: Variant, data: Inputs, out: Timings)
     out.times.setdefault(v.name, []).append(statistics.median(r["step_s"] for r in logged[cfg.warmup :]))
     # Whether every step logged the diagnostics: what the term_grads rows pay for.
     out.diagnosed[v.name] = all(set(TERM_GRAD_KEYS) <= r.keys() for r in logged)
-    out.mem[v.name] = max(out.mem.get(v.name) or 0.0, peak_mem.gb or 0.0)
+    out.mem.setdefault(v.name, []).append(peak_mem.gb or 0.0)
     return time.perf_counter() - started
 
 
@@ -345,7 +358,7 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
             wall = _time_variant(cfg, v, data, timings)
             console.print(
                 f"rep {rep + 1}/{cfg.repeats} {v.name:24s} {timings.times[v.name][-1] * 1000:9.1f} ms/step "
-                f"peak {timings.mem[v.name]:.2f} GB ({wall:.1f}s)"
+                f"peak {timings.mem[v.name][-1]:.2f} GB ({wall:.1f}s)"
             )
         _time_anchors(cfg, data, timings, rep, console)
     report = _summarize(cfg, variants, data, timings)
@@ -356,9 +369,16 @@ def bench_train(cfg: BenchTrainConfig, console: Console | None = None) -> dict[s
     return report
 
 
+def _peak_memory(t: Timings) -> dict[str, float]:
+    """Each row's peak memory: the median over repetitions. On CPU the first row of the first one
+    also pays one-time allocations, which a maximum would charge to that row alone."""
+    return {name: statistics.median(values) for name, values in t.mem.items()}
+
+
 def _method_rows(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: Timings) -> dict[str, Any]:
     """Per row: median step time, tokens/s, peak memory, the ratio to DRDO's step and MFU."""
     med = {name: statistics.median(values) for name, values in t.times.items()}
+    mem = _peak_memory(t)
     base = med.get("drdo")
     avg_len = data.tokens_per_step / (2 * cfg.pairs)
     methods: dict[str, Any] = {}
@@ -379,7 +399,8 @@ def _method_rows(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t
             "step_s": step,
             "step_s_reps": t.times[v.name],
             "tokens_per_s": data.tokens_per_step / step,
-            "peak_mem_gb": t.mem[v.name],
+            "peak_mem_gb": mem[v.name],
+            "peak_mem_gb_reps": t.mem[v.name],
             "train_state_gb": t.state.get(v.name),
             "ratio_to_drdo": step / base if base else None,
             "mfu": flops / step / data.peak if data.peak else None,
@@ -403,7 +424,7 @@ def _summarize(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: 
     med = {name: statistics.median(values) for name, values in t.times.items()}
     base = med.get("drdo")
     lora = next((v.name for v in variants if v.lora is not None), None)
-    mem, state = t.mem, t.state
+    mem, state = _peak_memory(t), t.state
     ratios: dict[str, float | None] = {
         "drdo_over_dpo_live_ref": base / med["dpo_live_ref"] if base and "dpo_live_ref" in med else None,
         # LoRA against full fine-tuning, both DRDO on the same engine and batches, same run.
@@ -444,8 +465,9 @@ def _summarize(cfg: BenchTrainConfig, variants: list[Variant], data: Inputs, t: 
             "drdo_over_trl_dpo_live_ref": 0.55,
         },
         "note": (
-            "peak_mem_gb: max GPU memory allocated, or on CPU the peak RSS growth during the run (the "
-            "first row of the first repetition also pays one-time allocations); train_state_gb: what the "
+            "peak_mem_gb: the median over repetitions of the max GPU memory allocated, or on CPU of the "
+            "peak RSS growth during the run (the first row of the first repetition also pays one-time "
+            "allocations: peak_mem_gb_reps); train_state_gb: what the "
             "trained model holds between steps, read from it: parameters, a gradient per trainable "
             "parameter, the optimizer's state tensors; "
             "mfu counts 6·N·T + 12·L·d·T² per sequence (plus a forward for a live reference) over real "
