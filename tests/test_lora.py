@@ -16,6 +16,7 @@ import torch
 from interrupted_run import checkpoint_then_die
 from transformers import AutoModelForCausalLM
 
+from drdo_ray.artifacts import check_model
 from drdo_ray.attention import resolve_attention
 from drdo_ray.cli import main
 from drdo_ray.config import TrainConfig
@@ -142,6 +143,8 @@ def test_the_exported_folder_gives_the_trained_models_log_probs(pairs, tiny_mode
     assert ("reward_head.safetensors" in files["merged"]) == (stage == "oracle")
     config = json.loads((outputs["adapters"] / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model_dir)
+    with pytest.raises(UserError, match="holds LoRA adapters only"):  # what a later stage says
+        check_model(str(outputs["adapters"]), role="oracle")
 
     expected = _pair_logps(trained, feed[0])  # the last trained model: adapters export, same seed
     for export, folder in outputs.items():
