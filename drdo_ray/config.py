@@ -38,7 +38,15 @@ from .loss_settings import (
 )
 from .shipped_configs import resolve_config_file, shipped_configs
 
-SOURCE_NAMES = ("ultrafeedback", "ultrafeedback_cleaned", "tldr", "tldr_sft", "cnn_dailymail", "alpaca_eval")
+SOURCE_NAMES = (
+    "ultrafeedback",
+    "ultrafeedback_cleaned",
+    "tldr",
+    "tldr_sft",
+    "cnn_dailymail",
+    "alpaca_eval",
+    "pairs",
+)
 
 
 class StageConfig(BaseModel):
@@ -669,6 +677,9 @@ class GenerateSettings(AttentionSettings, ActorPool):
     samples_per_prompt: int = Field(1, gt=0)
     seed: int = Field(0, description="the same seed gives the same samples (transformers backend)")
     limit: int | None = Field(None, gt=0, description="the first N prompts")
+    offset: int | None = Field(
+        None, gt=0, description="skip the first N prompts (with limit: a window of the prompt set)"
+    )
     format: Literal["jsonl", "parquet"] = Field("jsonl", description="samples file format")
     backend: Literal["auto", "transformers", "vllm", "http"] = Field(
         "auto",

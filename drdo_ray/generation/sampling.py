@@ -91,6 +91,7 @@ REQUEST_KEYS = (
     "samples_per_prompt",
     "seed",
     "limit",
+    "offset",
     "format",
 )
 
@@ -98,9 +99,9 @@ REQUEST_KEYS = (
 # ------------------------------------------------------------------------------- inputs
 
 
-def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first ``limit`` rows (id, prompt, chat, reference) of a prepared dataset, in file
-    order. A prompt set is small; the generation is what runs on the cluster."""
+def read_prompts(folder: str, limit: int | None = None, offset: int | None = None) -> list[dict[str, Any]]:
+    """``limit`` rows (id, prompt, chat, reference) of a prepared dataset after the first
+    ``offset``, in file order. A prompt set is small; the generation is what runs on the cluster."""
     if not storage.exists(folder):
         raise UserError(f"prompts folder does not exist: {folder}")
     if not storage.exists(storage.join(folder, "stats.json")):
@@ -111,6 +112,7 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
     if not files:
         raise UserError(f"{folder} holds no data/*.parquet files")
     rows: list[dict[str, Any]] = []
+    skip = offset or 0
     for name, _size in files:
         path = storage.join(folder, "data", name)
         with storage.open_binary(path) as f:
@@ -118,6 +120,8 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
         missing = [c for c in ("id", "prompt") if c not in table.column_names]
         if missing:
             raise UserError(f"{path} has no {', '.join(missing)} column(s): not a prepared dataset")
+        skipped = min(skip, table.num_rows)
+        table, skip = table.slice(skipped), skip - skipped
         n = table.num_rows if limit is None else min(table.num_rows, limit - len(rows))
         ids, prompts = table["id"].to_pylist()[:n], table["prompt"].to_pylist()[:n]
         chats = table["chat"].to_pylist()[:n] if "chat" in table.column_names else [False] * n
@@ -129,7 +133,8 @@ def read_prompts(folder: str, limit: int | None = None) -> list[dict[str, Any]]:
         if limit is not None and len(rows) >= limit:
             break
     if not rows:
-        raise UserError(f"{folder} holds no prompts")
+        past = f" after the first {offset}" if offset else ""
+        raise UserError(f"{folder} holds no prompts{past}")
     return rows
 
 
@@ -377,6 +382,7 @@ def _request(cfg: GenerateConfig, model: str, backend: str) -> dict[str, Any]:
         "samples_per_prompt": cfg.samples_per_prompt,
         "seed": cfg.seed,
         "limit": cfg.limit,
+        "offset": cfg.offset,
         "format": cfg.format,
     }
 
@@ -419,7 +425,7 @@ def plan_generation(cfg: GenerateConfig, console: Console) -> GenerationPlan | d
             timeout_s=cfg.startup_timeout,
             resources=cfg.resources_per_actor,
         )
-    prompts = read_prompts(cfg.prompts, cfg.limit)
+    prompts = read_prompts(cfg.prompts, cfg.limit, cfg.offset)
     model = _resolve_model(cfg.model, cfg.backend)
     samples_path = storage.join(cfg.out, f"samples.{cfg.format}")
     meta_path = storage.join(cfg.out, GENERATION_FILE)

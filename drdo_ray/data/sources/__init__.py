@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ...errors import UserError
+from .pairs import normalize_pairs
 from .prompt_sets import normalize_alpaca_eval, normalize_cnn_dailymail
 from .tldr import normalize_comparison, normalize_sft
 from .ultrafeedback import normalize_binarized, normalize_cleaned
@@ -20,10 +22,10 @@ Normalizer = Callable[[dict[str, Any], "str | None"], dict[str, Any]]
 class Source:
     name: str
     normalize: Normalizer
-    hub_id: str
+    hub_id: str | None  # None: no upstream dataset (the pairs source reads what it is given)
     hub_config: str | None
     hub_split: str
-    sample_file: str  # shipped sample in drdo_ray/data/samples/
+    sample_file: str | None  # shipped sample in drdo_ray/data/samples/ (None: none)
     kind: str  # "pairs" (preference pairs) | "sft" (one response) | "prompts" (eval prompts)
     # Script datasets on the hub load through their automatic parquet conversion.
     hub_revision: str | None = None
@@ -91,10 +93,13 @@ SOURCES: dict[str, Source] = {
             "prompts",
             hub_revision="refs/convert/parquet",
         ),
+        Source("pairs", normalize_pairs, None, None, "train", None, "pairs"),
     ]
 }
 
 
 def sample_path(source: Source) -> Path:
     """The shipped sample file of a source (importable without Ray, e.g. by benchmarks)."""
+    if source.sample_file is None:
+        raise UserError(f"the {source.name} source ships no sample: give a file or folder as its input")
     return Path(str(resources.files("drdo_ray.data") / "samples" / source.sample_file))
