@@ -620,6 +620,9 @@ class ServeConfig(AttentionSettings):
     served_model_name: str | None = Field(
         None, description="the `model` clients ask for; default: the folder name"
     )
+    revision: str | None = Field(
+        None, description="a label /health and /v1/models report (the online rounds': round-<k>)"
+    )
     host: str = Field("127.0.0.1", description="bind address (elsewhere, set an API key)")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 picks a free one)")
     api_key: str | None = Field(
@@ -666,6 +669,13 @@ class ServeConfig(AttentionSettings):
             raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
         if self.default_max_tokens > self.max_tokens_cap:
             self.default_max_tokens = self.max_tokens_cap
+
+
+class RolloutConfig(ServeConfig):
+    """The online rounds' serve step: deploy ``model`` as the app, or move the running app to it
+    without dropping requests (drdo_ray/serve/rollout.py)."""
+
+    out: str = Field(description="folder of serve.json: what went live, when")
 
 
 class GenerateSettings(AttentionSettings, ActorPool):

@@ -110,6 +110,10 @@ class OpenAIServer:
             float(user_config.get("batch_wait_timeout_s", self.cfg.batch_wait_timeout_s))
         )
 
+    def revision(self) -> str | None:
+        """What this replica serves (the front asks it: a rollout waits until replicas answer it)."""
+        return self.cfg.revision
+
     async def counters(self) -> dict[str, Any]:
         return {**self.stats, "max_batch_size": self._batched._get_max_batch_size()}
 
@@ -357,7 +361,8 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
     if cfg.backend != "vllm":  # the transformers engine's attention, checked before any replica
         attention = resolve_attention(cfg, gpu=resources["GPU"] > 0, stage="serve")
         cfg = cfg.model_copy(update={"attn_implementation": attention})
-    settings = cfg.model_dump(exclude={"api_key"}) | {"model": model}
+    # The replicas' ServeConfig: only its fields (a rollout's config carries more), never the key.
+    settings = cfg.model_dump(include=set(ServeConfig.model_fields) - {"api_key"}) | {"model": model}
     deployment = OpenAIServer.options(
         autoscaling_config={
             "min_replicas": cfg.min_replicas,
@@ -365,6 +370,10 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
             "max_replicas": cfg.max_replicas,
             "target_ongoing_requests": cfg.target_ongoing_requests,
         },
+        # A redeploy with another model (the online rounds' rollout) starts each replacement
+        # before it stops an old replica: one replica more at a time (1% of the replicas, rounded
+        # up), and the old ones keep serving until theirs is ready.
+        max_surge_percent=1,
         # Room for a full batch (and the next one queueing) on each replica: Serve's default
         # of 5 ongoing requests would cap every batch at 5.
         max_ongoing_requests=cfg.max_ongoing_requests,
@@ -380,7 +389,9 @@ def build_app(args: dict[str, Any] | ServeConfig) -> Application:
     # not the front's, decide when a request is refused (503).
     queued = cfg.max_queued_requests if cfg.max_queued_requests >= 0 else 10 * cfg.max_ongoing_requests
     front = OpenAIIngress.options(
-        num_replicas=1, max_ongoing_requests=(cfg.max_ongoing_requests + queued) * cfg.max_replicas
+        num_replicas=1,
+        max_ongoing_requests=(cfg.max_ongoing_requests + queued) * cfg.max_replicas,
+        max_surge_percent=100,  # as the engine's: the new front runs before the old one stops
     )
     return front.bind(deployment.bind(settings), settings, cfg.api_key)
 
@@ -471,7 +482,9 @@ def start(cfg: ServeConfig, console: Console | None = None) -> str:
         )
     app = build_app(cfg)
     serve.start(http_options={"host": cfg.host, "port": port})
-    health = health_target(cfg.app_name, cfg.route_prefix, per_replica, replicas, can_autoscale())
+    health = health_target(
+        cfg.app_name, cfg.route_prefix, per_replica, replicas, can_autoscale(), cfg.revision
+    )
     engine = serve.RunTarget(target=app, name=cfg.app_name, route_prefix=cfg.route_prefix)
     serve.run_many([health, engine], wait_for_applications_running=False)
     try:

@@ -96,13 +96,17 @@ class OpenAIIngress:
     @api.get("/v1/models")
     async def models(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
-        return {"object": "list", "data": [model_card(self.name, self.created)]}
+        return {"object": "list", "data": [model_card(self.name, self.created, self.cfg.revision)]}
 
     @api.get("/v1/models/{model_id:path}")
     async def model(self, model_id: str, request: Request) -> dict[str, Any]:
         self._authorize(request)
         check_served_model(model_id, self.name)
-        return model_card(self.name, self.created)
+        return model_card(self.name, self.created, self.cfg.revision)
+
+    async def revisions(self) -> tuple[str | None, str | None]:
+        """(this front's revision, an engine replica's): a rollout waits until both are new."""
+        return self.cfg.revision, await self.engine.revision.remote()
 
     @api.get("/stats")
     async def replica_stats(self, request: Request) -> dict[str, Any]:

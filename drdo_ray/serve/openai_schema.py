@@ -226,8 +226,9 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def model_card(name: str, created: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "drdo-ray"}
+def model_card(name: str, created: int, revision: str | None = None) -> dict[str, Any]:
+    card = {"id": name, "object": "model", "created": created, "owned_by": "drdo-ray"}
+    return card | ({"revision": revision} if revision is not None else {})
 
 
 def completion_response(

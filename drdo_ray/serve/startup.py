@@ -79,17 +79,26 @@ def _app_state(app_name: str) -> tuple[str | None, int, str]:
     ray_actor_options={"num_cpus": 0},
     max_ongoing_requests=256,
     graceful_shutdown_timeout_s=1,
+    max_surge_percent=100,  # redeployed with a new revision: the old one answers until the new runs
 )
 class HealthCheck:
     """``/health`` of the engine app ``app_name``, whose replicas each ask for ``per_replica``
     (``replicas`` of them at start), on a cluster that ``can_grow`` (then replicas no node can
     hold yet are "starting": the autoscaler adds one) or not ("unschedulable")."""
 
-    def __init__(self, app_name: str, per_replica: dict[str, float], replicas: int, can_grow: bool) -> None:
+    def __init__(
+        self,
+        app_name: str,
+        per_replica: dict[str, float],
+        replicas: int,
+        can_grow: bool,
+        revision: str | None = None,
+    ) -> None:
         self.app_name = app_name
         self.per_replica = per_replica
         self.replicas = replicas
         self.can_grow = can_grow
+        self.revision = revision  # the label of what the app was last deployed with (round-<k>)
         # Connect to the Serve controller now, not on the first /health request.
         with contextlib.suppress(Exception):
             _app_state(app_name)
@@ -109,15 +118,22 @@ class HealthCheck:
             code, body = await asyncio.wait_for(asyncio.to_thread(self._state), STATUS_TIMEOUT_S)
         except asyncio.TimeoutError:
             code, body = 503, {"status": "unknown", "reason": "the Serve controller did not answer in time"}
+        if self.revision is not None:
+            body["revision"] = self.revision
         return JSONResponse(body, status_code=code)
 
 
 def health_target(
-    app_name: str, route_prefix: str, per_replica: Mapping[str, float], replicas: int, can_grow: bool
+    app_name: str,
+    route_prefix: str,
+    per_replica: Mapping[str, float],
+    replicas: int,
+    can_grow: bool,
+    revision: str | None = None,
 ) -> Any:
-    """The ``/health`` application for ``serve.run_many``."""
+    """The ``/health`` application for ``serve.run_many``; ``revision`` labels what is live."""
     return serve.RunTarget(
-        target=HealthCheck.bind(app_name, dict(per_replica), replicas, can_grow),
+        target=HealthCheck.bind(app_name, dict(per_replica), replicas, can_grow, revision),
         name=health_app_name(app_name),
         route_prefix=health_route(route_prefix),
     )
