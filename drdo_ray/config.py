@@ -516,6 +516,24 @@ class WinrateConfig(WinrateSettings):
     out: str = Field(description="output folder (e.g. RUN/eval/<name>)")
 
 
+class PairsConfig(ActorPool):
+    """An online round's pairs (drdo_ray/online/pair_stage.py): the Oracle scores every sample of
+    a generation, the pair rule picks the pairs, and they are prepared as a training dataset."""
+
+    samples: str = Field(description="generation folder of the round's samples")
+    oracle: str = Field(description="Oracle folder (LM + reward head)")
+    tokenizer: str = Field(description="the policy's tokenizer (model folder) the pairs are prepared with")
+    out: str = Field(description="output folder: scores.jsonl, pairs.jsonl, pairs.json")
+    data: str = Field(description="the prepared pairs (a `data prepare` folder)")
+    tag: str = Field(description="the round's label: the pairs' split and id prefix")
+    pair_rule: Literal["best_vs_worst", "margin"] = "best_vs_worst"
+    margin: float = Field(0.0, ge=0)
+    max_length: int | None = Field(None, gt=1, description="default: the Oracle's max_position_embeddings")
+    max_prompt_length: int = Field(512, gt=0)
+    prepared_max_length: int = Field(1024, gt=0, description="prompt + response tokens a pair may hold")
+    force: bool = False
+
+
 class JudgeSettings(EvalStats):
     """`drdo-ray eval judge`: LLM-judge win rate through an OpenAI-compatible endpoint."""
 

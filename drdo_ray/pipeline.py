@@ -19,8 +19,10 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -66,6 +68,10 @@ class Step:
     needs: list[str] = field(default_factory=list)
     clean: tuple[str, ...] = ()  # removed before a forced rerun (a training run would resume otherwise)
     skip_reason: Callable[[], str | None] | None = None
+    background: bool = False  # runs beside the steps after it; a step that needs it waits for it
+    # What a finished step's outputs were made from that differs from the plan (a rerun refuses
+    # them unless forced); None: the outputs' presence is enough.
+    differences: Callable[[], list[str]] | None = None
 
 
 # ------------------------------------------------------------------------------ actions
@@ -106,6 +112,15 @@ _generate = _lazy(".generation.sampling:generate_samples")
 _winrate = _lazy(".eval.winrate:run_winrate")
 _judge = _lazy(".eval.judge:run_judge")
 _kl = _lazy(".eval.kl:run_kl")
+# The online rounds' steps (drdo_ray/online/rounds.py) are these stages, plus their own three.
+ROUND_ACTIONS = {
+    "generate": _generate,
+    "score": _score,
+    "winrate": _winrate,
+    "pairs": _lazy(".online.pair_stage:build_round_pairs"),
+    "serve": _lazy(".serve.rollout:roll_out"),
+    "record": _lazy(".online.round_record:write_round_record"),
+}
 
 
 def _report(cfg: ReportConfig, console: Console) -> Any:
@@ -220,6 +235,46 @@ class _Planner:
             self.add(f"prepare:{name}", "prepare", prep, _prepare, out, "stats.json", inputs=inputs)
             self.datasets[name] = out
 
+    def build(
+        self, cls: type[StageConfig], where: str, fields: dict[str, Any], *, fixed: dict[str, Any]
+    ) -> Any:
+        return _build(cls, where, fields, fixed=fixed)
+
+    def run_fields(self, shared: BaseModel | None, run: BaseModel | None, loss: str) -> dict[str, Any]:
+        """An alignment run's keys: those of ``shared`` (the align or online.train section) its
+        loss reads < the run's own."""
+        return _merge(_theirs(_given(shared), "align", loss), _given(run))
+
+    def train_config(
+        self, where: str, fields: dict[str, Any], fixed: dict[str, Any], defaults: dict[str, Any]
+    ) -> TrainConfig:
+        """A training run's config: the `train` section's keys this stage or loss reads < ``fields``
+        (run_dir: the pipeline's unless ``fixed`` gives one)."""
+        shared = _theirs(_given(self.cfg.train), fixed["stage"], fields.get("loss") or defaults.get("loss"))
+        return _build(
+            TrainConfig,
+            where,
+            _merge(shared, fields),
+            fixed={"run_dir": self.layout.root, **fixed},
+            defaults=defaults,
+        )
+
+    def add_train(self, group: str, step_id: str, tc: TrainConfig, *, key: str | None = None) -> None:
+        """The step training ``tc``; its model is ``models[key or its name]``."""
+        layout = RunLayout(tc.run_dir)
+        out = layout.model(str(tc.name))
+        self.add(
+            step_id,
+            group,
+            tc,
+            _train,
+            out,
+            "config.json",
+            inputs=(tc.model, tc.data, *([tc.live_reference] if tc.live_reference else [])),
+            clean=(out, layout.train(str(tc.name))),
+        )
+        self.models[key or str(tc.name)] = out
+
     def _train(
         self,
         group: str,
@@ -229,27 +284,7 @@ class _Planner:
         fixed: dict[str, Any],
         defaults: dict[str, Any],
     ) -> None:
-        """One training run: the `train` section's keys this stage or loss reads < ``fields``."""
-        shared = _theirs(_given(self.cfg.train), fixed["stage"], fields.get("loss") or defaults.get("loss"))
-        tc = _build(
-            TrainConfig,
-            where,
-            _merge(shared, fields),
-            fixed={**fixed, "run_dir": self.layout.root},
-            defaults=defaults,
-        )
-        out = self.layout.model(str(tc.name))
-        self.add(
-            step_id,
-            group,
-            tc,
-            _train,
-            out,
-            "config.json",
-            inputs=(tc.model, tc.data, *([tc.live_reference] if tc.live_reference else [])),
-            clean=(out, self.layout.train(str(tc.name))),
-        )
-        self.models[str(tc.name)] = out
+        self.add_train(group, step_id, self.train_config(where, fields, fixed, defaults))
 
     def _dataset(self, section: BaseModel) -> tuple[str, dict[str, Any]]:
         """(the prepared folder of the dataset named by ``data``, the section's other fields)."""
@@ -398,6 +433,13 @@ class _Planner:
                 inputs=(kc.policy, kc.reference, kc.samples),
             )
 
+    def online(self) -> None:
+        if self.cfg.online is None:
+            return
+        from .online.rounds import plan_rounds
+
+        plan_rounds(self, ROUND_ACTIONS)
+
     def report(self) -> None:
         if self.cfg.report is None:
             return
@@ -437,6 +479,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
     p.compare("winrate")
     p.compare("judge")
     p.kl()
+    p.online()
     p.report()
     return p.link()
 
@@ -558,6 +601,59 @@ def _print_summary(
     console.print(table)
 
 
+class _Runner:
+    """Runs steps one after the other, except a ``background`` step: it runs in a thread beside
+    the steps after it (the online rounds' overlap), and a step that needs it waits for it. The
+    status file is written under a lock."""
+
+    def __init__(self, layout: RunLayout, status: dict[str, Any], console: Console, total: int, t0: float):
+        self.layout, self.status, self.console = layout, status, console
+        self.total, self.t0 = total, t0
+        self.lock = threading.Lock()
+        self.ran: set[str] = set()
+        self.background: dict[str, Future[None]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-background")
+
+    def write(self) -> None:
+        with self.lock:
+            _write_status(self.layout, self.status)
+
+    def wait_for(self, ids: Sequence[str]) -> None:
+        """Block until the background steps among ``ids`` finish; a failure is raised here."""
+        for step_id in ids:
+            future = self.background.pop(step_id, None)
+            if future is not None:
+                future.result()
+
+    def start(
+        self, s: Step, i: int, label: str, stale: list[str], rerun: bool, entry: dict[str, Any]
+    ) -> None:
+        if not s.background:
+            self._execute(s, i, label, stale, rerun, entry)
+            return
+        self.console.print(f"[cyan]start[/] {label} beside the next steps")
+        self.background[s.id] = self.pool.submit(self._execute, s, i, label, stale, rerun, entry)
+
+    def _execute(
+        self, s: Step, i: int, label: str, stale: list[str], rerun: bool, entry: dict[str, Any]
+    ) -> None:
+        try:
+            elapsed = _run_step(s, label, stale, rerun, entry, self.console)
+        finally:
+            self.write()
+        with self.lock:
+            self.ran.add(s.id)
+        self.console.print(
+            f"[green]done[/]  {label} in {elapsed:.1f}s "
+            f"(pipeline {time.perf_counter() - self.t0:.0f}s, {self.total - i} stages left)"
+        )
+
+    def close(self) -> None:
+        """On success nothing is left running; after a failure, a background step is left to finish
+        (a Ray job cannot be interrupted halfway) but nothing new starts."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -580,6 +676,12 @@ def run_pipeline(
                 f"stage {s.id} reads the outputs of {', '.join(blocked[s.id])}, which have not finished "
                 f"under {cfg.run_dir}: add them to --stages (or run without --stages)"
             )
+        diffs = s.differences() if s.differences and done[s.id] and not force else []
+        if diffs:
+            raise UserError(
+                f"stage {s.id}: {s.output} was made with {'; '.join(diffs)}; pass --force "
+                f"(--stages {s.group} --force) to redo it, or choose another run_dir"
+            )
     layout = RunLayout(cfg.run_dir)
     run = layout.root
     if dry_run:
@@ -595,35 +697,32 @@ def run_pipeline(
     record: dict[str, Any] = status.setdefault("stages", {})
     console.print(f"[bold]pipeline[/] {cfg.title or ''} -> {run}: {len(chosen)} of {len(steps)} stages")
     started_all = time.perf_counter()
-    ran: set[str] = set()
-    for i, s in enumerate(chosen, 1):
-        label = f"[{i}/{len(chosen)}] {s.id}"
-        stale = [n for n in s.needs if n in ran]
-        if done[s.id] and not force and not stale:
-            console.print(f"[dim]skip[/]  {label} (outputs exist: {s.output})")
-            record[s.id] = {"status": "skipped: outputs exist", "output": s.output}
-            continue
-        reason = s.skip_reason() if s.skip_reason else None
-        if reason:
-            console.print(f"[yellow]skip[/]  {label}: {reason}")
-            record[s.id] = {"status": f"skipped: {reason}", "output": s.output}
-            _write_status(layout, status)
-            continue
-        record[s.id] = {
-            "status": "running",
-            "output": s.output,
-            "started": datetime.now(timezone.utc).isoformat(),
-        }
-        _write_status(layout, status)
-        try:
-            elapsed = _run_step(s, label, stale, done[s.id], record[s.id], console)
-        finally:
-            _write_status(layout, status)
-        ran.add(s.id)
-        console.print(
-            f"[green]done[/]  {label} in {elapsed:.1f}s "
-            f"(pipeline {time.perf_counter() - started_all:.0f}s, {len(chosen) - i} stages left)"
-        )
+    runner = _Runner(layout, status, console, len(chosen), started_all)
+    try:
+        for i, s in enumerate(chosen, 1):
+            label = f"[{i}/{len(chosen)}] {s.id}"
+            runner.wait_for(s.needs)
+            stale = [n for n in s.needs if n in runner.ran]
+            if done[s.id] and not force and not stale:
+                console.print(f"[dim]skip[/]  {label} (outputs exist: {s.output})")
+                record[s.id] = {"status": "skipped: outputs exist", "output": s.output}
+                continue
+            reason = s.skip_reason() if s.skip_reason else None
+            if reason:
+                console.print(f"[yellow]skip[/]  {label}: {reason}")
+                record[s.id] = {"status": f"skipped: {reason}", "output": s.output}
+                runner.write()
+                continue
+            record[s.id] = {
+                "status": "running",
+                "output": s.output,
+                "started": datetime.now(timezone.utc).isoformat(),
+            }
+            runner.write()
+            runner.start(s, i, label, stale, done[s.id], record[s.id])
+        runner.wait_for(list(runner.background))
+    finally:
+        runner.close()
     total = time.perf_counter() - started_all
     _print_summary(console, run, total, chosen, record)
     return {

