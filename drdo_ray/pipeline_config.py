@@ -301,6 +301,11 @@ class OnlineSection(PipelineSection, ActorPool):
                 found.append(f"online.prompts: name the prompt source, one of {', '.join(datasets)}")
             elif name is not None and name not in datasets:
                 found.append(f"online.{key}: {name} is not one of the datasets: {', '.join(datasets)}")
+        if self.heldout is not None and self.heldout == self.prompts and self.heldout_prompts is None:
+            found.append(
+                "online.heldout_prompts: held-out prompts taken from the prompt source need a count "
+                "(they are its first N; the rounds take the prompts after them)"
+            )
         if not self.methods:
             found.append("online.methods: name the methods, e.g. [drdo, dpo] or {drdo: {gamma: 2}}")
         for method, loss in self.losses().items():

@@ -119,6 +119,10 @@ def _online(**change) -> dict:
         (_online(prompts=None), "online.prompts: name the prompt source"),
         (_online(heldout="nope"), "online.heldout: nope is not one of the datasets: prefs, prompts"),
         (_online(methods=[]), "online.methods: name the methods"),
+        (
+            _online(heldout_prompts=None),
+            "online.heldout_prompts: held-out prompts taken from the prompt source",
+        ),
         (_online(methods=["bogus"]), "online.methods.bogus: unknown loss 'bogus'"),
         (_online(methods=["edpo"]), "online.methods.edpo: e-DPO needs its Oracles; add edpo_oracles: K"),
         (_online(serve={"method": "ipo"}), "online.serve.method: ipo is not one of the methods: drdo, dpo"),
@@ -355,3 +359,53 @@ def test_a_failed_background_step_fails_the_run_where_it_is_needed(tmp_path, fak
     assert status["online:2:sample:drdo"]["status"] == "failed"
     assert status["online:1:train:drdo"]["status"] == "done"  # what ran beside it finished
     assert "online:2:pairs:drdo" not in status  # what needed it never started
+
+
+# ------------------------------------------------------------------------------ the report
+
+
+def _round(run: Path, k: int, staleness: int, rates: dict[str, float]) -> None:
+    layout = RunLayout(str(run)).round(k)
+    methods = {}
+    for method, rate in rates.items():
+        pairs = Path(layout.pairs(method))
+        pairs.mkdir(parents=True)
+        rewards = [k + 0.1 * i for i in range(4)]
+        (pairs / "scores.jsonl").write_text("".join(json.dumps({"reward": r}) + "\n" for r in rewards))
+        methods[method] = {
+            "loss": method,
+            "sampled_by": {"path": "x", "round": k - 1 - staleness},
+            "staleness": staleness,
+            "sample_rewards": describe(rewards),
+            "pairs": {
+                "pairs": 3,
+                "prompts": 4,
+                "prompts_with_pairs": 3,
+                "skipped": {"no_margin": 1},
+                "margin": {"mean": 0.25},
+            },
+            "winrates": {"sft": {"win_rate": rate, "ci95": [rate - 0.1, rate + 0.1], "n": 8}}
+            | ({"previous": {"win_rate": 0.5, "ci95": None, "n": 8}} if k > 1 else {}),
+        }
+    Path(layout.round_record).write_text(json.dumps({"round": k, "tag": f"round-{k}", "methods": methods}))
+
+
+def test_the_report_shows_win_rate_and_sample_rewards_by_round(tmp_path):
+    from drdo_ray.config import ReportConfig
+    from drdo_ray.eval.report import build_report
+
+    run = tmp_path / "run"
+    _round(run, 1, 0, {"drdo": 0.6, "dpo": 0.55})
+    _round(run, 2, 1, {"drdo": 0.7, "dpo": 0.5})
+    (run / "rounds" / "3").mkdir()  # an unfinished round: no round.json, not reported
+    result = build_report(ReportConfig(run=str(run)))
+    report = Path(result["report"]).read_text()
+    section = report[report.index("## Online rounds") :]
+    assert (
+        "| 1 | drdo | 0 | 0 | 3 / 4 | no_margin 1 | 1.150 [1.075, 1.225] | 0.250 | 60.0% [50.0, 70.0] | - |"
+        in section
+    )
+    assert "| 2 | dpo | 0 | 1 | 3 / 4 |" in section and "50.0% [40.0, 60.0] | 50.0% |" in section
+    assert "| 3 |" not in section
+    figures = {Path(p).name for p in result["figures"]}
+    assert {"online_winrate_vs_round.png", "online_sample_rewards.png"} <= figures

@@ -47,6 +47,18 @@ def test_shipped_pipeline_config_builds_every_stage(name):
     cfg = _load(name)
     steps = plan(cfg)  # validates each stage's config with its own class
     groups = {s.group for s in steps}
+    run = cfg.run_dir.rstrip("/")
+    for s in steps:
+        assert s.output.startswith(run + "/"), (s.id, s.output)  # every artifact under the run directory
+        for need in s.needs:
+            assert [x.id for x in steps].index(need) < steps.index(s)  # inputs are produced earlier
+    trains = [s.config for s in steps if isinstance(s.config, TrainConfig)]
+    # A round's training writes under its round: RUN/rounds/<k>/train, models.
+    assert all(t.run_dir == run or t.run_dir.startswith(f"{run}/rounds/") for t in trains)
+    align = {t.loss for t in trains if t.stage == "align"}
+    if cfg.online is not None:  # the online demo: SFT, the Oracle, then rounds of DRDO and DPO
+        assert {"prepare", "sft", "oracle", "online", "report"} <= groups and {"drdo", "dpo"} <= align
+        return
     assert {
         "prepare",
         "sft",
@@ -59,14 +71,7 @@ def test_shipped_pipeline_config_builds_every_stage(name):
         "judge",
         "report",
     } <= groups
-    run = cfg.run_dir.rstrip("/")
-    for s in steps:
-        assert s.output.startswith(run + "/"), (s.id, s.output)  # every artifact under the run directory
-        for need in s.needs:
-            assert [x.id for x in steps].index(need) < steps.index(s)  # inputs are produced earlier
-    trains = [s.config for s in steps if isinstance(s.config, TrainConfig)]
     assert all(t.run_dir == run for t in trains)
-    align = {t.loss for t in trains if t.stage == "align"}
     assert {"drdo", "dpo", "edpo"} <= align
     edpo = next(s for s in steps if s.id == "align:edpo")
     assert edpo.config.data.endswith("_edpo") and "score:" + edpo.config.data.rsplit("/", 1)[1] in edpo.needs

@@ -132,6 +132,20 @@ def plot_training_curves(runs: Mapping[str, Mapping[str, Any]], path: str, *, ti
     return save_figure(fig, path)
 
 
+def plot_rates(
+    ax: Any,
+    xs: Sequence[float],
+    points: Sequence[tuple[float, Sequence[float] | None]],
+    color: Any,
+    label: str,
+) -> None:
+    """One line of win rates (in %) with their 95% intervals (none: a point) as error bars."""
+    rates = np.array([100 * rate for rate, _ in points])
+    lo = np.array([100 * (ci or (rate, rate))[0] for rate, ci in points])
+    hi = np.array([100 * (ci or (rate, rate))[1] for rate, ci in points])
+    ax.errorbar(xs, rates, yerr=[rates - lo, hi - rates], marker="o", capsize=3, color=color, label=label)
+
+
 def plot_winrate_vs_temperature(
     panels: Mapping[str, Mapping[str, Mapping[float, tuple[float, Sequence[float] | None]]]],
     path: str,
@@ -149,20 +163,9 @@ def plot_winrate_vs_temperature(
         width = 0.8 / max(len(opponents), 1)
         for i, (opponent, points) in enumerate(sorted(opponents.items())):
             temps = sorted(points)
-            rates = np.array([100 * points[t][0] for t in temps])
-            lo = np.array([100 * (points[t][1] or (points[t][0],) * 2)[0] for t in temps])
-            hi = np.array([100 * (points[t][1] or (points[t][0],) * 2)[1] for t in temps])
             # Small horizontal offsets keep overlapping error bars readable.
             xs = np.array(temps) + (i - (len(opponents) - 1) / 2) * width * 0.05
-            ax.errorbar(
-                xs,
-                rates,
-                yerr=[rates - lo, hi - rates],
-                marker="o",
-                capsize=3,
-                color=COLORS[i % len(COLORS)],
-                label=f"vs {opponent}",
-            )
+            plot_rates(ax, xs, [points[t] for t in temps], COLORS[i % len(COLORS)], f"vs {opponent}")
         ax.axhline(50, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"{a}: win rate vs temperature", fontsize=10)
         ax.set_xlabel("sampling temperature")

@@ -27,6 +27,7 @@ from ..config import ReportConfig
 from ..errors import UserError
 from ..run_layout import REPORT_FILE, RunLayout
 from . import plots
+from .online_report import online_section
 from .results import find_results
 from .stats import fmt_ci, fmt_rate
 
@@ -502,7 +503,8 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
     storage.makedirs(figures)
     runs = load_training(run)
     results = load_results(run)
-    if not runs and not any(results.values()):
+    online = online_section(run, figures, lambda png: _rel(png, out), _table)
+    if not runs and not any(results.values()) and not online:
         raise UserError(
             f"{run} holds neither training runs (train/*/metrics.jsonl) nor results (eval/**/*.json)"
         )
@@ -516,6 +518,7 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
         "## Judge win rates (paper Table 1)\n\n" + _judge_section(results["judge"]),
         "## Win rate by prompt length: OOD (paper Fig. 6)\n\n" + _ood_section(results["ood"], figures, out),
         "## KL divergence from the SFT model (paper Table 7)\n\n" + _kl_section(results["kl"]),
+        *(["## Online rounds\n\n" + online] if online else []),
         "## Configs\n\n" + _configs_section(runs, results, run),
     ]
     report_path = storage.join(out, REPORT_FILE)
