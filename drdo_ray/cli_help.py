@@ -47,6 +47,7 @@ EXAMPLES: dict[str, str] = {
     "bench generate": "drdo-ray bench generate --repeats 3",
     "bench train": "drdo-ray bench train --out /tmp/bench_train",
     "bench quality": "drdo-ray bench quality --quick --out /tmp/bench_quality",
+    "bench online": "drdo-ray bench online --pipeline demo-online-tiny-cpu --out /tmp/bench_online",
     "bench tables": "drdo-ray bench tables --check",
     "demo": "drdo-ray demo --dry-run",
     "pipeline": "drdo-ray pipeline --config opt-1.3b-ultrafeedback --set run_dir=/tmp/run --dry-run",

@@ -9,7 +9,13 @@ from rich.console import Console
 
 from ..cli_flags import add_common, add_config_flags, config_from_args
 from ..errors import UserError
-from .configs import BenchGenerateConfig, BenchServeConfig, BenchTablesConfig, BenchTrainConfig
+from .configs import (
+    BenchGenerateConfig,
+    BenchOnlineConfig,
+    BenchServeConfig,
+    BenchTablesConfig,
+    BenchTrainConfig,
+)
 from .quality_config import BenchQualityConfig
 
 console = Console(stderr=True)
@@ -62,6 +68,14 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     report = bench_quality(cfg, console)
     console.print(f"  report     {report['outputs']['report']}")
     console.print(f"  plot       {report['outputs']['plot']}")
+
+
+def cmd_bench_online(args: argparse.Namespace) -> None:
+    cfg = config_from_args(BenchOnlineConfig, args, "bench_online")
+    from .online import bench_online
+
+    report = bench_online(cfg, console)
+    console.print(f"  report     {report['outputs']['report']}")
 
 
 def cmd_bench_tables(args: argparse.Namespace) -> None:
@@ -117,6 +131,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             cmd_bench_quality,
             "alignment quality on a synthetic task with a known true reward: every method tuned alike on "
             "tuning seeds, per-seed paired differences against DPO and SFT on fresh seeds, by arm and share",
+        ),
+        (
+            "online",
+            BenchOnlineConfig,
+            cmd_bench_online,
+            "wall time of a pipeline's online rounds with overlap false and true from the same start, "
+            "their ratio, each round's staleness and win rates",
         ),
         (
             "tables",

@@ -102,3 +102,17 @@ class BenchTablesConfig(StageConfig):
     readme: str = Field("benchmarks/README.md", description="tables with the figures, beside the JSON")
     docs: str | None = Field("docs/benchmarks.md", description="the documentation's page (tables only)")
     check: bool = Field(False, description="write nothing; fail when a file differs from what the JSON gives")
+
+
+class BenchOnlineConfig(StageConfig):
+    """`drdo-ray bench online`: the wall time of a pipeline's online rounds with ``overlap``
+    false (the baseline) and true, from the same start (its offline stages run once), in one run."""
+
+    pipeline: str = Field(
+        "demo-online-tiny-cpu",
+        description="pipeline config with an online section (a path or a shipped name)",
+    )
+    pipeline_set: list[str] = Field(
+        default_factory=list, description="KEY=VALUE overrides of the pipeline config (as its --set)"
+    )
+    out: str = Field("bench_online", description="output folder: the runs and bench_online.json")

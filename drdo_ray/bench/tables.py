@@ -178,6 +178,44 @@ def _train(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     return out
 
 
+def _online(name: str, r: dict[str, Any], figures: bool) -> list[str]:
+    s, modes = r["online"], r["modes"]
+    methods = ", ".join(s["methods"] or {})
+    out = [
+        f"Pipeline `{r['pipeline']}`: {s['rounds']} rounds of {methods}, {s['prompts_per_round']} prompts × "
+        f"{s['samples_per_prompt']} samples per round, {s['heldout_prompts']} held-out prompts. The offline "
+        f"stages ran once; the rounds then ran from that start with overlap false, then true. Command: "
+        f"`{_command(r)}`; on {r['device']}.",
+        "",
+    ]
+    base = modes["overlap_false"]["wall_s"]
+    out += _table(
+        ["overlap", "wall time of the rounds (s)", "ratio to overlap false"],
+        [
+            [m.removeprefix("overlap_"), f"{v['wall_s']:.0f}", f"{v['wall_s'] / base:.3f}"]
+            for m, v in modes.items()
+        ],
+    )
+    rows = []
+    for k, by_method in modes["overlap_false"]["rounds"].items():
+        for method, seq in by_method.items():
+            ovl = modes["overlap_true"]["rounds"].get(k, {}).get(method, {})
+            rows.append(
+                [
+                    k,
+                    method,
+                    f"{seq['staleness']} / {ovl.get('staleness', '-')}",
+                    *(
+                        f"{100 * w:.1f}%" if (w := m.get("win_rate_vs_sft")) is not None else "-"
+                        for m in (seq, ovl)
+                    ),
+                ]
+            )
+    out += ["", "Per round (overlap false / true):", ""]
+    out += _table(["round", "method", "staleness", "win rate vs SFT, false", "win rate vs SFT, true"], rows)
+    return out
+
+
 def _command(r: dict[str, Any]) -> str:
     """The command as a user types it (the path of the interpreter that ran it dropped)."""
     words = r.get("command", "").split()
@@ -191,6 +229,7 @@ RENDERERS: list[
 ] = [
     ("quality benchmark", lambda r: r.get("protocol") == "v3", _quality_v3),
     ("training-step benchmark", lambda r: "methods" in r and "ray_overhead_ratio" in r, _train),
+    ("online rounds: overlap", lambda r: r.get("benchmark") == "online_overlap", _online),
 ]
 
 
