@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..artifacts import edpo_oracle_name
 from ..config import GenerateConfig, PairsConfig, RolloutConfig, ScoreConfig, WinrateConfig
 from ..pipeline_config import OnlineSection, PipelineConfig, needs_reference
 from ..run_layout import ROUND_FILE, RunLayout
@@ -245,7 +246,7 @@ def _train(planner: StepPlanner, actions: dict, rounds: Rounds, given: dict, met
         },
         {"loss": method},
     )
-    edpo = [planner.models[f"oracle-edpo-{j}"] for j in range(planner.cfg.edpo_oracles)]
+    edpo = [planner.models[edpo_oracle_name("oracle", j)] for j in range(planner.cfg.edpo_oracles)]
     fixed = {
         "data": layout.data(f"pairs-{method}"),
         "out": scored,
