@@ -3,7 +3,7 @@ experiment, in order, under one run directory (local, or ``s3://...`` so that ev
 cluster reads and writes the same artifacts).
 
     model -> prepare -> sft -> oracle (+ edpo_oracles) -> score -> align -> generate -> winrate
-          -> judge -> kl -> report
+          -> judge -> kl -> online rounds (drdo_ray/online/rounds.py) -> report
 
 The config (:class:`~drdo_ray.config.PipelineConfig`) names datasets and policies; :func:`plan`
 turns it into concrete stage configs -- the same classes the single-stage commands validate --
@@ -12,7 +12,8 @@ with every path derived from the run directory (:class:`~drdo_ray.run_layout.Run
 A stage whose outputs exist is skipped, so rerunning the same command resumes a failed run (a
 training stage cut short resumes from its last checkpoint). ``force`` reruns the selected stages,
 and a stage reruns whenever a stage it reads from ran in the same invocation (its outputs would be
-stale otherwise)."""
+stale otherwise). A ``background`` step (the online rounds' overlap) runs beside the steps after
+it until one needs it."""
 
 from __future__ import annotations
 
