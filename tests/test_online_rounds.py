@@ -238,18 +238,26 @@ def test_a_job_killed_inside_a_round_resumes_it_to_the_same_pairs_and_model(star
 
 
 @pytest.mark.slow
-def test_a_round_on_the_vllm_engine(start, uninterrupted, tmp_path, vllm_engine_kwargs, vllm_model_dir):
+def test_a_round_on_the_vllm_engine(start, tmp_path, vllm_engine_kwargs, vllm_model_dir):
+    """The round's policy samples through vLLM (CPU build), then pairs, scores, trains and records.
+    No held-out prompts: their sampling is the same generate stage (its vLLM path is covered by
+    test_vllm_generate.py), and each vLLM engine costs a start-up."""
     # vllm_model_dir: skipped without vLLM (a failure under make test); the round's model is the run's.
     run = _copy(start, tmp_path / "vllm")
-    shutil.copytree(uninterrupted["run"] / "rounds" / "0", run / "rounds" / "0")  # SFT's held-out samples
-    cfg = _pipeline(run, methods=["drdo"], backend="vllm", engine_kwargs=vllm_engine_kwargs, batch_size=16)
+    online = {"methods": ["drdo"], "backend": "vllm", "engine_kwargs": vllm_engine_kwargs, "batch_size": 16}
+    cfg = _pipeline(run, heldout=None, **online)
     result = run_pipeline(cfg, stages=ONLINE)
-    assert all(v["status"].startswith(("done", "skipped")) for v in result["stages"].values())
+    assert [k for k, v in result["stages"].items() if v["status"] == "done"] == [
+        *(f"online:1:{step}:drdo" for step in ("sample", "pairs", "score", "train")),
+        "online:1:record",
+        "report",
+    ]
     r1 = run / "rounds" / "1"
-    for samples in ("round", "heldout"):
-        generation = json.loads((r1 / "samples" / samples / "align-drdo" / "generation.json").read_text())
-        assert generation["backend"] == "vllm"
-    assert json.loads((r1 / "pairs" / "drdo" / "pairs.json").read_text())["pairs"] > 0
+    generation = json.loads((r1 / "samples" / "round" / "align-drdo" / "generation.json").read_text())
+    assert (generation["backend"], generation["rows"]) == ("vllm", PROMPTS_PER_ROUND * SAMPLES)
+    pairs = _jsonl(r1 / "pairs" / "drdo" / "pairs.jsonl")
+    assert pairs and all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    assert pq.read_table(r1 / "scored" / "pairs-drdo" / "data").num_rows == len(pairs)
     assert (r1 / "models" / "align-drdo" / "model.safetensors").exists()
-    record = json.loads((r1 / "round.json").read_text())
-    assert record["methods"]["drdo"]["winrates"]["sft"]["n"] == HELDOUT
+    record = json.loads((r1 / "round.json").read_text())["methods"]["drdo"]
+    assert record["samples"]["backend"] == "vllm" and record["winrates"] == {}
