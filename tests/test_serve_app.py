@@ -400,7 +400,8 @@ def test_generate_http_backend_matches_local(app, tmp_path, ray_session, tiny_mo
 @pytest.mark.slow
 def test_load_64_concurrent_requests_batched_vs_sequential(app, tmp_path, tiny_model_dir, capsys) -> None:
     """`drdo-ray bench serve`: 64 concurrent requests all succeed in both modes, and
-    @serve.batch beats one request at a time in the same run."""
+    @serve.batch beats one request at a time in the same run (the flags as they were before
+    the load table: one backend, one concurrency)."""
     out = tmp_path / "bench"
     argv = [
         "bench",
@@ -409,6 +410,10 @@ def test_load_64_concurrent_requests_batched_vs_sequential(app, tmp_path, tiny_m
         str(tiny_model_dir),
         "--port",
         str(app["port"]),
+        "--backend",
+        "transformers",
+        "--modes",
+        "batched,sequential",
         "--requests",
         "64",
         "--concurrency",
@@ -422,26 +427,32 @@ def test_load_64_concurrent_requests_batched_vs_sequential(app, tmp_path, tiny_m
     ]
     assert main(argv) == 0
     report = json.loads((out / "bench_serve.json").read_text())
+    cells = {c["mode"]: c for c in report["cells"]}
+    assert [(c["engine"], c["concurrency"]) for c in report["cells"]] == [("transformers", 64)] * 2
     for mode in ("batched", "sequential"):
-        assert report[mode]["succeeded"] == 64 and report[mode]["failed"] == 0, report[mode]["failures"]
-        assert report[mode]["latency_p50_s"] <= report[mode]["latency_p99_s"]
-    assert report["sequential"]["mean_batch_size"] == 1.0
-    assert report["batched"]["mean_batch_size"] > 2
-    assert report["batching_speedup"] > 1.5
+        assert cells[mode]["succeeded"] == 64 and cells[mode]["failed"] == 0, cells[mode]["failures"]
+        assert cells[mode]["latency_p50_s"] <= cells[mode]["latency_p99_s"]
+    assert cells["sequential"]["mean_batch_size"] == 1.0
+    assert cells["batched"]["mean_batch_size"] > 2
+    speedup = report["batching_speedup"]["transformers"]["64"]
+    assert speedup > 1.5
+    assert cells["sequential"]["vs_baseline"]["requests_per_s"] == round(
+        cells["sequential"]["requests_per_s"] / cells["batched"]["requests_per_s"], 2
+    )
     with capsys.disabled():
         print(
             "\nbench serve:",
             json.dumps(
                 {
                     m: {
-                        k: report[m][k]
+                        k: cells[m][k]
                         for k in ("requests_per_s", "latency_p50_s", "latency_p99_s", "mean_batch_size")
                     }
                     for m in ("batched", "sequential")
                 }
             ),
             "speed-up",
-            report["batching_speedup"],
+            speedup,
         )
     # The module's app still answers after the bench app came and went.
     assert httpx.get(f"{app['url']}/health").status_code == 200

@@ -26,16 +26,18 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
     from .serve import bench_serve
 
     report = bench_serve(cfg, console)
-    for mode in ("batched", "sequential"):
-        if mode in report:
-            r = report[mode]
-            console.print(
-                f"  {mode:10s} max_batch_size {r['max_batch_size']:3d}: {r['succeeded']}/{r['requests']} ok, "
-                f"{r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.0f} tokens/s, "
-                f"p50 {r['latency_p50_s']}s, p99 {r['latency_p99_s']}s, mean batch {r['mean_batch_size']}"
-            )
-    if "batching_speedup" in report:
-        console.print(f"  @serve.batch speed-up: {report['batching_speedup']}x")
+    base = report["baseline"]
+    for c in report["cells"]:
+        console.print(
+            f"  {c['engine']:12s} {c['mode']:10s} x{c['concurrency']:<4d} {c['succeeded']}/{c['requests']} ok, "
+            f"{c['requests_per_s']:.2f} req/s, {c['tokens_per_s']:.0f} tokens/s, p50 {c['latency_p50_s']}s, "
+            f"p99 {c['latency_p99_s']}s, {c['vs_baseline']['requests_per_s']}x {base['engine']} {base['mode']}"
+        )
+    for engine, why in report["skipped"].items():
+        console.print(f"  {engine:12s} skipped: {why}")
+    for engine, by_concurrency in report["batching_speedup"].items():
+        speedups = ", ".join(f"x{c}: {s}x" for c, s in by_concurrency.items())
+        console.print(f"  @serve.batch speed-up, {engine}: {speedups}")
     console.print(f"  report     {report['outputs']['report']}")
 
 
@@ -109,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "serve",
             BenchServeConfig,
             cmd_bench_serve,
-            "load test of the OpenAI-compatible app: @serve.batch vs one at a time",
+            "load table of the OpenAI-compatible app: engine x concurrency (x @serve.batch or one at a time), "
+            "throughput, p50/p99 latency, errors, ratios to the first engine in the same run",
         ),
         (
             "generate",

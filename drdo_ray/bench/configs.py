@@ -6,25 +6,51 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import StageConfig
 
 
 class BenchServeConfig(StageConfig):
-    """`drdo-ray bench serve`: N concurrent requests against the app, batched vs one at a time."""
+    """`drdo-ray bench serve`: a load table of the app, one cell per engine x mode x concurrency,
+    ``requests`` each; ratios to the first engine's first mode at the same concurrency."""
 
     model: str | None = Field(None, description="model folder; default: a tiny random model built on the fly")
     out: str = Field("bench_serve", description="output folder for bench_serve.json")
-    requests: int = Field(64, gt=0, description="requests per mode")
-    concurrency: int = Field(64, gt=0, description="requests in flight")
+    requests: int = Field(64, gt=0, description="requests per cell")
+    concurrency: list[int] = Field(
+        default_factory=lambda: [1, 16, 64], description="requests in flight, one cell each"
+    )
     max_tokens: int = Field(32, gt=0, description="tokens generated per request")
     max_batch_size: int = Field(16, gt=0, description="@serve.batch size")
     batch_wait_timeout_s: float = Field(0.02, ge=0)
     port: int = Field(0, ge=0, le=65535, description="0: a free port")
-    backend: Literal["auto", "vllm", "transformers"] = "transformers"
-    modes: list[Literal["batched", "sequential"]] = Field(default_factory=lambda: ["batched", "sequential"])
+    backend: list[Literal["auto", "vllm", "transformers"]] = Field(
+        default_factory=lambda: ["transformers", "vllm"],
+        description="engines, one deployment each; the first is the baseline; "
+        "vllm where it cannot run is skipped with the reason",
+    )
+    modes: list[Literal["batched", "sequential"]] = Field(
+        default_factory=lambda: ["batched"],
+        description="batched: @serve.batch of max_batch_size; sequential: one request at a time",
+    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+
+    @field_validator("concurrency", "backend", "modes", mode="before")
+    @classmethod
+    def _one_is_a_list(cls, value: Any) -> Any:
+        """``concurrency: 64`` or ``backend: vllm`` (the settings before they were lists) still work,
+        as does ``--set concurrency=1,16``."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 1:
+            raise ValueError(f"concurrency needs values >= 1, got {value}")
+        return value
 
 
 class BenchGenerateConfig(StageConfig):

@@ -216,6 +216,47 @@ def _online(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     return out
 
 
+def _serve(name: str, r: dict[str, Any], figures: bool) -> list[str]:
+    base = r["baseline"]
+    preload = r["machine"]["ld_preload"] or "none"
+    out = [
+        f"Model {r['model']}; {r['requests']} requests per cell, {r['max_tokens']} tokens each (EOS ignored), "
+        f"@serve.batch up to {r['max_batch_size']} in batched mode. Ratios: a cell's figure over the "
+        f"{base['engine']} {base['mode']} cell's at the same concurrency, same run (latency: above 1 is slower). "
+        f"Command: `{_command(r)}`; {r['machine']['cpus']} CPUs, LD_PRELOAD {preload}; load: the machine's "
+        "1-minute load average before and after the cell.",
+        "",
+    ]
+
+    def f(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [
+        [
+            c["engine"],
+            c["mode"],
+            str(c["concurrency"]),
+            f"{c['succeeded']} / {c['failed']}",
+            f"{c['requests_per_s']:.2f}",
+            f"{c['tokens_per_s']:.0f}",
+            f(c["latency_p50_s"], ".3f"),
+            f(c["latency_p99_s"], ".3f"),
+            f(c["mean_batch_size"], ".1f"),
+            f"{f(c['vs_baseline']['requests_per_s'], '.2f')}×",
+            f"{f(c['vs_baseline']['latency_p50_s'], '.2f')}×",
+            f"{f(c['vs_baseline']['latency_p99_s'], '.2f')}×",
+            " → ".join(f"{x:.1f}" for x in c["load_1m"]),
+        ]
+        for c in r["cells"]
+    ]
+    head = ["engine", "mode", "in flight", "ok / errors", "requests/s", "tokens/s", "p50 (s)", "p99 (s)"]
+    head += ["mean batch", "requests/s ratio", "p50 ratio", "p99 ratio", "load"]
+    out += _table(head, rows)
+    if r["skipped"]:
+        out += ["", *(f"{engine} skipped: {why}." for engine, why in r["skipped"].items())]
+    return out
+
+
 def _command(r: dict[str, Any]) -> str:
     """The command as a user types it (the path of the interpreter that ran it dropped)."""
     words = r.get("command", "").split()
@@ -230,6 +271,7 @@ RENDERERS: list[
     ("quality benchmark", lambda r: r.get("protocol") == "v3", _quality_v3),
     ("training-step benchmark", lambda r: "methods" in r and "ray_overhead_ratio" in r, _train),
     ("online rounds: overlap", lambda r: r.get("benchmark") == "online_overlap", _online),
+    ("serving load benchmark", lambda r: r.get("benchmark") == "serve", _serve),
 ]
 
 
