@@ -86,7 +86,8 @@ def test_ratios_to_the_baseline_cell_at_the_same_concurrency() -> None:
     assert batching_speedups(cells) == {"transformers": {"64": 5.0}}
 
 
-def test_the_load_table_shows_every_cell(tmp_path: Path) -> None:
+def test_the_load_table_shows_every_cell(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LD_PRELOAD", "/opt/x/libiomp5.so /lib/libtcmalloc.so.4")
     cfg = BenchServeConfig(requests=2000, modes=["batched", "sequential"])
     cells = [dict(c) for c in CELLS]
     report = build_report(cfg, ["transformers", "vllm"], {"other": "a reason"}, cells)
@@ -105,6 +106,7 @@ def test_the_load_table_shows_every_cell(tmp_path: Path) -> None:
     )
     assert "| transformers | sequential | 64 | 10 / 0 | 10.00 | 320 | 5.000 | 10.000 |" in text
     assert "2.0 → 2.5" in text
+    assert "LD_PRELOAD libiomp5.so:libtcmalloc.so.4;" in text  # file names, not this machine's paths
 
 
 def test_engines_planned_once_and_vllm_skipped_with_its_reason(tiny_model_dir) -> None:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -291,6 +292,11 @@ def bench_serve(cfg: BenchServeConfig, console: Console | None = None) -> dict[s
     return report
 
 
+def preloaded_libraries() -> str:
+    """The file names in LD_PRELOAD (vLLM's CPU guide asks for tcmalloc and Intel OpenMP there)."""
+    return ":".join(Path(p).name for p in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p)
+
+
 def build_report(
     cfg: BenchServeConfig, engines: list[str], skipped: dict[str, str], cells: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -309,7 +315,7 @@ def build_report(
         "max_tokens": cfg.max_tokens,
         "max_batch_size": cfg.max_batch_size,
         "engine_kwargs": cfg.engine_kwargs,
-        "machine": {"cpus": os.cpu_count(), "ld_preload": os.environ.get("LD_PRELOAD", "")},
+        "machine": {"cpus": os.cpu_count(), "ld_preload": preloaded_libraries()},
         "baseline": baseline,
         "cells": cells,
         "batching_speedup": batching_speedups(cells),
