@@ -226,19 +226,7 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     """Score ``cfg.data`` into ``cfg.out``; returns the provenance written to OUT/scoring.json
     plus ``reused`` (True when an identical earlier scoring was kept)."""
     console = console or Console(stderr=True)
-    if not cfg.oracles and not cfg.reference:
-        raise UserError("nothing to score: give at least one --oracle or a --reference")
-    data = resolve(cfg.data)
-    out = cfg.out if is_remote(cfg.out) else str(Path(cfg.out).expanduser().resolve())
-    if data.rstrip("/") == out.rstrip("/"):
-        raise UserError("--out must differ from --data: scoring writes a new dataset beside the prepared one")
-    stats = _check_dataset(data)
-    oracles = [resolve(p) for p in cfg.oracles]
-    reference = resolve(cfg.reference) if cfg.reference else None
-    for k, path in enumerate(oracles):
-        check_model(path, role=f"oracle #{k}", oracle=True)
-    if reference:
-        check_model(reference, role="reference", oracle=False)
+    data, out, stats, oracles, reference = _checked_inputs(cfg)
     request = _request(cfg, data, oracles, reference)
 
     scoring_path = storage.join(out, SCORING_FILE)
@@ -248,8 +236,6 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
             f"[bold]score[/] reused: {out} was already scored from the same inputs (--force rescores)"
         )
         return {**old, "reused": True}
-
-    import ray.data
 
     from .ray_runtime import ensure_ray
 
@@ -270,20 +256,7 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
         storage.remove(storage.join(out, target))
     storage.makedirs(out)
 
-    rows_in = ray.data.read_parquet(storage.join(data, "data"))
-    rows = rows_in.count()  # from parquet metadata; the scorer keeps every row
-    scored = rows_in.map_batches(
-        Scorer,
-        fn_constructor_args=(oracles, reference),
-        fn_constructor_kwargs={"reduction": cfg.reduction, "dtype": cfg.dtype, "attention": attention},
-        batch_format="pyarrow",
-        batch_size=cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        num_gpus=gpus,
-        resources=cfg.resources_per_actor or None,
-    )
-    # Without a floor Ray writes one small file per output block.
-    scored.write_parquet(storage.join(out, "data"), min_rows_per_file=50_000)
+    rows = _score_rows(cfg, data, out, oracles, reference, gpus=gpus, attention=attention)
     elapsed = time.perf_counter() - started
 
     storage.write_json(storage.join(out, "source_stats.json"), stats)
@@ -306,6 +279,54 @@ def score(cfg: ScoreConfig, console: Console | None = None) -> dict[str, Any]:
     }
     storage.write_json(scoring_path, provenance)
     return {**provenance, "reused": False}
+
+
+def _checked_inputs(cfg: ScoreConfig) -> tuple[str, str, dict[str, Any], list[str], str | None]:
+    """(data, out, the dataset's stats, oracles, reference), each resolved and checked."""
+    if not cfg.oracles and not cfg.reference:
+        raise UserError("nothing to score: give at least one --oracle or a --reference")
+    data = resolve(cfg.data)
+    out = cfg.out if is_remote(cfg.out) else str(Path(cfg.out).expanduser().resolve())
+    if data.rstrip("/") == out.rstrip("/"):
+        raise UserError("--out must differ from --data: scoring writes a new dataset beside the prepared one")
+    stats = _check_dataset(data)
+    oracles = [resolve(p) for p in cfg.oracles]
+    reference = resolve(cfg.reference) if cfg.reference else None
+    for k, path in enumerate(oracles):
+        check_model(path, role=f"oracle #{k}", oracle=True)
+    if reference:
+        check_model(reference, role="reference", oracle=False)
+    return data, out, stats, oracles, reference
+
+
+def _score_rows(
+    cfg: ScoreConfig,
+    data: str,
+    out: str,
+    oracles: list[str],
+    reference: str | None,
+    *,
+    gpus: float,
+    attention: str,
+) -> int:
+    """Stream DATA/data through the Scorer actor pool into OUT/data; returns the row count."""
+    import ray.data
+
+    rows_in = ray.data.read_parquet(storage.join(data, "data"))
+    rows = rows_in.count()  # from parquet metadata; the scorer keeps every row
+    scored = rows_in.map_batches(
+        Scorer,
+        fn_constructor_args=(oracles, reference),
+        fn_constructor_kwargs={"reduction": cfg.reduction, "dtype": cfg.dtype, "attention": attention},
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        num_gpus=gpus,
+        resources=cfg.resources_per_actor or None,
+    )
+    # Without a floor Ray writes one small file per output block.
+    scored.write_parquet(storage.join(out, "data"), min_rows_per_file=50_000)
+    return rows
 
 
 # --------------------------------------------------------------------------- check_scored

@@ -24,11 +24,55 @@ def _node_of_rank(train_dir: Path, rank: int) -> str:
     return json.loads((train_dir / "workers" / f"rank-{rank}.json").read_text())["node_id"]
 
 
+def _config(run: Path, name: str):  # -> TrainConfig (imported late: after sys.path is set)
+    from drdo_ray.config import TrainConfig
+
+    return TrainConfig(
+        stage="sft",
+        name=name,
+        model=str(run / "models" / "tiny"),
+        data=str(run / "data" / "tldr_sft"),
+        run_dir=str(run),
+        num_workers=2,
+        micro_batch_size=2,
+        max_steps=STEPS,
+        checkpoint_every=CHECKPOINT_EVERY,
+        max_failures=2,
+        lr=1e-3,
+        placement_strategy="STRICT_SPREAD",
+        resources_per_worker={"trainer": 1},
+        trace_rows=True,
+    )
+
+
+def _registered(train_dir: Path) -> str | None:
+    """The newest checkpoint Ray Train has registered (what a restart restores)."""
+    snapshot = train_dir / "checkpoint_manager_snapshot.json"
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):  # not there yet, or being rewritten
+        return None
+    return latest.get("checkpoint_dir_name")
+
+
+def _lose_a_node(cluster, nodes: list, train_dir: Path, lost: dict[str, object]) -> None:
+    """Once the first checkpoint is registered (the workers went past it), the node of rank 1
+    goes, abruptly; what went and when is written into ``lost``."""
+    while _registered(train_dir) is None:
+        time.sleep(0.05)
+    victim = _node_of_rank(train_dir, 1)
+    node = next(n for n in nodes if n.node_id == victim)
+    lost["node"] = victim
+    lost["after_checkpoint"] = _registered(train_dir)
+    cluster.remove_node(node, allow_graceful=False)
+    lost["at"] = time.time()
+
+
 def main(run_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from drdo_ray.config import PipelineConfig, TrainConfig, load_config
+    from drdo_ray.config import PipelineConfig, load_config
     from drdo_ray.pipeline import run_pipeline
     from drdo_ray.train.ray_trainer import fit
 
@@ -46,54 +90,13 @@ def main(run_dir: str) -> None:
             overrides=[f"run_dir={run}"],
         )
         run_pipeline(pipeline, stages=["model", "prepare:tldr_sft"])
+        clean = fit(_config(run, "clean"))
 
-        def config(name: str) -> TrainConfig:
-            return TrainConfig(
-                stage="sft",
-                name=name,
-                model=str(run / "models" / "tiny"),
-                data=str(run / "data" / "tldr_sft"),
-                run_dir=str(run),
-                num_workers=2,
-                micro_batch_size=2,
-                max_steps=STEPS,
-                checkpoint_every=CHECKPOINT_EVERY,
-                max_failures=2,
-                lr=1e-3,
-                placement_strategy="STRICT_SPREAD",
-                resources_per_worker={"trainer": 1},
-                trace_rows=True,
-            )
-
-        clean = fit(config("clean"))
-
-        # The lost node: once the first checkpoint is reported (the workers went past it), the
-        # node of rank 1 goes, abruptly.
         lost: dict[str, object] = {}
         train_dir = run / "train" / "lost-node"
-
-        def registered() -> str | None:
-            """The newest checkpoint Ray Train has registered (what a restart restores)."""
-            snapshot = train_dir / "checkpoint_manager_snapshot.json"
-            try:
-                latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
-            except (OSError, ValueError):  # not there yet, or being rewritten
-                return None
-            return latest.get("checkpoint_dir_name")
-
-        def lose_a_node() -> None:
-            while registered() is None:
-                time.sleep(0.05)
-            victim = _node_of_rank(train_dir, 1)
-            node = next(n for n in nodes if n.node_id == victim)
-            lost["node"] = victim
-            lost["after_checkpoint"] = registered()
-            cluster.remove_node(node, allow_graceful=False)
-            lost["at"] = time.time()
-
-        killer = threading.Thread(target=lose_a_node, daemon=True)
+        killer = threading.Thread(target=_lose_a_node, args=(cluster, nodes, train_dir, lost), daemon=True)
         killer.start()
-        broken = fit(config("lost-node"))
+        broken = fit(_config(run, "lost-node"))
         killer.join(timeout=5)
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         result = {

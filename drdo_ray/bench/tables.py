@@ -46,7 +46,40 @@ statistic is the per-seed paired difference in mean r* with a t interval over se
 
 
 def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
-    conds, seeds = r["conditions"], r["seeds"]
+    conds = r["conditions"]
+    out = _quality_header(name, r, figures)
+    n = len(r["seeds"])
+    out += _ci_section(
+        f"**Mean r* − tuned DPO's**, per-seed paired difference, mean [95% t interval over {n} seed(s)]:",
+        r["vs_dpo"],
+        conds,
+    )
+    out += _ci_section("**Mean r* − SFT's** (same statistic):", r["vs_sft"], conds)
+    if r.get("vs_sft_chosen"):
+        out += _ci_section(
+            "**Mean r* − SFT-on-chosen's** (the imitation control; same statistic):",
+            r["vs_sft_chosen"],
+            conds,
+        )
+    out += _ci_section("**Mean r*** [95% t interval over seeds]:", r["mean_true_reward"], conds, ".2f")
+    out += _ci_section(
+        "**Robustness against DPO**: per seed, (row at the share − row at 0) − (DPO at the share − DPO at 0); "
+        "positive = loses less than DPO when non-deterministic pairs replace deterministic ones:",
+        r["robustness_vs_dpo"],
+        [c for c in conds if c != "0"],
+    )
+    out += ["", "**Paired samples against DPO**, wins / ties / losses (all seeds pooled):", ""]
+    wtl = "{0[wins]} / {0[ties]} / {0[losses]}"
+    out += _table(
+        ["row", *conds],
+        [[row, *(wtl.format(v[c]["samples"]) for c in conds)] for row, v in r["vs_dpo"].items()],
+    )
+    out += _tuning_section(r)
+    out += _oracle_accuracy_section(r["oracle_accuracy"], conds)
+    return out
+
+
+def _quality_header(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     s = r["settings"]
     wall, cpu = r["timings"]["wall_s"] / 60, r["timings"].get("cpu_s", 0) / 60
     lo, hi = s["lowmargin_band"]
@@ -57,57 +90,23 @@ def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
         "",
         f"Model {s['hidden_size']}×{s['num_layers']}, {s['pairs']} training pairs at every share, "
         f"{s['epochs']} epochs, SFT {s['sft_steps']} steps (SFT r* {r['reference_true_reward']['sft']:.2f}, "
-        f"optimum {r['reference_true_reward']['optimum']:g}). Report seeds {seeds}; tuning seeds "
+        f"optimum {r['reference_true_reward']['optimum']:g}). Report seeds {r['seeds']}; tuning seeds "
         f"{r['tune_seeds']} at `{r['tuning']['condition']}`. Command: `{_command(r)}`; "
         f"wall time {wall:.1f} min ({cpu:.1f} min of CPU) on {r['device']}.",
-        "",
     ]
     if figures:
-        out += [f"![{name}]({Path(name).with_suffix('.png').name})", ""]
-    n = len(seeds)
-    out += [
-        f"**Mean r* − tuned DPO's**, per-seed paired difference, mean [95% t interval over {n} seed(s)]:",
-        "",
-    ]
-    out += _table(["row", *conds], [[row, *(_ci(v[c]) for c in conds)] for row, v in r["vs_dpo"].items()])
-    out += ["", "**Mean r* − SFT's** (same statistic):", ""]
-    out += _table(["row", *conds], [[row, *(_ci(v[c]) for c in conds)] for row, v in r["vs_sft"].items()])
-    if r.get("vs_sft_chosen"):
-        out += ["", "**Mean r* − SFT-on-chosen's** (the imitation control; same statistic):", ""]
-        out += _table(
-            ["row", *conds], [[row, *(_ci(v[c]) for c in conds)] for row, v in r["vs_sft_chosen"].items()]
-        )
-    out += ["", "**Mean r*** [95% t interval over seeds]:", ""]
-    out += _table(
-        ["row", *conds],
-        [[row, *(_ci(v[c], ".2f") for c in conds)] for row, v in r["mean_true_reward"].items()],
-    )
-    shifted = [c for c in conds if c != "0"]
-    out += [
-        "",
-        "**Robustness against DPO**: per seed, (row at the share − row at 0) − (DPO at the share − DPO at 0); "
-        "positive = loses less than DPO when non-deterministic pairs replace deterministic ones:",
-        "",
-    ]
-    out += _table(
-        ["row", *shifted], [[row, *(_ci(v[c]) for c in shifted)] for row, v in r["robustness_vs_dpo"].items()]
-    )
-    out += ["", "**Paired samples against DPO**, wins / ties / losses (all seeds pooled):", ""]
-    out += _table(
-        ["row", *conds],
-        [
-            [
-                row,
-                *(
-                    f"{v[c]['samples']['wins']} / {v[c]['samples']['ties']} / {v[c]['samples']['losses']}"
-                    for c in conds
-                ),
-            ]
-            for row, v in r["vs_dpo"].items()
-        ],
-    )
+        out += ["", f"![{name}]({Path(name).with_suffix('.png').name})"]
+    return out
+
+
+def _ci_section(title: str, by_row: dict[str, Any], conds: list[str], fmt: str = "+.2f") -> list[str]:
+    """A titled table of one statistic: a row per method, a mean [interval] per condition."""
+    rows = [[row, *(_ci(v[c], fmt) for c in conds)] for row, v in by_row.items()]
+    return ["", title, "", *_table(["row", *conds], rows)]
+
+
+def _tuning_section(r: dict[str, Any]) -> list[str]:
     tuning = r["tuning"]
-    out += ["", f"**Tuning** ({tuning['rule']}):", ""]
     rows = []
     for method, t in tuning["methods"].items():
         if method == "sft":
@@ -117,18 +116,28 @@ def _quality_v3(name: str, r: dict[str, Any], figures: bool) -> list[str]:
         rows.append(
             [method, f"{t['start_size']} → {t['final_size']}", str(len(t["extensions"])), axes, winner]
         )
-    out += _table(["method", "grid size", "extensions", "final axes", "tuned"], rows)
     paper = ", ".join(f"{k} {v}" for k, v in r["paper_drdo"].items())
-    out += ["", f"Untuned paper rows: {paper}.", ""]
-    acc = r["oracle_accuracy"]
-    if acc:
-        kinds = sorted({k for by_kind in acc.values() for k in by_kind})
-        out += ["**Oracle accuracy** on held-out validation pairs, by kind (mean over seeds):", ""]
-        out += _table(
-            ["condition", *kinds],
-            [[c, *(f"{100 * acc[c][k]['mean']:.1f}%" for k in kinds)] for c in conds if c in acc],
-        )
-    return out
+    return [
+        "",
+        f"**Tuning** ({tuning['rule']}):",
+        "",
+        *_table(["method", "grid size", "extensions", "final axes", "tuned"], rows),
+        "",
+        f"Untuned paper rows: {paper}.",
+        "",
+    ]
+
+
+def _oracle_accuracy_section(acc: dict[str, Any], conds: list[str]) -> list[str]:
+    if not acc:
+        return []
+    kinds = sorted({k for by_kind in acc.values() for k in by_kind})
+    rows = [[c, *(f"{100 * acc[c][k]['mean']:.1f}%" for k in kinds)] for c in conds if c in acc]
+    return [
+        "**Oracle accuracy** on held-out validation pairs, by kind (mean over seeds):",
+        "",
+        *_table(["condition", *kinds], rows),
+    ]
 
 
 def _train(name: str, r: dict[str, Any], figures: bool) -> list[str]:

@@ -41,6 +41,7 @@ class SampleSet:
     rows: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    file: str = ""  # the samples file read (path may name its folder)
 
     def describe(self) -> dict[str, Any]:
         """What a result file records about this side of a comparison."""
@@ -131,7 +132,11 @@ def load_samples(path: str, *, name: str | None = None) -> SampleSet:
     meta_path = storage.join(folder, "generation.json")
     meta = storage.read_json(meta_path) if storage.exists(meta_path) else {}
     return SampleSet(
-        path=path, rows=rows.reset_index(drop=True), meta=meta, name=name or default_name(meta, folder)
+        path=path,
+        rows=rows.reset_index(drop=True),
+        meta=meta,
+        name=name or default_name(meta, folder),
+        file=file,
     )
 
 

@@ -69,20 +69,13 @@ def score_samples(cfg: PairsConfig, rows: pd.DataFrame, oracle: str, console: Co
 
 def build_round_pairs(cfg: PairsConfig, console: Console | None = None) -> dict[str, Any]:
     """Score, pair and prepare; returns what OUT/pairs.json holds (+ ``reused``)."""
-    from ..data.prepare import prepare
-
     console = console or Console(stderr=True)
     started = time.perf_counter()
     samples = load_samples(cfg.samples)
     oracle = resolve(cfg.oracle)
     check_model(oracle, role="oracle", oracle=True)
     check_tokenizer(oracle, role="oracle")
-    samples_file = next(
-        f
-        for f in (storage.join(cfg.samples, n) for n in ("samples.jsonl", "samples.parquet"))
-        if storage.exists(f)
-    )
-    request = _request(cfg, samples_file, oracle)
+    request = _request(cfg, samples.file, oracle)
     record_path = storage.join(cfg.out, PAIRS_FILE)
     old = reusable(
         record_path, force=cfg.force, differences=lambda old: _differences(old, request), out=cfg.out
@@ -97,24 +90,7 @@ def build_round_pairs(cfg: PairsConfig, console: Console | None = None) -> dict[
     rows = samples.rows
     console.print(f"[bold]{cfg.tag} pairs[/] {len(rows)} samples of {samples.name} scored by {oracle}")
     rows = rows.assign(reward=score_samples(cfg, rows, oracle, console))
-    storage.write_jsonl(
-        storage.join(cfg.out, "scores.jsonl"),
-        (
-            {
-                "prompt_id": r.prompt_id,
-                "sample_idx": int(r.sample_idx),
-                "temperature": float(r.temperature),
-                "reward": float(r.reward),
-                "num_tokens": None if pd.isna(r.num_tokens) else int(r.num_tokens),
-                "text": r.text,
-            }
-            for r in rows.itertuples()
-        ),
-    )
-    scored = [
-        ScoredSample(r.prompt_id, r.prompt, bool(r.chat), int(r.sample_idx), r.text, float(r.reward))
-        for r in rows.itertuples()
-    ]
+    scored = _write_scores(cfg.out, rows)
     result = build_pairs(scored, cfg.pair_rule, cfg.margin, cfg.tag)
     summary = result.summary()
     if not result.pairs:
@@ -132,6 +108,39 @@ def build_round_pairs(cfg: PairsConfig, console: Console | None = None) -> dict[
     }
     storage.write_json(record_path, record)
     # Prepared last: its stats.json marks the step finished.
+    _prepare_pairs(cfg, console)
+    console.print(
+        f"[bold]{cfg.tag} pairs[/] {summary['pairs']} pairs from {summary['prompts']} prompts "
+        f"(none from: {summary['skipped'] or 'no prompt'})"
+    )
+    return {**record, "reused": False}
+
+
+def _write_scores(out: str, rows: pd.DataFrame) -> list[ScoredSample]:
+    """OUT/scores.jsonl (every sample's reward), and the samples as the pair rule takes them."""
+    storage.write_jsonl(
+        storage.join(out, "scores.jsonl"),
+        (
+            {
+                "prompt_id": r.prompt_id,
+                "sample_idx": int(r.sample_idx),
+                "temperature": float(r.temperature),
+                "reward": float(r.reward),
+                "num_tokens": None if pd.isna(r.num_tokens) else int(r.num_tokens),
+                "text": r.text,
+            }
+            for r in rows.itertuples()
+        ),
+    )
+    return [
+        ScoredSample(r.prompt_id, r.prompt, bool(r.chat), int(r.sample_idx), r.text, float(r.reward))
+        for r in rows.itertuples()
+    ]
+
+
+def _prepare_pairs(cfg: PairsConfig, console: Console) -> None:
+    from ..data.prepare import prepare
+
     prepare(
         PrepareConfig(
             source="pairs",
@@ -143,8 +152,3 @@ def build_round_pairs(cfg: PairsConfig, console: Console | None = None) -> dict[
         ),
         console,
     )
-    console.print(
-        f"[bold]{cfg.tag} pairs[/] {summary['pairs']} pairs from {summary['prompts']} prompts "
-        f"(none from: {summary['skipped'] or 'no prompt'})"
-    )
-    return {**record, "reused": False}
