@@ -15,6 +15,7 @@ same row with the reference response in ``chosen`` and ``rejected`` null. Extra 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pyarrow as pa
@@ -121,6 +122,11 @@ def optional_number(record: dict[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RejectRow("wrong_type", f"{key} is {type(value).__name__}")
     return float(value)
+
+
+def content_id(prefix: str, prompt: str, chosen: str, rejected: str) -> str:
+    """A row id for a source without ids of its own: the same pair always gets the same id."""
+    return f"{prefix}-" + hashlib.sha1(f"{prompt}\x00{chosen}\x00{rejected}".encode()).hexdigest()[:16]
 
 
 def pair_row(

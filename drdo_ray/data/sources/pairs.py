@@ -5,10 +5,9 @@ its samples (drdo_ray/online/pairs.py), are prepared through this source."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from ..schema import RejectRow, optional_number, pair_row, require_text
+from ..schema import RejectRow, content_id, optional_number, pair_row, require_text
 
 
 def normalize_pairs(record: dict[str, Any], split: str | None) -> dict[str, Any]:
@@ -22,9 +21,8 @@ def normalize_pairs(record: dict[str, Any], split: str | None) -> dict[str, Any]
     if given is not None and not isinstance(given, str):
         raise RejectRow("wrong_type", f"id is {type(given).__name__}")
     row_split = record.get("split") if isinstance(record.get("split"), str) else split
-    digest = hashlib.sha1(f"{prompt}\x00{chosen}\x00{rejected}".encode()).hexdigest()[:16]
     return pair_row(
-        id=given or f"pairs-{digest}",
+        id=given or content_id("pairs", prompt, chosen, rejected),
         source="pairs",
         prompt=prompt,
         chosen=chosen,

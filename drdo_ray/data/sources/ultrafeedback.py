@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ..schema import RejectRow, optional_number, pair_row, require, require_text
+from ..schema import RejectRow, content_id, optional_number, pair_row, require, require_text
 
 
 def _assistant_text(record: dict[str, Any], key: str) -> str:
@@ -55,9 +55,8 @@ def normalize_cleaned(record: dict[str, Any], split: str | None) -> dict[str, An
     prompt = require_text(record, "prompt", reason="empty_prompt")
     chosen = _assistant_text(record, "chosen")
     rejected = _assistant_text(record, "rejected")
-    digest = hashlib.sha1(f"{prompt}\x00{chosen}\x00{rejected}".encode()).hexdigest()[:16]
     return pair_row(
-        id=f"ufc-{digest}",
+        id=content_id("ufc", prompt, chosen, rejected),
         source="ultrafeedback_cleaned",
         prompt=prompt,
         chosen=chosen,
