@@ -72,8 +72,9 @@ def main(run_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from drdo_ray.config import PipelineConfig, load_config
+    from drdo_ray.config import load_config
     from drdo_ray.pipeline import run_pipeline
+    from drdo_ray.pipeline_config import PipelineConfig
     from drdo_ray.train.ray_trainer import fit
 
     run = Path(run_dir)
