@@ -49,13 +49,14 @@ def _terminated(fc: FakeCluster) -> int:
 
 
 def _alive_workers(fc: FakeCluster) -> int:
-    code = "import ray; ray.init(logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()) - 1)"
+    # Ray may print its own notes on stdout (a head without CPUs says so): the count has a marker.
+    code = "import ray; ray.init(logging_level='ERROR'); print('ALIVE', sum(n['Alive'] for n in ray.nodes()) - 1)"
     env = base_env(fc.env | {"RAY_ADDRESS": fc.head.address})
     proc = subprocess.run(
         [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return int(proc.stdout.split()[-1])
+    return int(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ALIVE ")))
 
 
 def _drdo(fc: FakeCluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
