@@ -79,6 +79,7 @@ class Condition:
     columns: dict[str, Any]
     stats: dict[str, float]
     trained: dict[tuple, tuple[Path, dict[str, float]]] = field(default_factory=dict)
+    oracles: dict[str, Path] = field(default_factory=dict)  # by name: the trained Oracles' folders
 
 
 class QualityBench:
@@ -93,9 +94,8 @@ class QualityBench:
         oracles = int(self.needs_oracle) + EDPO_ORACLES * self.needs_edpo
         start_cells = sum(len(self._start_grid(m)) for m in cfg.methods)
         per_condition = oracles + len(cfg.rows())
-        total = len(cfg.tune_seeds) * (1 + oracles + start_cells) + len(cfg.seeds) * (
-            1 + len(self.conditions) * per_condition
-        )
+        self.tuning_stages = len(cfg.tune_seeds) * (1 + oracles + start_cells)
+        total = self.tuning_stages + len(cfg.seeds) * (1 + len(self.conditions) * per_condition)
         self.progress = Progress(console, total)
         self.tuned: dict[str, Cell] = {}
         self.tuning: dict[str, dict[str, Any]] = {}
@@ -116,15 +116,17 @@ class QualityBench:
             size *= len(axis.start)
         return list(range(size))
 
-    def _settings(self, row: str) -> tuple[Method, dict[str, Any], int]:
-        """A row's recipe, its settings (lr included) and its training-seed offset."""
+    def _settings(self, row: str, tuned: dict[str, Cell] | None = None) -> tuple[Method, dict[str, Any], int]:
+        """A row's recipe, its settings (lr included; from ``tuned``, this run's tuning by default)
+        and its training-seed offset."""
+        tuned = self.tuned if tuned is None else tuned
         if row in METHODS:
-            return METHODS[row], dict(self.tuned[row]), 0
+            return METHODS[row], dict(tuned[row]), 0
         control = CONTROLS[row]
         if control.settings == "paper":
             settings = {**PAPER_DRDO, "lr": self.cfg.paper_lr}
         else:
-            settings = dict(self.tuned[control.settings])
+            settings = dict(tuned[control.settings])
         return METHODS[control.method], settings, control.train_seed_offset
 
     def _common(self, root: Path, seed: int, rows: int, *, epochs: int) -> dict[str, Any]:
@@ -264,9 +266,8 @@ class QualityBench:
                         cond.root, world.seed, len(cols["prompt_ids"]), epochs=self.cfg.oracle_epochs
                     ),
                 )
-                oracle = PolicyWithRewardHead.from_pretrained(
-                    train(cfg, cols, pad_id=self.words.pad)
-                ).freeze()
+                cond.oracles[name] = train(cfg, cols, pad_id=self.words.pad)
+                oracle = PolicyWithRewardHead.from_pretrained(cond.oracles[name]).freeze()
                 sc = pair_scores(
                     oracle,
                     list(cols["prompt_ids"]),
@@ -293,16 +294,19 @@ class QualityBench:
         *,
         distills: str,
         offset: int,
+        start: Path | None = None,
     ) -> tuple[Path, dict[str, float]]:
-        """Train one row (cached by its recipe and settings); its model folder and last metrics."""
-        key = (method, tuple(sorted(settings.items())), distills, offset)
+        """Train one row from ``start`` (the SFT model by default), cached by its recipe and
+        settings; its model folder and last metrics."""
+        start = start or world.sft
+        key = (method, tuple(sorted(settings.items())), distills, offset, start)
         if key in cond.trained:
             return cond.trained[key]
         cols = dict(cond.columns)
         name = f"row-{len(cond.trained)}"
         common = self._common(cond.root, world.seed + offset, len(cols["prompt_ids"]), epochs=self.cfg.epochs)
         if method.stage == "sft":
-            cfg = TrainConfig(stage="sft", name=name, model=str(world.sft), **settings, **common)
+            cfg = TrainConfig(stage="sft", name=name, model=str(start), **settings, **common)
             out = train(cfg, {k: cols[k] for k in ("prompt_ids", "chosen_ids")}, pad_id=self.words.pad)
         else:
             if distills == "true":
@@ -311,7 +315,7 @@ class QualityBench:
                 stage="align",
                 loss=method.loss,
                 name=name,
-                model=str(world.sft),
+                model=str(start),
                 reduction=method.reduction,
                 **settings,
                 **common,
@@ -500,13 +504,20 @@ def bench_quality(cfg: BenchQualityConfig, console: Console | None = None) -> di
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # dozens of "Loading weights" bars otherwise
-    report = QualityBench(cfg, console).run()
+    if cfg.regime == "online":
+        from .quality_online import OnlineQualityBench
+        from .quality_online_report import plot_online_report, print_online_report
+
+        report = OnlineQualityBench(cfg, console).run()
+        plot, show = plot_online_report, print_online_report
+    else:
+        report, plot, show = QualityBench(cfg, console).run(), plot_report, print_report
     storage.makedirs(cfg.out)
     report["outputs"] = {
         "report": storage.join(cfg.out, "bench_quality.json"),
         "plot": storage.join(cfg.out, "bench_quality.png"),
     }
     storage.write_json(report["outputs"]["report"], report)
-    plot_report(report, report["outputs"]["plot"])
-    print_report(report, console)
+    plot(report, report["outputs"]["plot"])
+    show(report, console)
     return report

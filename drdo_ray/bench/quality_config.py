@@ -155,6 +155,31 @@ QUALITY_QUICK: dict[str, Any] = {
 }
 
 
+# The online regime's own defaults (under whatever the caller sets): fresh report seeds, and the rows
+# the offline verdict rests on (DRDO tuned and the paper's, DPO and its noise floor, DRDO(-R), the
+# imitation control, DRDO(-R) with the distillation term added back).
+ONLINE_DEFAULTS: dict[str, Any] = {
+    "seeds": [20, 21, 22, 23, 24],
+    "methods": ["sft_chosen", "dpo", "drdo", "drdo_minus_r"],
+    "controls": ["drdo_paper", "minus_r_plus_distill", "dpo_reseed"],
+}
+ONLINE_QUICK: dict[str, Any] = {
+    "methods": ["sft_chosen", "dpo", "drdo"],
+    "controls": [],
+    "online_rounds": 2,
+    "online_prompts": 64,
+    "online_samples": 2,
+}
+# What the online rows are called where their offline name would mislead.
+ONLINE_NAMES = {"sft_chosen": "online_sft_best"}
+
+
+def online_row(row: str) -> str:
+    """The online regime's name of a row: ``online_<row>`` (SFT on the chosen responses becomes SFT
+    on the Oracle's best sample, ``online_sft_best``)."""
+    return ONLINE_NAMES.get(row, f"online_{row}")
+
+
 class BenchQualityConfig(StageConfig):
     """`drdo-ray bench quality`: alignment quality on a synthetic task whose true reward is a known
     program (drdo_ray/bench/synthetic.py). Per seed: SFT -> N training pairs, of which a share is
@@ -226,14 +251,41 @@ class BenchQualityConfig(StageConfig):
     diagnostic_batches: int = Field(4, gt=0, description="batches averaged for DRDO's step-0 term gradients")
     bootstrap: int = Field(2000, ge=0, description="seed-bootstrap replicates (a secondary interval)")
     threads: int = Field(1, gt=0, description="torch CPU threads (1: the tiny model gains nothing from more)")
+    regime: Literal["offline", "online"] = Field(
+        "offline",
+        description="offline: the conditions above; online: every row also trains in rounds on its own "
+        "samples, labelled by the Oracle trained once on the deterministic pairs",
+    )
+    tuned_from: str | None = Field(
+        None,
+        description="online regime: an offline bench_quality.json whose tuned settings the rows take "
+        "(its tuning is not run again); without it the offline tuning runs first",
+    )
+    online_rounds: int = Field(
+        3, gt=0, description="online regime: rounds of sample -> score -> pairs -> train"
+    )
+    online_prompts: int = Field(
+        256,
+        gt=0,
+        description="online regime: train prompts a round samples (drawn with replacement), one pair "
+        "each; 3 rounds x 256 train for the steps of the offline 768 pairs",
+    )
+    online_samples: int = Field(4, ge=2, description="online regime: samples per prompt (best vs worst)")
+    online_temperature: float = Field(
+        1.0, gt=0, description="online regime: the policy's sampling temperature"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _quick_defaults(cls, data: Any) -> Any:
         # The quick run's sizes, under whatever the caller set explicitly.
-        if isinstance(data, dict) and data.get("quick"):
-            return {**QUALITY_QUICK, **data}
-        return data
+        if not isinstance(data, dict):
+            return data
+        online = data.get("regime") == "online"
+        defaults = {**(ONLINE_DEFAULTS if online else {}), **(QUALITY_QUICK if data.get("quick") else {})}
+        if online and data.get("quick"):
+            defaults.update(ONLINE_QUICK)
+        return {**defaults, **data}
 
     @model_validator(mode="after")
     def _check(self) -> BenchQualityConfig:
@@ -260,6 +312,10 @@ class BenchQualityConfig(StageConfig):
             needs = CONTROLS[name].settings
             if needs != "paper" and needs not in self.methods:
                 problems.append(f"control {name} uses tuned {needs}: add {needs} to methods")
+        if self.regime == "online" and "edpo" in self.methods:
+            problems.append("the online regime does not run edpo (its Oracles score offline pairs only)")
+        if self.tuned_from and self.regime != "online":
+            problems.append("tuned_from is a setting of the online regime")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -164,6 +164,13 @@ def pair_scores(
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def response_rewards(
+    model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]], *, pad_id: int
+) -> np.ndarray:
+    """Reward-head rewards of (prompt, response) rows (each response is both sides of a pair)."""
+    return pair_scores(model, prompts, responses, responses, pad_id=pad_id)["rw"]
+
+
 @torch.no_grad()
 def sample(
     model: torch.nn.Module,
