@@ -138,7 +138,13 @@ class OnlineQualityBench(QualityBench):
                     world, cond, method, settings, distills=distills, offset=offset, start=policy
                 )
                 rewards = self._sample_rewards(policy, world.splits[split], world.seed, split)
-            per_round.append({**cond.stats, "mean_true_reward": float(rewards.mean()), "train": metrics})
+            per_round.append(
+                {
+                    **cond.stats,
+                    "mean_true_reward": float(rewards.mean()),
+                    **{f"train_{k}": v for k, v in metrics.items()},  # its last epoch's metrics
+                }
+            )
         return rewards, per_round
 
     # ------------------------------------------------------------------ worlds and tuning
