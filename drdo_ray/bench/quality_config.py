@@ -274,6 +274,12 @@ class BenchQualityConfig(StageConfig):
     online_temperature: float = Field(
         1.0, gt=0, description="online regime: the policy's sampling temperature"
     )
+    online_oracle: Literal["trained", "true"] = Field(
+        "trained",
+        description="online regime: what labels the rounds' samples: the Oracle trained on the "
+        "deterministic pairs, or r* itself (a perfect Oracle: the control that separates online "
+        "learning from the Oracle's errors)",
+    )
 
     @model_validator(mode="before")
     @classmethod

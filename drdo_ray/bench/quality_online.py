@@ -92,10 +92,14 @@ class OnlineQualityBench(QualityBench):
             top_p=cfg.top_p,
             seed=world.seed * 1000 + _ROUND_SAMPLES + k,
         )
-        flat = [w.encode(y, eos=True) for ys in samples for y in ys]
-        rep = [i for i in ids for _ in range(cfg.online_samples)]
-        scores = response_rewards(self._oracle[world.seed], rep, flat, pad_id=w.pad)
-        scores = scores.reshape(len(prompts), cfg.online_samples)
+        true_all = np.array([[syn.true_reward(p, y) for y in ys] for p, ys in zip(prompts, samples)])
+        if cfg.online_oracle == "true":
+            scores = true_all
+        else:
+            flat = [w.encode(y, eos=True) for ys in samples for y in ys]
+            rep = [i for i in ids for _ in range(cfg.online_samples)]
+            scores = response_rewards(self._oracle[world.seed], rep, flat, pad_id=w.pad)
+            scores = scores.reshape(len(prompts), cfg.online_samples)
         best, worst = best_vs_worst(scores)
         chosen = [samples[p][b] for p, b in enumerate(best)]
         rejected = [samples[p][b] for p, b in enumerate(worst)]
@@ -114,7 +118,6 @@ class OnlineQualityBench(QualityBench):
         )
         for red in ("sum", "mean"):
             cols[f"ref_zw_{red}"], cols[f"ref_zl_{red}"] = ref[f"zw_{red}"], ref[f"zl_{red}"]
-        true_all = np.array([[syn.true_reward(p, y) for y in ys] for p, ys in zip(prompts, samples)])
         stats = round_stats(scores, true_all, cols, identical=[c == r for c, r in zip(chosen, rejected)])
         return Condition(f"online:{k}", world.root / f"online-{run}" / f"round{k}", cols, stats)
 

@@ -79,6 +79,13 @@ def _comparisons(res: OnlineResults, rows: list[str]) -> dict[str, Any]:
         f"vs_{base}": {r: paired(r, base) for r in rows if r != base} for base in BASES if base in res.rewards
     }
     out["online_vs_offline"] = {online_row(r): paired(online_row(r), r) for r in res.cfg.rows()}
+    # The verdict's own questions, offline and online: what the distillation term does when added to
+    # DRDO(-R), and what DRDO(-R) gains beyond imitation.
+    named = []
+    for a, b in (("minus_r_plus_distill", "drdo_minus_r"), ("drdo_minus_r", "sft_chosen")):
+        if a in res.rewards and b in res.rewards:
+            named += [(a, b), (online_row(a), online_row(b))]
+    out["named"] = {f"{a} − {b}": paired(a, b) for a, b in named}
     return out
 
 

@@ -140,6 +140,94 @@ def _oracle_accuracy_section(acc: dict[str, Any], conds: list[str]) -> list[str]
     ]
 
 
+QUALITY_ONLINE_PROTOCOL = """\
+The online regime of the quality benchmark ({oracle}). Per seed, the offline world (prompts, the SFT model, {pairs}
+deterministic pairs) and one Oracle trained once on those pairs. Every row trains twice from SFT: offline
+on the deterministic pairs, and online in {rounds} rounds: its current policy samples {prompts} train
+prompts × {samples} samples at temperature {temp:g}, the Oracle scores every sample, each prompt's best
+and worst sample make a pair (the SFT model is the DPO family's reference), and the row trains from its
+current policy on them; the same steps per round for every row, the same prompts and random streams.
+`online_sft_best` (SFT on the Oracle's best sample) is the online imitation control. Settings: each
+method's offline-tuned ones, its learning rate tuned again online by the same rule for every method;
+the paper's DRDO untuned. Statistics: per-seed paired differences in mean r* with t intervals over
+seeds."""
+
+
+def _quality_online(name: str, r: dict[str, Any], figures: bool) -> list[str]:
+    s, n = r["settings"], len(r["seeds"])
+    wall, cpu = r["timings"]["wall_s"] / 60, r["timings"].get("cpu_s", 0) / 60
+    text = QUALITY_ONLINE_PROTOCOL.format(
+        pairs=s["pairs"],
+        rounds=s["online_rounds"],
+        prompts=s["online_prompts"],
+        samples=s["online_samples"],
+        temp=s["online_temperature"],
+        oracle="rounds labelled by r* itself: a perfect Oracle"
+        if s.get("online_oracle") == "true"
+        else "rounds labelled by the trained Oracle",
+    )
+    out = [
+        text.replace("\n", " "),
+        "",
+        f"Model {s['hidden_size']}×{s['num_layers']}; steps: {r['training_steps']['offline']} offline, "
+        f"{r['training_steps']['online']} online. SFT r* {r['reference_true_reward']['sft']:.2f}, optimum "
+        f"{r['reference_true_reward']['optimum']:g}. Report seeds {r['seeds']}; tuning seeds {r['tune_seeds']}; "
+        f"offline settings from {r['tuning']['offline_source']}. Command: `{_command(r)}`; wall time "
+        f"{wall:.1f} min ({cpu:.1f} min of CPU) on {r['device']}.",
+    ]
+    if figures:
+        out += ["", f"![{name}]({Path(name).with_suffix('.png').name})"]
+    bases = [b for b in ("online_dpo", "dpo", "sft", "online_sft_best", "sft_chosen") if f"vs_{b}" in r]
+    rows = [
+        [row, *(_ci(r[f"vs_{b}"][row]) if row in r[f"vs_{b}"] else "-" for b in bases)] for row in r["rows"]
+    ]
+    out += [
+        "",
+        f"**Mean r* − each base's**, per-seed paired difference, mean [95% t interval over {n} seeds]:",
+    ]
+    out += ["", *_table(["row", *(f"− {b}" for b in bases)], rows)]
+    if r.get("named"):
+        out += ["", "**The verdict's comparisons** (same statistic):", ""]
+        out += _table(["difference", "mean r*"], [[k, _ci(v)] for k, v in r["named"].items()])
+    online = list(r["mean_true_reward_by_round"])
+    rounds = len(r["mean_true_reward_by_round"][online[0]])
+    out += ["", "**Mean r* per round** (round 0 is SFT) [95% t interval over seeds]; online − offline:", ""]
+    out += _table(
+        ["row", *(str(k) for k in range(rounds)), "online − offline"],
+        [
+            [
+                row,
+                *(_ci(x, ".2f") for x in r["mean_true_reward_by_round"][row]),
+                _ci(r["online_vs_offline"][row]),
+            ]
+            for row in online
+        ],
+    )
+    keys = ("sample_oracle_reward", "sample_true_reward", "chosen_true_reward", "identical_pair_share")
+    keys += ("oracle_agrees_with_true",)
+    out += ["", "**Each round's samples and pairs** (means over seeds; round 1, 2, …):", ""]
+    out += _table(
+        ["row", *keys],
+        [[row, *(" / ".join(f"{d[k]:.2f}" for d in r["rounds"][row]) for k in keys)] for row in online],
+    )
+    tuning = r["tuning"]["online"]
+    out += ["", f"**Online tuning** ({r['tuning']['online_rule']}):", ""]
+    out += _table(
+        ["method", "offline lr", "lr cells", "online lr"],
+        [
+            [
+                m,
+                f"{r['tuned_hyperparameters'][m]['lr']:g}",
+                ", ".join(f"{x:g}" for x in t["axes"]["lr"]["final"]),
+                f"{t['winner']['lr']:g}",
+            ]
+            for m, t in tuning.items()
+        ],
+    )
+    acc = ", ".join(f"{k} {100 * v['mean']:.1f}%" for k, v in r["oracle_accuracy"].items())
+    return [*out, "", f"Oracle accuracy on held-out validation pairs (mean over seeds): {acc}."]
+
+
 def _train(name: str, r: dict[str, Any], figures: bool) -> list[str]:
     out = [
         f"Device {r['device']}; {r['pairs_per_step']} pairs per step, {r['tokens_per_step']:.0f} tokens per step, "
@@ -278,6 +366,7 @@ RENDERERS: list[
     tuple[str, Callable[[dict[str, Any]], bool], Callable[[str, dict[str, Any], bool], list[str]]]
 ] = [
     ("quality benchmark", lambda r: r.get("protocol") == "v3", _quality_v3),
+    ("quality benchmark, online", lambda r: r.get("protocol") == "v3-online", _quality_online),
     ("training-step benchmark", lambda r: "methods" in r and "ray_overhead_ratio" in r, _train),
     ("online rounds: overlap", lambda r: r.get("benchmark") == "online_overlap", _online),
     ("serving load benchmark", lambda r: r.get("benchmark") == "serve", _serve),
