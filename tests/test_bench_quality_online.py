@@ -118,3 +118,28 @@ def test_bench_quality_online_quick_end_to_end(tmp_path) -> None:
         mean["online_drdo"]["mean"] - mean["drdo"]["mean"]
     )
     assert report["training_steps"] == {"offline": 6, "online_per_round": 4, "online": 8}
+
+
+def test_a_perfect_oracle_labels_the_rounds_with_r_star(tmp_path) -> None:
+    from drdo_ray.cli import main
+
+    out, offline = tmp_path / "bqo", REPO / "benchmarks" / "cpu-bench-quality-v3.json"
+    args = ["--methods", "dpo", "--controls", "dpo_reseed", "--online-rounds", "1", "--online-oracle", "true"]
+    main(
+        [
+            "bench",
+            "quality",
+            "--regime",
+            "online",
+            "--quick",
+            "--tuned-from",
+            str(offline),
+            *args,
+            "--out",
+            str(out),
+        ]
+    )
+    (stats,) = json.loads((out / "bench_quality.json").read_text())["rounds"]["online_dpo"]
+    # The "Oracle" is r*: its rewards are the samples' r*, and it never disagrees with r*.
+    assert stats["sample_oracle_reward"] == pytest.approx(stats["sample_true_reward"])
+    assert stats["oracle_agrees_with_true"] == 1.0

@@ -133,7 +133,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             BenchQualityConfig,
             cmd_bench_quality,
             "alignment quality on a synthetic task with a known true reward: every method tuned alike on "
-            "tuning seeds, per-seed paired differences against DPO and SFT on fresh seeds, by arm and share",
+            "tuning seeds, per-seed paired differences against DPO and SFT on fresh seeds, by arm and share; "
+            "--regime online also trains every row in rounds on its own Oracle-labelled samples",
         ),
         (
             "online",

@@ -59,6 +59,7 @@ class OnlineQualityBench(QualityBench):
     def __init__(self, cfg: BenchQualityConfig, console: Console) -> None:
         super().__init__(cfg, console)
         self.conditions = ["0"]
+        self.needs_oracle = True  # it labels the rounds, whatever the rows distill
         self.online = OnlineResults(cfg=cfg)
         self.tuned_online: dict[str, Cell] = {}
         self._oracle: dict[int, PolicyWithRewardHead] = {}
