@@ -167,7 +167,7 @@ def plot_online_report(report: dict[str, Any], path: str) -> None:
     dotted line of the same colour. Right: every row − online DPO and − offline DPO, per seed."""
     from ..eval.plots import COLORS, plt, save_figure
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 7))
     palette = plt.get_cmap("tab10").colors
     offline = [r for r in report["rows"] if not r.startswith("online_")]
     for i, row in enumerate(offline):
@@ -183,7 +183,7 @@ def plot_online_report(report: dict[str, Any], path: str) -> None:
             )
     left.set_xticks(np.arange(report["settings"]["online_rounds"] + 1))
     left.set(xlabel="round (0: SFT)", ylabel="mean true reward r* (test prompts)", title="Mean r* per round")
-    left.legend(fontsize=7, ncol=2)
+    left.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))  # off the lines
     for j, base in enumerate(("online_dpo", "dpo")):
         stats = report[f"vs_{base}"]
         others = [r for r in report["rows"] if r not in ("online_dpo", "dpo")]
@@ -195,6 +195,8 @@ def plot_online_report(report: dict[str, Any], path: str) -> None:
     right.invert_yaxis()
     right.set(xlabel="mean r* difference, per seed (95% t interval)", title="Paired difference against DPO")
     right.legend(fontsize=7)
+    labels = "r* itself" if report["settings"].get("online_oracle") == "true" else "the trained Oracle"
+    fig.suptitle(f"bench quality, online regime: rounds labelled by {labels}; {len(report['seeds'])} seeds")
     save_figure(fig, path)
 
 
