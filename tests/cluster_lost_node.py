@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from ray_checkpoints import registered_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -45,25 +47,15 @@ def _config(run: Path, name: str):  # -> TrainConfig (imported late: after sys.p
     )
 
 
-def _registered(train_dir: Path) -> str | None:
-    """The newest checkpoint Ray Train has registered (what a restart restores)."""
-    snapshot = train_dir / "checkpoint_manager_snapshot.json"
-    try:
-        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
-    except (OSError, ValueError):  # not there yet, or being rewritten
-        return None
-    return latest.get("checkpoint_dir_name")
-
-
 def _lose_a_node(cluster, nodes: list, train_dir: Path, lost: dict[str, object]) -> None:
     """Once the first checkpoint is registered (the workers went past it), the node of rank 1
     goes, abruptly; what went and when is written into ``lost``."""
-    while _registered(train_dir) is None:
+    while registered_checkpoint(train_dir) is None:
         time.sleep(0.05)
     victim = _node_of_rank(train_dir, 1)
     node = next(n for n in nodes if n.node_id == victim)
     lost["node"] = victim
-    lost["after_checkpoint"] = _registered(train_dir)
+    lost["after_checkpoint"] = registered_checkpoint(train_dir)
     cluster.remove_node(node, allow_graceful=False)
     lost["at"] = time.time()
 

@@ -10,19 +10,21 @@ test_training.py). Both are made once and copied into each test's run directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from ray_checkpoints import registered_checkpoint
 from safetensors.torch import load_file
 
 from drdo_ray.config import load_config
@@ -31,6 +33,10 @@ from drdo_ray.pipeline_config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS_PER_ROUND, SAMPLES, HELDOUT = 4, 2, 3
+STEPS = 3  # of training, each round
+# Ray Train's controller collects a worker's report every this many seconds (Ray's default: 2),
+# and a worker's report waits until the one before it was collected.
+REPORT_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def _config(run: Path, **online) -> dict:
@@ -47,11 +53,14 @@ def _config(run: Path, **online) -> dict:
                 "max_length": 512,
             },
         },
+        # One pair a step and fewer steps than pairs (a pair per prompt): one pass over the data,
+        # each pass being a Ray Data execution of its own. A checkpoint every step: the killed
+        # job resumes from one and trains on.
         "train": {
             "num_workers": 1,
-            "micro_batch_size": 2,
-            "max_steps": 8,
-            "checkpoint_every": 2,
+            "micro_batch_size": 1,
+            "max_steps": STEPS,
+            "checkpoint_every": 1,
             "weight_decay": 0.0,
         },
         "oracle": {"data": "prompts"},  # made by the fixture, never trained here
@@ -78,6 +87,16 @@ def _pipeline(run: Path, **online) -> PipelineConfig:
 
 
 ONLINE = ["online", "report"]  # the stages a test runs: the start's are copied in
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_reports_often(ray_session):
+    """Reports collected every 0.5 s in this module's training runs, whose steps take 0.1 s: at 2 s
+    each checkpoint would cost up to 2 s, and the end of a run up to 4 more. Set once the cluster
+    runs, it reaches only the runs started here (the driver passes it on to Ray Train's controller)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(REPORT_INTERVAL, "0.5")
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +208,19 @@ def test_a_rerun_skips_the_finished_round(uninterrupted):
     assert time.perf_counter() - started < uninterrupted["seconds"] / 4
 
 
-def _latest_checkpoint(train_dir: Path) -> Path | None:
-    found = sorted(train_dir.glob("step_*"))
-    return found[-1] if found else None
+def _kill_tree(job: subprocess.Popen) -> None:
+    """SIGKILL the job and every process under it, all at once: the Ray cluster it started runs
+    its workers in process groups of their own, which would go on training (and export the model)
+    for seconds after the job's group died."""
+    try:
+        job_process = psutil.Process(job.pid)
+        tree = [job_process, *job_process.children(recursive=True)]
+    except psutil.NoSuchProcess:  # it ended by itself (what the test checks next)
+        tree = []
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    job.wait()
 
 
 @pytest.mark.slow
@@ -203,6 +232,10 @@ def test_a_job_killed_inside_a_round_resumes_it_to_the_same_pairs_and_model(star
     stages = [f"online:1:{step}:drdo" for step in ("sample", "pairs", "score", "train")]
     command = [sys.executable, "-m", "drdo_ray.cli", "pipeline", "--config", str(config)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local cluster of its own
+    # When its first checkpoint is registered, the worker goes on to its third step, whose report
+    # waits for the next collection, this long after, before the model is exported: the time the
+    # test has to kill the job inside the round.
+    env[REPORT_INTERVAL] = "4"
     job = subprocess.Popen(
         [*command, "--stages", ",".join(stages)],
         env=env,
@@ -213,21 +246,26 @@ def test_a_job_killed_inside_a_round_resumes_it_to_the_same_pairs_and_model(star
     train_dir = run / "rounds" / "1" / "train" / "align-drdo"
     try:
         deadline = time.monotonic() + 600
-        while _latest_checkpoint(train_dir) is None and job.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while registered_checkpoint(train_dir) is None and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the job and the Ray cluster it started
-        job.wait()
-    assert _latest_checkpoint(train_dir) is not None, "the job ended before its round's first checkpoint"
+        _kill_tree(job)
+    registered = registered_checkpoint(train_dir)
+    assert registered is not None, "the job ended before its round's first checkpoint"
     assert not (run / "rounds" / "1" / "models" / "align-drdo" / "config.json").exists()  # killed mid-round
+    resumed_from = int(registered.removeprefix("step_"))
+    logged = (train_dir / "metrics.jsonl").read_text().splitlines()[:resumed_from]
 
     cfg = load_config(PipelineConfig, config_file=str(config), section="pipeline")
     status = {k: v["status"] for k, v in run_pipeline(cfg, stages=stages)["stages"].items()}
     assert (
         status["online:1:pairs:drdo"] == "skipped: outputs exist" and status["online:1:train:drdo"] == "done"
     )
-    metrics = _jsonl(train_dir / "metrics.jsonl")
-    assert [r["step"] for r in metrics] == list(range(1, 9))  # resumed: every step logged once
+    metrics = (train_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in metrics] == list(range(1, STEPS + 1))  # every step logged once
+    # Resumed from that checkpoint: the steps up to it were not trained again (their rows, timings
+    # included, are the killed job's).
+    assert 0 < resumed_from < STEPS and metrics[:resumed_from] == logged
     # The same pairs, exactly, and the same model within float noise as the run never killed.
     clean, resumed = uninterrupted["run"] / "rounds" / "1", run / "rounds" / "1"
     pairs = "pairs/drdo/pairs.jsonl"
@@ -245,7 +283,8 @@ def test_a_round_on_the_vllm_engine(start, tmp_path, vllm_engine_kwargs, vllm_mo
     # vllm_model_dir: skipped without vLLM (a failure under make test); the round's model is the run's.
     run = _copy(start, tmp_path / "vllm")
     online = {"methods": ["drdo"], "backend": "vllm", "engine_kwargs": vllm_engine_kwargs, "batch_size": 16}
-    cfg = _pipeline(run, heldout=None, **online)
+    one_step = {"lr": 5e-4, "max_steps": 1, "checkpoint_every": 0}  # training is tested above
+    cfg = _pipeline(run, heldout=None, train=one_step, **online)
     result = run_pipeline(cfg, stages=ONLINE)
     assert [k for k, v in result["stages"].items() if v["status"] == "done"] == [
         *(f"online:1:{step}:drdo" for step in ("sample", "pairs", "score", "train")),
@@ -258,6 +297,7 @@ def test_a_round_on_the_vllm_engine(start, tmp_path, vllm_engine_kwargs, vllm_mo
     pairs = _jsonl(r1 / "pairs" / "drdo" / "pairs.jsonl")
     assert pairs and all(p["score_chosen"] > p["score_rejected"] for p in pairs)
     assert pq.read_table(r1 / "scored" / "pairs-drdo" / "data").num_rows == len(pairs)
-    assert (r1 / "models" / "align-drdo" / "model.safetensors").exists()
+    trained, tiny = _weights(r1 / "models" / "align-drdo"), _weights(start / "models" / "tiny")
+    assert any(not torch.equal(trained[k], tiny[k]) for k in tiny)
     record = json.loads((r1 / "round.json").read_text())["methods"]["drdo"]
     assert record["samples"]["backend"] == "vllm" and record["winrates"] == {}
