@@ -122,9 +122,8 @@ def _copy(start: Path, run: Path) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted(start, tmp_path_factory) -> dict:
     run = _copy(start, tmp_path_factory.mktemp("online") / "uninterrupted")
-    started = time.perf_counter()
     result = run_pipeline(_pipeline(run), stages=ONLINE)
-    return {"run": run, "result": result, "seconds": time.perf_counter() - started}
+    return {"run": run, "result": result}
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -199,13 +198,12 @@ def test_a_round_samples_scores_pairs_trains_and_evaluates_each_method(uninterru
 @pytest.mark.slow
 def test_a_rerun_skips_the_finished_round(uninterrupted):
     run = uninterrupted["run"]
-    before = (run / "rounds" / "1" / "round.json").stat().st_mtime_ns
-    started = time.perf_counter()
+    # Nothing under the round is written again: its record, samples, pairs, models, win rates.
+    written = {p: p.stat().st_mtime_ns for p in (run / "rounds" / "1").rglob("*") if p.is_file()}
     again = run_pipeline(_pipeline(run), stages=ONLINE)
     online = {k: v["status"] for k, v in again["stages"].items() if k.startswith("online:")}
     assert set(online.values()) == {"skipped: outputs exist"} and len(online) == 14
-    assert (run / "rounds" / "1" / "round.json").stat().st_mtime_ns == before
-    assert time.perf_counter() - started < uninterrupted["seconds"] / 4
+    assert {p: p.stat().st_mtime_ns for p in (run / "rounds" / "1").rglob("*") if p.is_file()} == written
 
 
 def _kill_tree(job: subprocess.Popen) -> None:
