@@ -170,6 +170,7 @@ def test_only_sampling_settings_are_called_temperature():
         ("GenerateSettings", "temperatures"),
         ("BenchGenerateConfig", "temperature"),
         ("BenchQualityConfig", "temperatures"),
+        ("BenchQualityConfig", "online_temperature"),  # the online regime's rounds' sampling
         ("OnlineSection", "temperature"),  # the rounds' sampling
         ("OnlineSection", "heldout_temperatures"),  # the held-out prompts' sampling
     }
