@@ -143,3 +143,22 @@ def test_a_perfect_oracle_labels_the_rounds_with_r_star(tmp_path) -> None:
     # The "Oracle" is r*: its rewards are the samples' r*, and it never disagrees with r*.
     assert stats["sample_oracle_reward"] == pytest.approx(stats["sample_true_reward"])
     assert stats["oracle_agrees_with_true"] == 1.0
+
+
+def test_response_rewards_in_one_pass_equal_the_pair_path(tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from drdo_ray.bench.toy_lm import Words, build_model, pair_scores, response_rewards
+    from drdo_ray.models import PolicyWithRewardHead
+
+    words = Words()
+    model_dir = build_model(tmp_path / "m", words, seed=0, hidden_size=32, num_layers=1)
+    oracle = PolicyWithRewardHead(AutoModelForCausalLM.from_pretrained(model_dir)).eval()
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(3, 50, 5).tolist() for _ in range(40)]
+    responses = [[*rng.integers(3, 50, int(rng.integers(1, 12))).tolist(), words.eos] for _ in range(40)]
+    got = response_rewards(oracle, prompts, responses, pad_id=words.pad, batch=16)  # across batches
+    assert got.shape == (40,) and np.unique(got).size > 1
+    np.testing.assert_allclose(
+        got, pair_scores(oracle, prompts, responses, responses, pad_id=words.pad)["rw"]
+    )

@@ -18,6 +18,7 @@ intervals over seeds (quality_online_report.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,8 @@ class OnlineQualityBench(QualityBench):
             "rejected_ids": objects([w.encode(y, eos=True) for y in rejected]),
             "oracle_chosen": scores[np.arange(len(prompts)), best],
             "oracle_rejected": scores[np.arange(len(prompts)), worst],
-            "true_chosen": np.array([syn.true_reward(p, y) for p, y in zip(prompts, chosen)]),
-            "true_rejected": np.array([syn.true_reward(p, y) for p, y in zip(prompts, rejected)]),
+            "true_chosen": true_all[np.arange(len(prompts)), best],
+            "true_rejected": true_all[np.arange(len(prompts)), worst],
         }
         # The DPO family's reference is the SFT model (the pipeline's `reference: sft`).
         ref = pair_scores(
@@ -214,8 +215,6 @@ class OnlineQualityBench(QualityBench):
     # ------------------------------------------------------------------ the protocol
 
     def run(self) -> dict[str, Any]:
-        import time
-
         cfg, res = self.cfg, self.online
         started, cpu_started = time.perf_counter(), time.process_time()
         self.console.print(

@@ -5,7 +5,6 @@ were, the tuning, the figure and the console table. Reads only the results it is
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,10 +12,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from . import synthetic as syn
 from .quality_config import CONTROLS, METHODS, PAPER_DRDO, BenchQualityConfig, online_row
-from .quality_report import TUNING_RULE
-from .quality_stats import paired_difference, t_interval
+from .quality_report import TUNING_RULE, error_bars, format_interval, per_seed_interval, run_record
+from .quality_stats import paired_difference
 
 # The rows every other row is compared with, when present.
 BASES = ("online_dpo", "dpo", "sft", "online_sft_best", "sft_chosen")
@@ -51,10 +49,6 @@ class OnlineResults:
 
 def online_rows(cfg: BenchQualityConfig) -> list[str]:
     return [online_row(r) for r in cfg.rows()]
-
-
-def _per_seed(by_seed: dict[int, float]) -> dict[str, Any]:
-    return {"per_seed": {str(s): v for s, v in sorted(by_seed.items())}, **t_interval(list(by_seed.values()))}
 
 
 def _descriptions(cfg: BenchQualityConfig) -> dict[str, str]:
@@ -99,8 +93,8 @@ def _by_round(
     for row, by_seed in res.rounds.items():
         seeds = sorted(by_seed)
         rounds = len(by_seed[seeds[0]])
-        reward[row] = [_per_seed(sft)] + [
-            _per_seed({s: by_seed[s][k]["mean_true_reward"] for s in seeds}) for k in range(rounds)
+        reward[row] = [per_seed_interval(sft)] + [
+            per_seed_interval({s: by_seed[s][k]["mean_true_reward"] for s in seeds}) for k in range(rounds)
         ]
         keys = [k for k, v in by_seed[seeds[0]][0].items() if isinstance(v, int | float)]
         data[row] = [
@@ -121,7 +115,7 @@ def build_online_report(res: OnlineResults) -> dict[str, Any]:
         "tune_seeds": cfg.tune_seeds,
         "rows": rows,
         "descriptions": _descriptions(cfg),
-        "mean_true_reward": {r: _per_seed(means[r]) for r in rows},
+        "mean_true_reward": {r: per_seed_interval(means[r]) for r in rows},
         **_comparisons(res, rows),
         "mean_true_reward_by_round": by_round,
         "rounds": round_data,
@@ -140,26 +134,9 @@ def build_online_report(res: OnlineResults) -> dict[str, Any]:
         "tuned_hyperparameters": res.tuned,
         "tuned_online_hyperparameters": res.tuned_online,
         "paper_drdo": {**PAPER_DRDO, "lr": cfg.paper_lr},
-        "oracle_accuracy": {k: _per_seed(v) for k, v in res.oracle_accuracy.items()},
-        "reference_true_reward": {
-            "random_init": float(np.mean(list(res.random_init.values()))),
-            "sft": t_interval(list(means["sft"].values()))["mean"],
-            "optimum": float(syn.TARGET_LENGTH),
-        },
-        "data": res.data,
-        "settings": cfg.model_dump(mode="json"),
-        "timings": res.timings,
-        "device": f"cpu ({cfg.threads} thread(s))",
-        "command": " ".join(sys.argv),
+        "oracle_accuracy": {k: per_seed_interval(v) for k, v in res.oracle_accuracy.items()},
+        **run_record(cfg, res.random_init, means["sft"], res.data, res.timings),
     }
-
-
-def _err(stats: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Means and asymmetric error bars of t-interval statistics (no bar without an interval)."""
-    ys = np.array([s["mean"] for s in stats])
-    lo = [y - (s["ci95"] or [y, y])[0] for y, s in zip(ys, stats)]
-    hi = [(s["ci95"] or [y, y])[1] - y for y, s in zip(ys, stats)]
-    return ys, np.array([lo, hi])
 
 
 def plot_online_report(report: dict[str, Any], path: str) -> None:
@@ -175,9 +152,9 @@ def plot_online_report(report: dict[str, Any], path: str) -> None:
         left.axhline(
             report["mean_true_reward"][row]["mean"], color=color, ls=":", lw=1, label=f"{row} (offline)"
         )
-        online = "online_sft_best" if row == "sft_chosen" else f"online_{row}"
+        online = online_row(row)
         if online in report["mean_true_reward_by_round"]:
-            ys, err = _err(report["mean_true_reward_by_round"][online])
+            ys, err = error_bars(report["mean_true_reward_by_round"][online])
             left.errorbar(
                 np.arange(len(ys)), ys, yerr=err, fmt="-o", ms=3, capsize=2, color=color, label=online
             )
@@ -187,7 +164,7 @@ def plot_online_report(report: dict[str, Any], path: str) -> None:
     for j, base in enumerate(("online_dpo", "dpo")):
         stats = report[f"vs_{base}"]
         others = [r for r in report["rows"] if r not in ("online_dpo", "dpo")]
-        xs, err = _err([stats[r] for r in others])
+        xs, err = error_bars([stats[r] for r in others])
         ys = np.arange(len(others)) + 0.2 * (j - 0.5)
         right.errorbar(xs, ys, xerr=err, fmt="o", ms=3, capsize=2, color=COLORS[j], label=f"− {base}")
     right.axvline(0, color="grey", lw=0.8, ls=":")
@@ -198,13 +175,6 @@ def plot_online_report(report: dict[str, Any], path: str) -> None:
     labels = "r* itself" if report["settings"].get("online_oracle") == "true" else "the trained Oracle"
     fig.suptitle(f"bench quality, online regime: rounds labelled by {labels}; {len(report['seeds'])} seeds")
     save_figure(fig, path)
-
-
-def _fmt(stat: dict[str, Any] | None) -> str:
-    if stat is None:
-        return "-"
-    ci = stat["ci95"]
-    return f"{stat['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
 def print_online_report(report: dict[str, Any], console: Console) -> None:
@@ -219,9 +189,9 @@ def print_online_report(report: dict[str, Any], console: Console) -> None:
         table.add_row(
             row,
             f"{report['mean_true_reward'][row]['mean']:.2f}",
-            _fmt(report["vs_online_dpo"].get(row)),
-            _fmt(report["vs_dpo"].get(row)),
-            _fmt(report["online_vs_offline"].get(row)),
+            format_interval(report["vs_online_dpo"].get(row)),
+            format_interval(report["vs_dpo"].get(row)),
+            format_interval(report["online_vs_offline"].get(row)),
         )
     console.print(table)
     console.print(f"tuned online: {report['tuned_online_hyperparameters']}")

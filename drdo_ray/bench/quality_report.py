@@ -58,8 +58,48 @@ def _mean_of(dicts: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([d.get(k, math.nan) for d in dicts])) for k in keys}
 
 
-def _per_seed(by_seed: dict[int, float]) -> dict[str, Any]:
+def per_seed_interval(by_seed: dict[int, float]) -> dict[str, Any]:
+    """One value per seed, and their mean with its t interval."""
     return {"per_seed": {str(s): v for s, v in by_seed.items()}, **t_interval(list(by_seed.values()))}
+
+
+def error_bars(stats: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Means and the asymmetric error bars of their t intervals (none without an interval)."""
+    ys = np.array([s["mean"] for s in stats])
+    lo = [y - (s["ci95"] or [y, y])[0] for y, s in zip(ys, stats)]
+    hi = [(s["ci95"] or [y, y])[1] - y for y, s in zip(ys, stats)]
+    return ys, np.array([lo, hi])
+
+
+def format_interval(stat: dict[str, Any] | None) -> str:
+    """``+0.12 [-0.03, +0.27]`` (``-`` for no statistic)."""
+    if stat is None:
+        return "-"
+    ci = stat["ci95"]
+    return f"{stat['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def run_record(
+    cfg: BenchQualityConfig,
+    random_init: dict[int, float],
+    sft: dict[int, float],
+    data: Any,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """What every quality report ends with: the reference rewards, the data, the settings, the
+    timings, the device and the command."""
+    return {
+        "reference_true_reward": {
+            "random_init": float(np.mean(list(random_init.values()))),
+            "sft": t_interval(list(sft.values()))["mean"],
+            "optimum": float(syn.TARGET_LENGTH),
+        },
+        "data": data,
+        "settings": cfg.model_dump(mode="json"),
+        "timings": timings,
+        "device": f"cpu ({cfg.threads} thread(s))",
+        "command": " ".join(sys.argv),
+    }
 
 
 def _comparisons(res: QualityResults, rows: list[str], means: dict[str, dict[str, dict[int, float]]]) -> dict:
@@ -149,7 +189,7 @@ def build_report(res: QualityResults) -> dict[str, Any]:
             **{m: METHODS[m].description for m in cfg.methods},
             **{c: CONTROLS[c].description for c in cfg.controls},
         },
-        "mean_true_reward": {r: {c: _per_seed(means[r][c]) for c in conds} for r in rows},
+        "mean_true_reward": {r: {c: per_seed_interval(means[r][c]) for c in conds} for r in rows},
         "vs_dpo": comparisons["vs_dpo"],
         "vs_sft": comparisons["vs_sft"],
         "vs_sft_chosen": comparisons["vs_sft_chosen"],
@@ -160,22 +200,13 @@ def build_report(res: QualityResults) -> dict[str, Any]:
         "tuned_hyperparameters": res.tuned,
         "paper_drdo": {**PAPER_DRDO, "lr": cfg.paper_lr},
         "oracle_accuracy": {
-            c: {k: _per_seed(by_seed) for k, by_seed in kinds.items()}
+            c: {k: per_seed_interval(by_seed) for k, by_seed in kinds.items()}
             for c, kinds in res.oracle_accuracy.items()
             if c in conds
         },
         "drdo_step0_term_gradients": training["drdo_step0_term_gradients"],
         "final_train_metrics": training["final_train_metrics"],
-        "reference_true_reward": {
-            "random_init": float(np.mean(list(res.reference["random_init"].values()))),
-            "sft": t_interval(list(means["sft"]["0"].values()))["mean"],
-            "optimum": float(syn.TARGET_LENGTH),
-        },
-        "data": res.data,
-        "settings": cfg.model_dump(mode="json"),
-        "timings": res.timings,
-        "device": f"cpu ({cfg.threads} thread(s))",
-        "command": " ".join(sys.argv),
+        **run_record(cfg, res.reference["random_init"], means["sft"]["0"], res.data, res.timings),
     }
 
 
@@ -197,14 +228,7 @@ def plot_report(report: dict[str, Any], path: str) -> None:
         cells = ["0"] + [c for c in conds if c.startswith(f"{arm}:")]
         xs = np.array([_share(c) for c in cells])
         for i, row in enumerate(rows):
-            stats = [report["mean_true_reward"][row][c] for c in cells]
-            ys = np.array([s["mean"] for s in stats])
-            err = np.array(
-                [
-                    [y - (s["ci95"] or [y, y])[0] for y, s in zip(ys, stats)],
-                    [(s["ci95"] or [y, y])[1] - y for y, s in zip(ys, stats)],
-                ]
-            )
+            ys, err = error_bars([report["mean_true_reward"][row][c] for c in cells])
             ax.errorbar(
                 xs + 0.004 * (i - len(rows) / 2),
                 ys,
@@ -225,14 +249,7 @@ def plot_report(report: dict[str, Any], path: str) -> None:
     others = [r for r in rows if r != "dpo"]
     for j, c in enumerate(conds):
         ys = np.arange(len(others)) + 0.12 * (j - len(conds) / 2)
-        stats = [report["vs_dpo"][r][c] for r in others]
-        xs = np.array([s["mean"] for s in stats])
-        err = np.array(
-            [
-                [x - (s["ci95"] or [x, x])[0] for x, s in zip(xs, stats)],
-                [(s["ci95"] or [x, x])[1] - x for x, s in zip(xs, stats)],
-            ]
-        )
+        xs, err = error_bars([report["vs_dpo"][r][c] for r in others])
         ax.errorbar(xs, ys, xerr=err, fmt="o", ms=3, capsize=2, color=COLORS[j % 10], label=c)
     ax.axvline(0, color="grey", lw=0.8, ls=":")
     ax.set_yticks(np.arange(len(others)), others, fontsize=8)
@@ -240,11 +257,6 @@ def plot_report(report: dict[str, Any], path: str) -> None:
     ax.set(xlabel="mean r* − DPO's, per seed (95% t interval)", title="Paired difference against tuned DPO")
     ax.legend(fontsize=7, title="condition")
     save_figure(fig, path)
-
-
-def _fmt(stat: dict[str, Any]) -> str:
-    ci = stat["ci95"]
-    return f"{stat['mean']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -257,7 +269,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for c in conds:
         table.add_column(c, justify="right")
     for row, by_cond in report["vs_dpo"].items():
-        table.add_row(row, *[_fmt(by_cond[c]) for c in conds])
+        table.add_row(row, *[format_interval(by_cond[c]) for c in conds])
     acc = report["oracle_accuracy"]
     if acc:
         table.add_row(

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 
 from ..config import TrainConfig
-from ..models import pair_forward
+from ..models import pair_forward, sequence_forward
 from ..run_layout import RunLayout
 from ..train.batches import Collator
 from ..train.engine import World
@@ -164,11 +164,25 @@ def pair_scores(
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+@torch.no_grad()
 def response_rewards(
-    model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]], *, pad_id: int
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    responses: list[list[int]],
+    *,
+    pad_id: int,
+    batch: int = 256,
 ) -> np.ndarray:
-    """Reward-head rewards of (prompt, response) rows (each response is both sides of a pair)."""
-    return pair_scores(model, prompts, responses, responses, pad_id=pad_id)["rw"]
+    """Reward-head rewards of (prompt, response) rows: one forward pass over each sequence."""
+    collate = Collator(pad_id=pad_id, pairs=False)
+    out: list[float] = []
+    for i in range(0, len(prompts), batch):
+        b = collate(
+            {"prompt_ids": objects(prompts[i : i + batch]), "chosen_ids": objects(responses[i : i + batch])}
+        )
+        b.pop("num_rows")
+        out += sequence_forward(model, b).rewards.tolist()
+    return np.asarray(out, dtype=np.float64)
 
 
 @torch.no_grad()
